@@ -1,0 +1,98 @@
+"""Model shapes: the preset table and the traced Linear modules' sizes, without torch.
+
+The memory model and the operator need the shapes of every traced module before any weight is
+loaded; the worker reads the same shapes from the loaded model and checks they agree.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Shapes:
+    """The dimensions of a Qwen2/Qwen3/Llama-style decoder that the traced modules depend on."""
+
+    hidden_size: int
+    intermediate_size: int
+    num_layers: int
+    num_attention_heads: int
+    num_key_value_heads: int
+    head_dim: int
+    vocab_size: int
+    tie_word_embeddings: bool
+    attention_bias: bool = False  # Qwen2 has biases on q/k/v; they do not change traced shapes
+
+    def module_shapes(self) -> dict[str, tuple[int, int]]:
+        """(in_features, out_features) of each traced Linear, by suffix."""
+        q_out = self.num_attention_heads * self.head_dim
+        kv_out = self.num_key_value_heads * self.head_dim
+        h, i = self.hidden_size, self.intermediate_size
+        return {
+            "self_attn.q_proj": (h, q_out),
+            "self_attn.k_proj": (h, kv_out),
+            "self_attn.v_proj": (h, kv_out),
+            "self_attn.o_proj": (q_out, h),
+            "mlp.gate_proj": (h, i),
+            "mlp.up_proj": (h, i),
+            "mlp.down_proj": (i, h),
+        }
+
+    def parameter_count(self) -> int:
+        """Parameters of the whole model (embeddings, blocks, norms, LM head)."""
+        per_layer = sum(i * o for i, o in self.module_shapes().values()) + 2 * self.hidden_size
+        if self.attention_bias:
+            per_layer += (self.num_attention_heads + 2 * self.num_key_value_heads) * self.head_dim
+        embed = self.vocab_size * self.hidden_size
+        head = 0 if self.tie_word_embeddings else embed
+        return embed + head + self.num_layers * per_layer + self.hidden_size
+
+
+def _qwen2(h: int, i: int, layers: int, heads: int, kv: int, vocab: int, tied: bool) -> Shapes:
+    return Shapes(h, i, layers, heads, kv, h // heads, vocab, tied, attention_bias=True)
+
+
+def _qwen3(h: int, i: int, layers: int, heads: int, kv: int, vocab: int, tied: bool) -> Shapes:
+    return Shapes(h, i, layers, heads, kv, 128, vocab, tied)
+
+
+# Exact shapes from each model's published config.json.
+PRESETS: dict[str, Shapes] = {
+    "qwen2.5-0.5b": _qwen2(896, 4864, 24, 14, 2, 151936, True),
+    "qwen2.5-1.5b": _qwen2(1536, 8960, 28, 12, 2, 151936, True),
+    "qwen2.5-3b": _qwen2(2048, 11008, 36, 16, 2, 151936, True),
+    "qwen2.5-7b": _qwen2(3584, 18944, 28, 28, 4, 152064, False),
+    "qwen3-0.6b": _qwen3(1024, 3072, 28, 16, 8, 151936, True),
+    "qwen3-1.7b": _qwen3(2048, 6144, 28, 16, 8, 151936, True),
+    "qwen3-4b": _qwen3(2560, 9728, 36, 32, 8, 151936, True),
+    "qwen3-8b": _qwen3(4096, 12288, 36, 32, 8, 151936, False),
+    "llama-3.1-8b": Shapes(4096, 14336, 32, 32, 8, 128, 128256, False),
+}
+
+
+def shapes_from_config(config: dict) -> Shapes:
+    """Shapes from a Hugging Face config.json dictionary (Qwen2/Qwen3/Llama field names)."""
+    heads = int(config["num_attention_heads"])
+    hidden = int(config["hidden_size"])
+    return Shapes(
+        hidden_size=hidden,
+        intermediate_size=int(config["intermediate_size"]),
+        num_layers=int(config["num_hidden_layers"]),
+        num_attention_heads=heads,
+        num_key_value_heads=int(config.get("num_key_value_heads") or heads),
+        head_dim=int(config.get("head_dim") or hidden // heads),
+        vocab_size=int(config["vocab_size"]),
+        tie_word_embeddings=bool(config.get("tie_word_embeddings", False)),
+        attention_bias=bool(config.get("attention_bias", config.get("model_type") == "qwen2")),
+    )
+
+
+def read_config_shapes(model_dir: str | Path) -> Shapes | None:
+    """Shapes from ``model_dir/config.json`` when it exists and has the needed fields."""
+    path = Path(model_dir) / "config.json"
+    try:
+        return shapes_from_config(json.loads(path.read_text()))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None

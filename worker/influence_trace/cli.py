@@ -1,0 +1,70 @@
+"""The ``influence-trace`` command: one entry point for the worker, the operator and the tools.
+
+Each subcommand imports its implementation lazily, so ``estimate`` and ``operator`` never load torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Callable, Sequence
+
+# subcommand -> (module, function, help); the function takes the parsed arguments and returns an exit code
+COMMANDS: dict[str, tuple[str, str, str]] = {
+    "run": ("influence_trace.worker.entry", "main", "run a trace on this machine (CPU or GPUs)"),
+    "estimate": ("influence_trace.estimate", "main", "predict memory and pick a GPU pool"),
+    "operator": ("influence_trace_operator.main", "main", "run the Kubernetes operator (kopf)"),
+    "demo": ("influence_trace.demo", "main", "build a small model and rollouts and trace them"),
+    "report": ("influence_trace.report", "main", "write a self-contained HTML report of a run"),
+    "compare": ("influence_trace.compare", "main", "put several runs side by side"),
+    "crd": ("influence_trace.crd", "main", "print the CRD generated from the spec"),
+}
+
+
+def _add_arguments(name: str, sub: argparse.ArgumentParser) -> None:
+    if name == "run":
+        sub.add_argument("manifest", help="InfluenceTrace manifest (YAML)")
+        sub.add_argument("--nproc", type=int, default=None, help="processes (default: resources.gpus)")
+        sub.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    elif name == "estimate":
+        sub.add_argument("manifest", help="InfluenceTrace manifest (YAML)")
+        sub.add_argument("--pools", default=None, help="YAML file with the pool table")
+        sub.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    elif name == "operator":
+        sub.add_argument("--namespace", action="append", default=None, help="watch only these")
+        sub.add_argument("--pools", default=None, help="YAML file with the pool table")
+        sub.add_argument("--verbose", action="store_true", help="debug logging")
+    elif name == "demo":
+        sub.add_argument("--out", default="demo-output", help="directory for the demo's files")
+        sub.add_argument("--top", type=int, default=10, help="how many influential tokens to print")
+    elif name == "report":
+        sub.add_argument("output_dir", help="a finished run's output directory")
+        sub.add_argument("--out", default=None, help="HTML file (default: OUTPUT_DIR/report.html)")
+    elif name == "compare":
+        sub.add_argument("dirs", nargs="+", help="finished runs' output directories")
+        sub.add_argument("--json", action="store_true", help="print JSON instead of markdown")
+    elif name == "crd":
+        sub.add_argument("--out", default=None, help="write to this file instead of stdout")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="influence-trace", description=__doc__.splitlines()[0])
+    subs = parser.add_subparsers(dest="command", required=True)
+    for name, (_, _, help_text) in COMMANDS.items():
+        _add_arguments(name, subs.add_parser(name, help=help_text, description=help_text))
+    return parser
+
+
+def _resolve(name: str) -> Callable[[argparse.Namespace], int]:
+    module, func, _ = COMMANDS[name]
+    return getattr(importlib.import_module(module), func)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(_resolve(args.command)(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
