@@ -1,0 +1,51 @@
+"""Run-time knobs that are not part of the manifest: where to run and how to cut the work.
+
+They change speed and memory, never the numbers (tests check that results do not depend on them).
+Environment variables set them for `influence-trace run`; tests construct WorkerOptions directly.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+GPU_BUDGET_ENV = "INFLUENCE_TRACE_GPU_BUDGET_BYTES"
+CHUNK_BYTES_ENV = "INFLUENCE_TRACE_CHUNK_BYTES"
+CAPTURE_TOKENS_ENV = "INFLUENCE_TRACE_CAPTURE_TOKENS"
+
+DEFAULT_CHUNK_BYTES = 256 * 2**20  # one Hessian chunk buffer (c x D in the Hessian dtype)
+DEFAULT_CAPTURE_TOKENS = 16384  # padded sequence tokens per capture forward/backward batch
+
+
+def _env_int(name: str) -> int | None:
+    value = os.environ.get(name)
+    if value in (None, ""):
+        return None
+    try:
+        number = int(value)
+    except ValueError:
+        raise ValueError(f"environment variable {name}: expected an integer, got {value!r}") from None
+    if number < 1:
+        raise ValueError(f"environment variable {name}: expected a positive integer, got {number}")
+    return number
+
+
+@dataclass(frozen=True)
+class WorkerOptions:
+    """How the worker cuts its work; ``gpu_budget_bytes`` makes planned overruns a GPU OOM."""
+
+    device: str = "cpu"
+    chunk_bytes: int = DEFAULT_CHUNK_BYTES
+    capture_tokens: int = DEFAULT_CAPTURE_TOKENS
+    gpu_budget_bytes: int | None = None
+    progress: bool = True
+
+    @classmethod
+    def from_env(cls, device: str, progress: bool = True) -> WorkerOptions:
+        return cls(
+            device=device,
+            chunk_bytes=_env_int(CHUNK_BYTES_ENV) or DEFAULT_CHUNK_BYTES,
+            capture_tokens=_env_int(CAPTURE_TOKENS_ENV) or DEFAULT_CAPTURE_TOKENS,
+            gpu_budget_bytes=_env_int(GPU_BUDGET_ENV),
+            progress=progress,
+        )
