@@ -96,3 +96,55 @@ def read_config_shapes(model_dir: str | Path) -> Shapes | None:
         return shapes_from_config(json.loads(path.read_text()))
     except (OSError, ValueError, KeyError, TypeError):
         return None
+
+
+@dataclass(frozen=True)
+class ModuleDims:
+    """One traced module's sizes: its Linear's in/out features and the projected k_in, k_out."""
+
+    name: str
+    in_features: int
+    out_features: int
+    k_in: int
+    k_out: int
+
+    @property
+    def dim(self) -> int:
+        """D = k_in * k_out, the side of this module's Hessian."""
+        return self.k_in * self.k_out
+
+
+def projection_dims(
+    in_features: int, out_features: int, factor: int, max_hessian_dim: int
+) -> tuple[int, int]:
+    """(k_in, k_out) per ALGORITHM.md: width // factor (at least 1), then capped by maxHessianDim.
+
+    The cap decrements the larger of the two (k_in on a tie) until k_in * k_out fits.
+    """
+    if factor == 1:
+        k_in, k_out = in_features, out_features
+    else:
+        k_in, k_out = max(1, in_features // factor), max(1, out_features // factor)
+    while max_hessian_dim > 0 and k_in * k_out > max_hessian_dim:
+        if k_in >= k_out:
+            k_in -= 1
+        else:
+            k_out -= 1
+    return k_in, k_out
+
+
+def traced_module_dims(
+    shapes: Shapes, suffixes: list[str] | tuple[str, ...], factor: int, max_hessian_dim: int
+) -> list[ModuleDims]:
+    """Every traced module of the model, in layer order, as the worker will find them."""
+    per_suffix = shapes.module_shapes()
+    unknown = [s for s in suffixes if s not in per_suffix]
+    if unknown:
+        raise ValueError(f"modules {unknown} are not traced Linear suffixes of this architecture")
+    dims = []
+    for layer in range(shapes.num_layers):
+        for suffix in suffixes:
+            fin, fout = per_suffix[suffix]
+            k_in, k_out = projection_dims(fin, fout, factor, max_hessian_dim)
+            dims.append(ModuleDims(f"model.layers.{layer}.{suffix}", fin, fout, k_in, k_out))
+    return dims
