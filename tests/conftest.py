@@ -1,0 +1,45 @@
+"""Fixtures shared by the whole suite: tiny random models saved to disk, and manifests for them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random 2-layer Qwen2 (hidden 32) with its word-level tokenizer, saved with save_pretrained."""
+    from influence_trace.worker.tiny_model import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-qwen2") / "model", arch="qwen2")
+
+
+@pytest.fixture()
+def rollouts_file(tmp_path: Path) -> Path:
+    """Three groups of four token-id responses with 0/1 rewards, each group with contrast."""
+    from influence_trace.worker.tiny_model import make_rollouts
+
+    return make_rollouts(tmp_path / "rollouts.jsonl")
+
+
+def manifest_dict(model_dir: Path, rollouts: Path, output: Path, **trace: Any) -> dict[str, Any]:
+    """A complete manifest for a local run; keyword arguments override spec.trace fields."""
+    return {
+        "apiVersion": "influencetrace.dev/v1alpha1",
+        "kind": "InfluenceTrace",
+        "metadata": {"name": "test-trace"},
+        "spec": {
+            "model": {"path": str(model_dir), "dtype": "float32"},
+            "rollouts": {"path": str(rollouts)},
+            "trace": {"factor": 2, "captureDtype": "float32", **trace},
+            "output": {"path": str(output)},
+        },
+    }
+
+
+def write_manifest(path: Path, data: dict[str, Any]) -> Path:
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
