@@ -15,6 +15,7 @@ class StageTimer:
     def __init__(self, synchronize=None) -> None:
         self.seconds: dict[str, float] = dict.fromkeys(STAGES, 0.0)
         self.current = "setup"
+        self.failed: str | None = None  # innermost stage an exception left (current is reset by then)
         self._synchronize = synchronize or (lambda: None)
         self._start = time.perf_counter()
 
@@ -25,6 +26,9 @@ class StageTimer:
         began = time.perf_counter()
         try:
             yield
+        except BaseException:
+            self.failed = self.failed or name
+            raise
         finally:
             self._synchronize()
             self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - began

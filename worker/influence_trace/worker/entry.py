@@ -1,0 +1,157 @@
+"""``influence-trace run``: the worker's process entry point and its failure contract.
+
+Every run ends with a documented exit code (contract.EXIT_CODES) and a termination message: the
+headline figures on success, ``{"reason", "stage", "message"}`` on failure. Out-of-memory errors are
+mapped to their reasons so the operator can escalate to a larger GPU pool instead of retrying blindly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import traceback
+from typing import Any
+
+from influence_trace.contract import (
+    EXIT_OK,
+    GPUOutOfMemory,
+    HostOutOfMemory,
+    InvalidInput,
+    WorkerFailure,
+    failure_message,
+    write_termination_message,
+)
+from influence_trace.spec import InfluenceTrace, ManifestError, load_manifest
+from influence_trace.worker.timing import StageTimer
+
+log = logging.getLogger("influence_trace.worker")
+
+
+class _StageFilter(logging.Filter):
+    """Adds the running stage to every log record."""
+
+    def __init__(self, timer: StageTimer) -> None:
+        super().__init__()
+        self.timer = timer
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.stage = self.timer.current
+        return True
+
+
+def setup_logging(timer: StageTimer) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s [%(stage)s] %(message)s", "%H:%M:%S"))
+    handler.addFilter(_StageFilter(timer))
+    log.handlers[:] = [handler]
+    log.setLevel(logging.INFO)
+    log.propagate = False
+
+
+def _synchronize_cuda() -> None:
+    """Wait for queued kernels so stage timings are real; a no-op until CUDA is in use."""
+    import torch
+
+    if torch.cuda.is_initialized():
+        torch.cuda.synchronize()
+
+
+def choose_device(requested: str | None) -> str:
+    import torch
+
+    if requested:
+        if requested.startswith("cuda") and not torch.cuda.is_available():
+            raise InvalidInput(f"--device {requested}: CUDA is not available on this machine", "setup")
+        return requested
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def check_processes(manifest: InfluenceTrace, nproc: int | None) -> None:
+    """One process only for now; a manifest asking for more must be overridden explicitly (--nproc 1)."""
+    wanted = nproc if nproc is not None else manifest.spec.resources.gpus
+    if wanted < 1:
+        raise InvalidInput(f"--nproc: expected a positive number of processes, got {wanted}", "setup")
+    if wanted > 1:
+        source = f"--nproc {nproc}" if nproc is not None else f"spec.resources.gpus: {wanted}"
+        raise InvalidInput(
+            f"{source}: multi-process runs are not supported yet; run with --nproc 1 (one process, one "
+            "device)",
+            "setup",
+        )
+
+
+def format_timings(timings: dict[str, float]) -> str:
+    """A readable two-column table of stage seconds, with each stage's share of step_total."""
+    total = timings.get("step_total", 0.0) or 1e-12
+    width = max(len(name) for name in timings)
+    lines = [f"{'stage':<{width}}  {'seconds':>9}  {'share':>6}"]
+    for name, seconds in timings.items():
+        share = "" if name == "step_total" else f"{100 * seconds / total:5.1f}%"
+        lines.append(f"{name:<{width}}  {seconds:9.3f}  {share:>6}")
+    return "\n".join(lines)
+
+
+def success_message(summary: dict[str, Any]) -> dict[str, Any]:
+    """The headline figures, named like the CRD's status.result."""
+    resources = summary["resources"]
+    return {
+        "rowsEmitted": summary["rows_emitted"],
+        "outputPath": summary["config"]["output"]["path"],
+        "timings": {name: round(sec, 3) for name, sec in summary["timings"].items()},
+        "peakGpuBytes": resources["peak_gpu_bytes"],
+        "peakHostBytes": resources["peak_host_bytes"],
+    }
+
+
+def as_failure(err: BaseException, timer: StageTimer) -> WorkerFailure:
+    """Map any exception to a contract failure, in the stage that was running."""
+    import torch
+
+    stage = timer.failed or timer.current
+    if isinstance(err, WorkerFailure):
+        if err.stage == "setup":
+            err.stage = stage  # raised without a stage of its own
+        return err
+    if isinstance(err, torch.OutOfMemoryError):
+        return GPUOutOfMemory(f"device out of memory: {err}", stage)
+    if isinstance(err, MemoryError):
+        return HostOutOfMemory(f"host out of memory: {err or 'MemoryError'}", stage)
+    return WorkerFailure(f"{type(err).__name__}: {err}", stage)  # reason "Error"
+
+
+def execute(args: argparse.Namespace, timer: StageTimer) -> dict[str, Any]:
+    from influence_trace.worker.options import WorkerOptions
+    from influence_trace.worker.pipeline import run_pipeline
+
+    try:
+        manifest = load_manifest(args.manifest)
+    except ManifestError as err:
+        raise InvalidInput(str(err), "load_manifest") from None
+    check_processes(manifest, args.nproc)
+    device = choose_device(args.device)
+    try:
+        options = WorkerOptions.from_env(device)
+    except ValueError as err:
+        raise InvalidInput(str(err), "setup") from None
+    log.info("tracing %s on %s", args.manifest, device)
+    return run_pipeline(manifest, options, timer=timer)
+
+
+def main(args: argparse.Namespace) -> int:
+    """Run the worker; always write the termination message; return the contract's exit code."""
+    timer = StageTimer(synchronize=_synchronize_cuda)
+    setup_logging(timer)
+    try:
+        summary = execute(args, timer)
+    except Exception as err:  # every failure must reach the contract (MemoryError included)
+        failure = as_failure(err, timer)
+        if not isinstance(err, WorkerFailure):
+            traceback.print_exception(err, file=sys.stderr)
+        log.error("%s in stage %s: %s", failure.reason, failure.stage, failure)
+        write_termination_message(failure_message(failure))
+        return failure.exit_code
+    write_termination_message(success_message(summary))
+    print(format_timings(summary["timings"]))
+    log.info("done: %d rows in %s", summary["rows_emitted"], summary["config"]["output"]["path"])
+    return EXIT_OK

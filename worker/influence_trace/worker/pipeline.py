@@ -1,0 +1,137 @@
+"""One trace from a validated manifest to its outputs: inputs, model, selection, trace, rows, summary.
+
+Cheap checks come first (files exist, the output directory can be made, every rollouts row is well
+formed) so a bad input fails in seconds with InvalidInput instead of after the model has loaded.
+"""
+
+from __future__ import annotations
+
+import logging
+import resource
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from influence_trace.contract import InvalidInput
+from influence_trace.spec import InfluenceTrace, InfluenceTraceSpec
+from influence_trace.worker import model_io, outputs
+from influence_trace.worker.ledger import MemoryLedger
+from influence_trace.worker.options import WorkerOptions
+from influence_trace.worker.rollouts import read_rows, to_responses
+from influence_trace.worker.selection import Selection, select_groups
+from influence_trace.worker.timing import StageTimer
+
+log = logging.getLogger("influence_trace.worker")
+SETUP = "setup"
+
+
+def check_inputs(spec: InfluenceTraceSpec) -> Path:
+    """Fail fast on missing inputs or an unusable output directory; return the rollouts path."""
+    path = spec.rollouts.path
+    if path is None or not Path(path).is_file():
+        if spec.rollouts.generate is not None:
+            raise InvalidInput(
+                "spec.rollouts.generate: generating rollouts is not available in this version; "
+                f"give spec.rollouts.path as an existing JSONL or Parquet file (got {path!r})",
+                SETUP,
+            )
+        raise InvalidInput(f"spec.rollouts.path: {path} does not exist (expected a JSONL or Parquet)", SETUP)
+    model_io.check_model_dir(spec.model.path)
+    try:
+        Path(spec.output.path).mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        message = f"spec.output.path: cannot create {spec.output.path} ({err.strerror})"
+        raise InvalidInput(message, SETUP) from None
+    return Path(path)
+
+
+def model_bytes(model: torch.nn.Module) -> int:
+    return sum(t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers()))
+
+
+def select(responses: list, spec: InfluenceTraceSpec) -> Selection:
+    """Selected groups; none at all is an input error (there would be nothing to trace)."""
+    selection = select_groups(responses, spec.trace, spec.rollouts.max_prompts)
+    if not selection.groups:
+        what = "all advantages zero" if spec.trace.contrastive_agg == "advantage" else "all rewards equal"
+        raise InvalidInput(
+            f"spec.rollouts.path: none of the {selection.total_groups} groups (responses sharing a "
+            f"prompt_id) has contrast ({what} in every group), so there is no learning signal to "
+            "trace; each group needs responses with different rewards",
+            "select_groups",
+        )
+    return selection
+
+
+def peak_host_bytes() -> int:
+    """Peak resident set size of this process (ru_maxrss is KiB on Linux, bytes on macOS)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak if sys.platform == "darwin" else peak * 1024)
+
+
+def peak_gpu_bytes(device: str) -> int:
+    if torch.device(device).type != "cuda" or not torch.cuda.is_available():
+        return 0
+    return int(torch.cuda.max_memory_allocated(torch.device(device)))
+
+
+def device_name(device: str) -> str:
+    return torch.cuda.get_device_name(torch.device(device)) if torch.device(device).type == "cuda" else "cpu"
+
+
+def resources_used(options: WorkerOptions, ledger: MemoryLedger) -> dict[str, Any]:
+    import transformers
+
+    return {
+        "peak_gpu_bytes": peak_gpu_bytes(options.device),
+        "peak_host_bytes": peak_host_bytes(),
+        "ledger_peak_bytes": ledger.peak_bytes,
+        "ledger_peak_breakdown": dict(ledger.peak_breakdown),
+        "gpu_budget_bytes": options.gpu_budget_bytes,
+        "device": options.device,
+        "device_name": device_name(options.device),
+        "torch_version": torch.__version__,
+        "transformers_version": transformers.__version__,
+    }
+
+
+def run_pipeline(
+    manifest: InfluenceTrace,
+    options: WorkerOptions,
+    timer: StageTimer | None = None,
+    ledger: MemoryLedger | None = None,
+) -> dict[str, Any]:
+    """Run the whole trace and write its outputs; return the summary (as written to summary.json)."""
+    from influence_trace.worker.trace import run_trace
+
+    spec = manifest.spec
+    timer = timer or StageTimer()
+    ledger = ledger or MemoryLedger(options.gpu_budget_bytes)
+    rollouts_path = check_inputs(spec)
+    with timer.stage("load_rollouts"):
+        raw = read_rows(rollouts_path)
+        log.info("read %d rollouts rows from %s", len(raw), rollouts_path)
+    with timer.stage("load_model"):
+        model = model_io.load_model(spec.model, options.device)
+        ledger.allocate("weights", model_bytes(model), "load_model")
+        tokenizer = model_io.load_tokenizer(spec.model) if any(r.needs_tokenizer for r in raw) else None
+    with timer.stage("load_rollouts"):
+        responses = to_responses(raw, tokenizer, model_io.vocab_size(model))
+    with timer.stage("select_groups"):
+        selection = select(responses, spec)
+    log.info(
+        "tracing %d groups (%d skipped without contrast), %d responses, %d response tokens",
+        len(selection.groups), selection.skipped_groups, len(selection.responses), selection.num_tokens,
+    )
+    result = run_trace(model, selection, spec.trace, options, ledger, timer)
+    with timer.stage("pop_rows"):
+        rows = outputs.rows_from_result(selection, result)
+        outputs.write_rows(spec.output.path, rows)
+    summary = outputs.build_summary(
+        manifest, selection, result, rows, len(responses), timer.totals(), resources_used(options, ledger)
+    )
+    outputs.write_summary(spec.output.path, summary)
+    log.info("wrote %d rows to %s", len(rows), outputs.rows_path(spec.output.path))
+    return summary
