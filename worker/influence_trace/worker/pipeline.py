@@ -47,10 +47,6 @@ def check_inputs(spec: InfluenceTraceSpec) -> Path:
     return Path(path)
 
 
-def model_bytes(model: torch.nn.Module) -> int:
-    return sum(t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers()))
-
-
 def select(responses: list, spec: InfluenceTraceSpec) -> Selection:
     """Selected groups; none at all is an input error (there would be nothing to trace)."""
     selection = select_groups(responses, spec.trace, spec.rollouts.max_prompts)
@@ -115,7 +111,6 @@ def run_pipeline(
         log.info("read %d rollouts rows from %s", len(raw), rollouts_path)
     with timer.stage("load_model"):
         model = model_io.load_model(spec.model, options.device)
-        ledger.allocate("weights", model_bytes(model), "load_model")
         tokenizer = model_io.load_tokenizer(spec.model) if any(r.needs_tokenizer for r in raw) else None
     with timer.stage("load_rollouts"):
         responses = to_responses(raw, tokenizer, model_io.vocab_size(model))
