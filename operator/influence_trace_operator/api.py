@@ -1,0 +1,164 @@
+"""The few Kubernetes API calls the operator makes, as plain camelCase dicts.
+
+Responses are read raw (``_preload_content=False``) and decoded with ``json``: the client's model
+deserialisation costs far more than the calls themselves when hundreds of traces move at once.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+from typing import Any
+
+from influence_trace.spec import API_GROUP, API_VERSION, KIND, PLURAL
+from kubernetes import client
+from kubernetes.client.rest import ApiException
+
+from influence_trace_operator import labels as L
+
+log = logging.getLogger(__name__)
+EVENT_MESSAGE_LIMIT = 1024
+
+
+def now() -> str:
+    """RFC 3339 UTC, seconds precision, as Kubernetes writes times."""
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _json(resp: Any) -> dict[str, Any]:
+    return json.loads(resp.data)
+
+
+class Kube:
+    """Typed access to traces, Jobs, Pods, ConfigMaps and Events."""
+
+    def __init__(self, api_client: client.ApiClient | None = None) -> None:
+        self.api_client = api_client or client.ApiClient()
+        self.custom = client.CustomObjectsApi(self.api_client)
+        self.batch = client.BatchV1Api(self.api_client)
+        self.core = client.CoreV1Api(self.api_client)
+
+    # ---- traces ------------------------------------------------------------------------------
+    def get_trace(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            return _json(
+                self.custom.get_namespaced_custom_object(
+                    API_GROUP, API_VERSION, namespace, PLURAL, name, _preload_content=False
+                )
+            )
+        except ApiException as err:
+            if err.status == 404:
+                return None
+            raise
+
+    def list_traces(self, namespaces: list[str] | None) -> list[dict[str, Any]]:
+        if not namespaces:
+            return _json(
+                self.custom.list_cluster_custom_object(API_GROUP, API_VERSION, PLURAL, _preload_content=False)
+            )["items"]
+        items: list[dict[str, Any]] = []
+        for ns in namespaces:
+            items += _json(
+                self.custom.list_namespaced_custom_object(
+                    API_GROUP, API_VERSION, ns, PLURAL, _preload_content=False
+                )
+            )["items"]
+        return items
+
+    def replace_status(self, trace: dict[str, Any], status: dict[str, Any]) -> None:
+        """PUT the status subresource; the resourceVersion makes a concurrent change fail with 409."""
+        meta = trace["metadata"]
+        body = {
+            "apiVersion": f"{API_GROUP}/{API_VERSION}",
+            "kind": KIND,
+            "metadata": {
+                "name": meta["name"],
+                "namespace": meta["namespace"],
+                "resourceVersion": meta["resourceVersion"],
+            },
+            "spec": trace.get("spec") or {},
+            "status": status,
+        }
+        self.custom.replace_namespaced_custom_object_status(
+            API_GROUP, API_VERSION, meta["namespace"], PLURAL, meta["name"], body, _preload_content=False
+        )
+
+    # ---- children ----------------------------------------------------------------------------
+    def get_job(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            return _json(self.batch.read_namespaced_job(name, namespace, _preload_content=False))
+        except ApiException as err:
+            if err.status == 404:
+                return None
+            raise
+
+    def create_job(self, body: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+        """Create the Job, or return the existing one of that name: (job, created)."""
+        ns, name = body["metadata"]["namespace"], body["metadata"]["name"]
+        try:
+            return _json(self.batch.create_namespaced_job(ns, body, _preload_content=False)), True
+        except ApiException as err:
+            if err.status != 409:
+                raise
+        existing = self.get_job(ns, name)
+        if existing is None:  # deleted between the two calls: the next pass creates it
+            raise RuntimeError(f"Job {ns}/{name} exists and vanished; retrying later")
+        return existing, False
+
+    def delete_job(self, namespace: str, name: str) -> None:
+        try:
+            self.batch.delete_namespaced_job(
+                name, namespace, propagation_policy="Background", _preload_content=False
+            )
+        except ApiException as err:
+            if err.status != 404:
+                raise
+
+    def ensure_configmap(self, body: dict[str, Any]) -> None:
+        """Create the manifest ConfigMap unless it exists (its content is a function of the spec)."""
+        try:
+            self.core.create_namespaced_config_map(
+                body["metadata"]["namespace"], body, _preload_content=False
+            )
+        except ApiException as err:
+            if err.status != 409:
+                raise
+
+    def job_pods(self, namespace: str, job: str) -> list[dict[str, Any]]:
+        return _json(
+            self.core.list_namespaced_pod(
+                namespace, label_selector=f"{L.JOB_NAME}={job}", _preload_content=False
+            )
+        )["items"]
+
+    # ---- events ------------------------------------------------------------------------------
+    def post_event(self, trace: dict[str, Any], kind: str, reason: str, message: str) -> None:
+        """A core/v1 Event on the trace (what ``kubectl describe`` lists); failures are only logged."""
+        meta = trace["metadata"]
+        stamp = now()
+        body = {
+            "metadata": {"generateName": f"{meta['name'][:200]}.", "namespace": meta["namespace"]},
+            "involvedObject": {
+                "apiVersion": f"{API_GROUP}/{API_VERSION}",
+                "kind": KIND,
+                "name": meta["name"],
+                "namespace": meta["namespace"],
+                "uid": meta.get("uid"),
+            },
+            "reason": reason,
+            "message": message[:EVENT_MESSAGE_LIMIT],
+            "type": kind,
+            "source": {"component": L.MANAGER},
+            "reportingComponent": L.MANAGER,
+            "reportingInstance": L.MANAGER,
+            "firstTimestamp": stamp,
+            "lastTimestamp": stamp,
+            "count": 1,
+        }
+        try:
+            self.core.create_namespaced_event(meta["namespace"], body, _preload_content=False)
+        except ApiException as err:
+            log.warning(
+                "could not post event %s on %s/%s: %s", reason, meta["namespace"], meta["name"], err.reason
+            )

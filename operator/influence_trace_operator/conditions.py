@@ -1,0 +1,83 @@
+"""Conditions with a fixed set of types and paired reasons (jobset's pattern), pure.
+
+Four types tell the story: ``Placed`` (a Job exists on a pool), ``Running`` (a worker pod runs),
+``Succeeded`` and ``Failed`` (terminal; exactly one becomes True). A condition counts as changed
+only when its status, reason or message differ; lastTransitionTime moves only when status does.
+"""
+
+from __future__ import annotations
+
+from influence_trace.status import Condition, TraceStatus
+
+PLACED = "Placed"
+RUNNING = "Running"
+SUCCEEDED = "Succeeded"
+FAILED = "Failed"
+TYPES = (PLACED, RUNNING, SUCCEEDED, FAILED)
+
+# Placed
+JOB_CREATED = "JobCreated"  # True: attempt N's Job exists on a pool
+ESCALATED = "EscalatedToLargerPool"  # True: GPU out of memory, moved to a larger pool
+HOST_MEMORY_RAISED = "HostMemoryRaised"  # True: kernel OOM kill, same or other pool, more host memory
+INVALID_SPEC = "InvalidSpec"  # False (and Failed): the spec cannot be run
+INFEASIBLE = "Infeasible"  # False (and Failed): no allowed pool fits the estimate
+# Running
+POD_PENDING = "PodPending"  # False: the Job's pod waits for a node
+POD_RUNNING = "PodRunning"  # True
+POD_EVICTED = "PodEvicted"  # False: evicted; the Job relaunches it on the same pool
+ATTEMPT_FINISHED = "AttemptFinished"  # False: the attempt's Job has finished
+# Succeeded
+WORKER_SUCCEEDED = "WorkerSucceeded"
+# Failed (the reason says why; these pair with the Placed reasons above where they overlap)
+OUT_OF_GPU_MEMORY = "OutOfGPUMemory"  # GPU OOM on the largest allowed pool
+OUT_OF_HOST_MEMORY = "OutOfHostMemory"  # kernel OOM kill with no more host memory anywhere allowed
+WORKER_FAILED = "WorkerFailed"  # invalid input or an error in the worker: retrying would not help
+ATTEMPTS_EXHAUSTED = "AttemptsExhausted"  # resources.maxAttempts reached
+
+TERMINAL_REASONS = {
+    INVALID_SPEC,
+    INFEASIBLE,
+    OUT_OF_GPU_MEMORY,
+    OUT_OF_HOST_MEMORY,
+    WORKER_FAILED,
+    ATTEMPTS_EXHAUSTED,
+}
+
+
+def set_condition(
+    status: TraceStatus, kind: str, value: bool, reason: str, message: str, generation: int | None, now: str
+) -> bool:
+    """Set one condition in place; True when status, reason or message changed."""
+    if kind not in TYPES:
+        raise ValueError(f"unknown condition type {kind!r}")
+    wanted = "True" if value else "False"
+    for i, cond in enumerate(status.conditions):
+        if cond.type != kind:
+            continue
+        if (cond.status, cond.reason, cond.message) == (wanted, reason, message):
+            return False
+        moved = now if cond.status != wanted else cond.last_transition_time
+        status.conditions[i] = Condition(
+            type=kind,
+            status=wanted,
+            reason=reason,
+            message=message,
+            last_transition_time=moved,
+            observed_generation=generation,
+        )
+        return True
+    status.conditions.append(
+        Condition(
+            type=kind,
+            status=wanted,
+            reason=reason,
+            message=message,
+            last_transition_time=now,
+            observed_generation=generation,
+        )
+    )
+    return True
+
+
+def get_condition(status: TraceStatus, kind: str) -> Condition | None:
+    return next((c for c in status.conditions if c.type == kind), None)

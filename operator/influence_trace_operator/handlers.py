@@ -1,0 +1,42 @@
+"""The kopf decorators, and nothing else: each calls one handler module's function.
+
+Only ``on.event`` handlers and a startup/cleanup pair: kopf then writes nothing onto the traces
+(no finalizer, no progress annotations), so deleting a trace never waits for the operator.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import kopf
+from influence_trace.spec import API_GROUP, API_VERSION, PLURAL
+
+from influence_trace_operator import labels as L
+from influence_trace_operator import lifecycle, on_child, on_trace
+
+CHILDREN = {L.MANAGED_BY: L.MANAGER}
+
+
+@kopf.on.startup()
+def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
+    lifecycle.configure(settings)
+
+
+@kopf.on.cleanup()
+def cleanup(**_: Any) -> None:
+    lifecycle.shutdown()
+
+
+@kopf.on.event(API_GROUP, API_VERSION, PLURAL)
+def trace_event(type: str | None, body: kopf.Body, **_: Any) -> None:
+    on_trace.on_trace_event(type, dict(body))
+
+
+@kopf.on.event("batch", "v1", "jobs", labels=CHILDREN)
+def job_event(type: str | None, body: kopf.Body, **_: Any) -> None:
+    on_child.on_job_event(type, dict(body))
+
+
+@kopf.on.event("", "v1", "pods", labels=CHILDREN)
+def pod_event(type: str | None, body: kopf.Body, **_: Any) -> None:
+    on_child.on_pod_event(type, dict(body))

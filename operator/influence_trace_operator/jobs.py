@@ -1,0 +1,264 @@
+"""Pure builders of the worker's Job and its manifest ConfigMap (no API calls, unit-tested).
+
+Everything here is a function of the trace, the attempt number, the pool and the settings, so a
+restarted operator builds byte-for-byte the same Job and can adopt the one it created before.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+from influence_trace.contract import EXIT_CODES, EXIT_KERNEL_OOM_KILL
+from influence_trace.spec import API_VERSION, KIND, InfluenceTrace
+
+from influence_trace_operator import labels as L
+from influence_trace_operator.settings import OperatorSettings
+
+NAME_LIMIT = 63  # Job names become the value of the job-name label on its pods
+MANIFEST_DIR = "/etc/influence-trace"
+MANIFEST_KEY = "trace.yaml"
+WORKSPACE = "/workspace"
+WORKER_UID = 1000
+# Exit codes that end the Job at once instead of retrying: the worker's own failures (a retry on the
+# same pool fails the same way) and 137 (kernel OOM kill: the host memory request must change).
+FAIL_JOB_EXIT_CODES = sorted({*EXIT_CODES.values(), EXIT_KERNEL_OOM_KILL})
+
+
+@dataclass(frozen=True)
+class TraceRef:
+    """The identity of a trace object: what owner references and names are built from."""
+
+    name: str
+    namespace: str
+    uid: str
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where and with how much host memory one attempt runs."""
+
+    attempt: int
+    pool: str
+    node_selector: dict[str, str]
+    tolerations: list[dict[str, Any]]
+    gpu_memory_bytes: int
+    host_memory_bytes: int
+
+
+def fit_name(base: str, suffix: str = "", limit: int = NAME_LIMIT) -> str:
+    """``base + suffix`` within ``limit`` characters; too long a base is cut and given a hash.
+
+    The hash keeps two long names that share a prefix apart; the result stays a valid DNS label.
+    """
+    if len(base) + len(suffix) <= limit:
+        return base + suffix
+    digest = hashlib.sha256(base.encode()).hexdigest()[:8]
+    keep = base[: limit - len(suffix) - len(digest) - 1].rstrip("-.")
+    return f"{keep}-{digest}{suffix}"
+
+
+def job_name(trace: str, attempt: int) -> str:
+    """The deterministic name of attempt N's Job: ``<trace>-a<N>``."""
+    return fit_name(trace, f"-a{attempt}")
+
+
+def configmap_name(trace: str) -> str:
+    """The ConfigMap holding the manifest the worker runs."""
+    return fit_name(trace, "-manifest")
+
+
+def owner_reference(ref: TraceRef) -> dict[str, Any]:
+    """Makes the trace the controller of a child, so deleting it garbage-collects the child."""
+    return {
+        "apiVersion": f"{L.PREFIX.rstrip('/')}/{API_VERSION}",
+        "kind": KIND,
+        "name": ref.name,
+        "uid": ref.uid,
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def child_labels(ref: TraceRef, attempt: int | None = None, pool: str | None = None) -> dict[str, str]:
+    """Labels on every child: selectable by trace (and attempt), recognisable as the operator's."""
+    out = {
+        L.TRACE: fit_name(ref.name),
+        L.MANAGED_BY: L.MANAGER,
+        L.NAME: L.WORKER_NAME,
+    }
+    if attempt is not None:
+        out[L.ATTEMPT] = str(attempt)
+    if pool is not None:
+        out[L.POOL] = pool
+    return out
+
+
+def worker_manifest(trace: InfluenceTrace, ref: TraceRef) -> str:
+    """The manifest handed to ``influence-trace run``: the trace's spec, as stored, as YAML."""
+    body = {
+        "apiVersion": trace.api_version,
+        "kind": trace.kind,
+        "metadata": {"name": ref.name, "namespace": ref.namespace},
+        "spec": trace.spec.model_dump(mode="json", by_alias=True, exclude_none=True),
+    }
+    return yaml.safe_dump(body, sort_keys=False)
+
+
+def build_configmap(trace: InfluenceTrace, ref: TraceRef) -> dict[str, Any]:
+    """The ConfigMap mounted read-only at /etc/influence-trace in every attempt's pods."""
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": configmap_name(ref.name),
+            "namespace": ref.namespace,
+            "labels": child_labels(ref),
+            "annotations": {L.TRACE_NAME: ref.name},
+            "ownerReferences": [owner_reference(ref)],
+        },
+        "data": {MANIFEST_KEY: worker_manifest(trace, ref)},
+    }
+
+
+def _pod_annotations(trace: InfluenceTrace, ref: TraceRef, placement: Placement) -> dict[str, str]:
+    """User annotations, the simulation annotations of the trace itself, then the operator's own."""
+    simulate = {k: v for k, v in trace.metadata.annotations.items() if k.startswith(L.SIMULATE_PREFIX)}
+    return {
+        **trace.spec.pod.annotations,
+        **simulate,
+        L.TRACE_NAME: ref.name,
+        L.POOL_GPU_BYTES: str(placement.gpu_memory_bytes),
+        L.HOST_MEMORY_BYTES: str(placement.host_memory_bytes),
+    }
+
+
+def _container(trace: InfluenceTrace, placement: Placement, settings: OperatorSettings) -> dict[str, Any]:
+    gpus = trace.spec.resources.gpus
+    mounts = [
+        {"name": "manifest", "mountPath": MANIFEST_DIR, "readOnly": True},
+        {"name": "tmp", "mountPath": "/tmp"},
+        {"name": "dshm", "mountPath": "/dev/shm"},
+    ]
+    if trace.spec.storage.volume_claim:
+        mounts.append({"name": "workspace", "mountPath": WORKSPACE})
+    memory = str(placement.host_memory_bytes)
+    return {
+        "name": L.WORKER_CONTAINER,
+        "image": settings.worker_image,
+        "imagePullPolicy": settings.image_pull_policy,
+        "command": [*settings.worker_command, f"{MANIFEST_DIR}/{MANIFEST_KEY}"],
+        "env": [
+            {"name": "HOME", "value": "/tmp"},
+            {"name": "PYTHONUNBUFFERED", "value": "1"},
+            {"name": "INFLUENCE_TRACE_POOL", "value": placement.pool},
+            {"name": "INFLUENCE_TRACE_ATTEMPT", "value": str(placement.attempt)},
+        ],
+        "resources": {
+            "requests": {
+                "cpu": str(settings.cpu_per_gpu * gpus),
+                "memory": memory,
+                "nvidia.com/gpu": str(gpus),
+            },
+            "limits": {"memory": memory, "nvidia.com/gpu": str(gpus)},
+        },
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
+            "runAsNonRoot": True,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "terminationMessagePath": "/dev/termination-log",
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "volumeMounts": mounts,
+    }
+
+
+def _volumes(trace: InfluenceTrace, ref: TraceRef) -> list[dict[str, Any]]:
+    volumes: list[dict[str, Any]] = [
+        {"name": "manifest", "configMap": {"name": configmap_name(ref.name)}},
+        {"name": "tmp", "emptyDir": {}},
+        {"name": "dshm", "emptyDir": {"medium": "Memory"}},
+    ]
+    if trace.spec.storage.volume_claim:
+        volumes.append(
+            {"name": "workspace", "persistentVolumeClaim": {"claimName": trace.spec.storage.volume_claim}}
+        )
+    return volumes
+
+
+def _pod_spec(
+    trace: InfluenceTrace, ref: TraceRef, placement: Placement, settings: OperatorSettings
+) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "nodeSelector": dict(placement.node_selector),
+        "tolerations": [dict(t) for t in placement.tolerations],
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": WORKER_UID,
+            "runAsGroup": WORKER_UID,
+            "fsGroup": WORKER_UID,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "containers": [_container(trace, placement, settings)],
+        "volumes": _volumes(trace, ref),
+    }
+    if settings.service_account:
+        spec["serviceAccountName"] = settings.service_account
+    return spec
+
+
+def build_job(
+    trace: InfluenceTrace, ref: TraceRef, placement: Placement, settings: OperatorSettings
+) -> dict[str, Any]:
+    """The batch/v1 Job of one attempt, owned by the trace."""
+    nodes = trace.spec.resources.nodes
+    labels = child_labels(ref, placement.attempt, placement.pool)
+    pod_labels = {**trace.spec.pod.labels, **labels}
+    job_spec: dict[str, Any] = {
+        "backoffLimit": 0,  # no retry storm: every relaunch is the operator's decision
+        "completions": nodes,
+        "parallelism": nodes,
+        "podFailurePolicy": {
+            "rules": [
+                # Evictions and preemptions are not the trace's fault: the Job replaces the pod on
+                # the same pool, and the failure does not count against backoffLimit.
+                {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
+                {
+                    "action": "FailJob",
+                    "onExitCodes": {
+                        "containerName": L.WORKER_CONTAINER,
+                        "operator": "In",
+                        "values": FAIL_JOB_EXIT_CODES,
+                    },
+                },
+            ]
+        },
+        "template": {
+            "metadata": {"labels": pod_labels, "annotations": _pod_annotations(trace, ref, placement)},
+            "spec": _pod_spec(trace, ref, placement, settings),
+        },
+    }
+    if nodes > 1:
+        job_spec["completionMode"] = "Indexed"
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": job_name(ref.name, placement.attempt),
+            "namespace": ref.namespace,
+            "labels": labels,
+            "annotations": {
+                L.TRACE_NAME: ref.name,
+                L.POOL_GPU_BYTES: str(placement.gpu_memory_bytes),
+                L.HOST_MEMORY_BYTES: str(placement.host_memory_bytes),
+            },
+            "ownerReferences": [owner_reference(ref)],
+        },
+        "spec": job_spec,
+    }

@@ -1,0 +1,90 @@
+"""Operator start and stop: kopf's settings, the one Reconciler, and the periodic resync.
+
+kopf's timers and daemons would put a finalizer on every trace (so that deleting one waits for the
+operator); a plain background thread that re-reads unfinished traces every ``resync_seconds`` gives
+the same safety net without blocking deletion while the operator is down.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+
+import kopf
+from influence_trace.status import TERMINAL_PHASES
+
+from influence_trace_operator.api import Kube
+from influence_trace_operator.pools import load_table
+from influence_trace_operator.reconcile import Reconciler
+from influence_trace_operator.settings import OperatorSettings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Runtime:
+    settings: OperatorSettings
+    reconciler: Reconciler
+    stop: threading.Event
+
+
+_runtime: Runtime | None = None
+
+
+def setup(settings: OperatorSettings | None = None) -> Runtime:
+    """Build the runtime once (main() calls it with the command line's settings; kopf's own
+    ``kopf run -m influence_trace_operator.handlers`` gets it from the environment)."""
+    global _runtime
+    if _runtime is None:
+        settings = settings or OperatorSettings()
+        table = load_table(settings.pools_file)
+        _runtime = Runtime(settings, Reconciler(Kube(), settings, table), threading.Event())
+        log.info("pools: %s", ", ".join(f"{p.name} ({p.gpu_memory_bytes} B/GPU)" for p in table))
+    return _runtime
+
+
+def runtime() -> Runtime:
+    return _runtime or setup()
+
+
+def configure(kopf_settings: kopf.OperatorSettings) -> None:
+    """kopf settings for one replica that keeps all state in the traces' status."""
+    rt = runtime()
+    kopf_settings.peering.standalone = True  # one replica; no peering objects needed
+    kopf_settings.peering.mandatory = False
+    kopf_settings.posting.level = logging.WARNING  # our own events tell the story; kopf's only on trouble
+    kopf_settings.execution.max_workers = rt.settings.workers
+    kopf_settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="influencetrace.dev")
+    kopf_settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix="influencetrace.dev")
+    kopf_settings.watching.reconnect_backoff = 1.0
+    threading.Thread(target=_resync_forever, args=(rt,), name="resync", daemon=True).start()
+
+
+def shutdown() -> None:
+    if _runtime is not None:
+        _runtime.stop.set()
+
+
+def resync_once(rt: Runtime) -> int:
+    """Reconcile every unfinished trace; returns how many were looked at."""
+    traces = rt.reconciler.kube.list_traces(rt.settings.namespaces or None)
+    count = 0
+    for obj in traces:
+        if (obj.get("status") or {}).get("phase") in TERMINAL_PHASES:
+            continue
+        meta = obj["metadata"]
+        try:
+            rt.reconciler.reconcile(meta["namespace"], meta["name"])
+        except Exception:  # one bad trace must not stop the others
+            log.exception("resync of %s/%s failed", meta["namespace"], meta["name"])
+        count += 1
+    return count
+
+
+def _resync_forever(rt: Runtime) -> None:
+    while not rt.stop.wait(rt.settings.resync_seconds):
+        try:
+            resync_once(rt)
+        except Exception:
+            log.exception("resync failed; trying again in %.0f s", rt.settings.resync_seconds)

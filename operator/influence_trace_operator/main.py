@@ -1,0 +1,59 @@
+"""``influence-trace operator``: run the kopf operator against the current cluster.
+
+In a pod it uses the in-cluster config, elsewhere the current kubeconfig. It watches all namespaces
+unless ``--namespace`` (repeatable) or ``INFLUENCETRACE_NAMESPACES`` names some, runs standalone
+(one replica, no peering) and serves kopf's liveness probe at ``:<liveness_port>/healthz``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+import kopf
+from kubernetes import config
+
+from influence_trace_operator import lifecycle
+from influence_trace_operator.settings import OperatorSettings
+
+
+def load_kube_config() -> None:
+    """In-cluster config when running in a pod, else the kubeconfig (KUBECONFIG or ~/.kube/config)."""
+    try:
+        config.load_incluster_config()
+    except config.ConfigException:
+        config.load_kube_config()
+
+
+def build_settings(args: argparse.Namespace) -> OperatorSettings:
+    """Environment settings, overridden by the command line's --pools and --namespace."""
+    overrides = {}
+    if getattr(args, "pools", None):
+        overrides["pools_file"] = args.pools
+    if getattr(args, "namespace", None):
+        overrides["namespaces"] = list(args.namespace)
+    return OperatorSettings(**overrides)
+
+
+def main(args: argparse.Namespace) -> int:
+    verbose = bool(getattr(args, "verbose", False))
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if not verbose:
+        logging.getLogger("kubernetes").setLevel(logging.WARNING)
+        logging.getLogger("aiohttp").setLevel(logging.WARNING)
+    settings = build_settings(args)
+    load_kube_config()
+    lifecycle.setup(settings)
+    import influence_trace_operator.handlers  # noqa: F401  (registers the kopf handlers)
+
+    liveness = f"http://0.0.0.0:{settings.liveness_port}/healthz" if settings.liveness_port else None
+    kopf.run(
+        standalone=True,
+        clusterwide=not settings.namespaces,
+        namespaces=settings.namespaces or (),
+        liveness_endpoint=liveness,
+    )
+    return 0

@@ -1,0 +1,24 @@
+"""Handler of InfluenceTrace watch events (creation, operator start, status and spec changes)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from influence_trace.status import TERMINAL_PHASES
+
+from influence_trace_operator.lifecycle import runtime
+
+log = logging.getLogger(__name__)
+
+
+def on_trace_event(event_type: str | None, body: dict[str, Any]) -> None:
+    """Reconcile an unfinished trace; the initial listing at start-up (type None) resumes them all."""
+    if event_type == "DELETED":
+        return  # ownerReferences let the garbage collector remove the Jobs and Pods
+    if (body.get("status") or {}).get("phase") in TERMINAL_PHASES:
+        return
+    meta = body["metadata"]
+    if meta.get("deletionTimestamp"):
+        return
+    runtime().reconciler.reconcile(meta["namespace"], meta["name"])

@@ -1,0 +1,328 @@
+"""One reconcile pass of a trace: read everything fresh, decide, act, write status once, then events.
+
+Level-triggered and idempotent: the pass never trusts the event that woke it, only the trace, its
+current Job and that Job's pods as they are now. Its only memory is the status, and the Job of
+attempt N has a deterministic name, so an operator killed at any point converges on restart: a Job
+created before the crash is adopted (409 -> read), a status written before the crash makes the next
+pass create the Job it names. The status is written with the resourceVersion it was read at, so two
+passes that race (a Job event and a Pod event) cannot overwrite each other; the loser retries.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+from influence_trace.placement import place
+from influence_trace.spec import InfluenceTrace, ManifestError, parse_manifest
+from influence_trace.status import AttemptRecord, EstimateStatus, TraceResult, TraceStatus
+from kubernetes.client.rest import ApiException
+from pydantic import ValidationError
+
+from influence_trace_operator import classify as K
+from influence_trace_operator import conditions as C
+from influence_trace_operator import escalation as E
+from influence_trace_operator.api import Kube, now
+from influence_trace_operator.jobs import Placement, TraceRef, build_configmap, build_job
+from influence_trace_operator.pools import PoolInfo, allowed_pools, to_placement_pools
+from influence_trace_operator.settings import OperatorSettings
+
+log = logging.getLogger(__name__)
+CONFLICT_RETRIES = 5
+
+
+class Wait(Exception):
+    """Nothing can be done in this pass (e.g. a leftover Job of a deleted namesake); try later."""
+
+
+@dataclass
+class Pass:
+    """The working state of one pass: the object as read, the status being built, events to send."""
+
+    obj: dict[str, Any]
+    status: TraceStatus
+    ref: TraceRef
+    generation: int | None
+    now: str = field(default_factory=now)
+    events: list[tuple[str, str, str]] = field(default_factory=list)
+
+    def event(self, kind: str, reason: str, message: str) -> None:
+        self.events.append((kind, reason, message))
+
+    def condition(self, kind: str, value: bool, reason: str, message: str) -> None:
+        C.set_condition(self.status, kind, value, reason, message, self.generation, self.now)
+
+
+def load_status(obj: dict[str, Any]) -> TraceStatus:
+    """The status as the operator wrote it; a mangled one starts over rather than crash the pass."""
+    try:
+        return TraceStatus.model_validate(obj.get("status") or {})
+    except ValidationError as err:
+        log.warning("ignoring unreadable status of %s: %s", obj["metadata"].get("name"), err)
+        return TraceStatus()
+
+
+def parse_trace(obj: dict[str, Any]) -> InfluenceTrace:
+    """The typed trace, metadata reduced to what a manifest carries; ManifestError names each field."""
+    meta = obj.get("metadata") or {}
+    data = {
+        "apiVersion": obj.get("apiVersion"),
+        "kind": obj.get("kind"),
+        "metadata": {k: meta[k] for k in ("name", "namespace", "labels", "annotations") if meta.get(k)},
+        "spec": obj.get("spec"),
+    }
+    return parse_manifest(data, f"InfluenceTrace {meta.get('namespace')}/{meta.get('name')}")
+
+
+class Reconciler:
+    """Reconciles traces by name; safe to call from many threads (one pass per trace at a time)."""
+
+    def __init__(self, kube: Kube, settings: OperatorSettings, table: list[PoolInfo]) -> None:
+        self.kube = kube
+        self.settings = settings
+        self.table = table
+        self._locks: defaultdict[tuple[str, str], threading.Lock] = defaultdict(threading.Lock)
+        self._guard = threading.Lock()
+
+    def reconcile(self, namespace: str, name: str) -> None:
+        with self._guard:
+            lock = self._locks[(namespace, name)]
+        with lock:
+            for _ in range(CONFLICT_RETRIES):
+                try:
+                    self._once(namespace, name)
+                    return
+                except ApiException as err:
+                    if err.status != 409:
+                        raise
+                    log.debug("conflict on %s/%s; re-reading", namespace, name)
+                except Wait as why:
+                    log.info("%s/%s: %s", namespace, name, why)
+                    return
+
+    # ---- the pass ----------------------------------------------------------------------------
+    def _once(self, namespace: str, name: str) -> None:
+        obj = self.kube.get_trace(namespace, name)
+        if obj is None or obj["metadata"].get("deletionTimestamp"):
+            return
+        status = load_status(obj)
+        if status.terminal:
+            return
+        meta = obj["metadata"]
+        p = Pass(obj, status, TraceRef(meta["name"], meta["namespace"], meta["uid"]), meta.get("generation"))
+        before = status.wire()
+        self._step(p)
+        p.status.observed_generation = p.generation
+        if p.status.wire() != before:
+            self.kube.replace_status(obj, p.status.wire())
+        for kind, reason, message in p.events:
+            self.kube.post_event(obj, kind, reason, message)
+
+    def _step(self, p: Pass) -> None:
+        try:
+            trace = parse_trace(p.obj)
+        except ManifestError as err:
+            self._fail(p, C.INVALID_SPEC, str(err))
+            return
+        allowed, unknown = allowed_pools(self.table, trace.spec.resources.pools)
+        if unknown:
+            known = ", ".join(p.name for p in self.table)
+            self._fail(p, C.INVALID_SPEC, f"spec.resources.pools: unknown pools {unknown}; known: {known}")
+        elif p.status.attempt == 0:
+            self._start(p, trace, allowed)
+        else:
+            self._follow(p, trace, allowed)
+
+    def _start(self, p: Pass, trace: InfluenceTrace, allowed: list[PoolInfo]) -> None:
+        """Attempt 1: estimate, choose the pool, create the Job, or fail with no Job."""
+        s = self.settings
+        try:
+            est, chosen = place(trace.spec, to_placement_pools(self.table), s.headroom)
+        except ValueError as err:  # no shapes, unknown module suffixes, unknown pools
+            self._fail(p, C.INVALID_SPEC, str(err))
+            return
+        pool = next((x for x in allowed if chosen.pool and x.name == chosen.pool.name), None)
+        decision = E.first_launch(pool, chosen.reason, est.host_bytes, s.headroom, s.min_host_memory_bytes)
+        p.status.estimate = EstimateStatus(
+            pool=pool.name if pool else None,
+            gpu_bytes=est.gpu_bytes,
+            host_bytes=est.host_bytes,
+            reason=f"peak in stage {est.peak_stage}; {chosen.reason}",
+        )
+        if decision.placement is None:
+            self._fail(p, decision.reason, decision.message)
+            return
+        self._launch(p, trace, decision.placement, decision, relaunch=False)
+
+    def _follow(self, p: Pass, trace: InfluenceTrace, allowed: list[PoolInfo]) -> None:
+        """Attempt N exists in status: make sure its Job exists, then act on how it is doing."""
+        record = p.status.current()
+        if record is None:
+            raise Wait(f"status names attempt {p.status.attempt} without a record")
+        job = self.kube.get_job(p.ref.namespace, record.job)
+        if job is None:
+            self._recreate(p, trace, record)
+            return
+        self._check_owner(job, p.ref)
+        pods = self.kube.job_pods(p.ref.namespace, record.job)
+        if self._note_evictions(p, record, pods, trace.spec.resources.max_attempts):
+            return
+        done = K.classify(job, pods)
+        if done is None:
+            self._note_progress(p, pods)
+            return
+        self._record_outcome(p, record, done)
+        decision = E.after_attempt(
+            p.status, done, allowed, trace.spec.resources.max_attempts, self.settings.host_memory_growth
+        )
+        if decision.action == "succeed":
+            self._succeed(p, done, decision)
+        elif decision.action == "fail":
+            self._fail(p, decision.reason, decision.message)
+        else:
+            assert decision.placement is not None
+            p.event("Warning", done.outcome, decision.message)
+            self._launch(p, trace, decision.placement, decision, relaunch=True)
+
+    # ---- actions -----------------------------------------------------------------------------
+    def _launch(
+        self, p: Pass, trace: InfluenceTrace, placement: Placement, decision: E.Decision, relaunch: bool
+    ) -> None:
+        self.kube.ensure_configmap(build_configmap(trace, p.ref))
+        job, created = self.kube.create_job(build_job(trace, p.ref, placement, self.settings))
+        self._check_owner(job, p.ref)
+        name = job["metadata"]["name"]
+        p.status.attempts.append(
+            AttemptRecord(
+                attempt=placement.attempt,
+                pool=placement.pool,
+                job=name,
+                host_memory_bytes=placement.host_memory_bytes,
+                started_at=p.now,
+            )
+        )
+        p.status.attempt, p.status.pool = placement.attempt, placement.pool
+        p.status.phase = "Escalating" if relaunch else "Pending"
+        p.status.message = decision.message
+        p.condition(C.PLACED, True, decision.reason, f"attempt {placement.attempt}: {decision.message}")
+        p.condition(C.RUNNING, False, C.POD_PENDING, f"Job {name} waits for a node in pool {placement.pool}")
+        verb = "Created" if created else "Adopted existing"
+        p.event(
+            "Normal",
+            "JobCreated" if created else "JobAdopted",
+            f"{verb} Job {name} on pool {placement.pool} (attempt {placement.attempt}, "
+            f"{placement.host_memory_bytes / 2**30:.1f} GiB host memory)",
+        )
+
+    def _recreate(self, p: Pass, trace: InfluenceTrace, record: AttemptRecord) -> None:
+        """The status names a Job that does not exist (crash before creating it, or deleted): create it."""
+        if record.outcome != "Running":
+            raise Wait(f"attempt {record.attempt} finished but no decision was recorded")
+        pool = next((x for x in self.table if x.name == record.pool), None)
+        if pool is None:
+            self._fail(
+                p, C.INVALID_SPEC, f"pool {record.pool} of attempt {record.attempt} is no longer known"
+            )
+            return
+        placement = E.placement_on(pool, record.attempt, record.host_memory_bytes)
+        self.kube.ensure_configmap(build_configmap(trace, p.ref))
+        _, created = self.kube.create_job(build_job(trace, p.ref, placement, self.settings))
+        if created:
+            p.event(
+                "Normal",
+                "JobCreated",
+                f"Created missing Job {record.job} on pool {record.pool} (attempt {record.attempt})",
+            )
+
+    def _check_owner(self, job: dict[str, Any], ref: TraceRef) -> None:
+        owners = job["metadata"].get("ownerReferences") or []
+        if not any(o.get("uid") == ref.uid for o in owners):
+            raise Wait(f"Job {job['metadata']['name']} belongs to another object (a deleted namesake?)")
+
+    def _note_evictions(
+        self, p: Pass, record: AttemptRecord, pods: list[dict[str, Any]], max_attempts: int
+    ) -> bool:
+        """Count evicted pods; True when evictions used up maxAttempts and the trace failed."""
+        evicted = K.evictions(pods)
+        if len(evicted) <= record.evictions:
+            return False
+        for pod in evicted[record.evictions :]:
+            why = (pod.get("status") or {}).get("message") or "evicted"
+            p.event(
+                "Warning",
+                "PodEvicted",
+                f"Pod {pod['metadata']['name']} was evicted on pool {record.pool} ({why}); the Job "
+                "relaunches it on the same pool (no escalation spent)",
+            )
+        self._replace_record(p, record.model_copy(update={"evictions": len(evicted)}))
+        p.condition(C.RUNNING, False, C.POD_EVICTED, f"{len(evicted)} eviction(s) on pool {record.pool}")
+        stop = E.evictions_exhausted(p.status, max_attempts)
+        if stop is None:
+            return False
+        self.kube.delete_job(p.ref.namespace, record.job)
+        self._fail(p, stop.reason, stop.message)
+        return True
+
+    def _note_progress(self, p: Pass, pods: list[dict[str, Any]]) -> None:
+        running = [pod for pod in pods if K.is_running(pod)]
+        if not running:
+            return
+        pod = running[0]
+        node = (pod.get("spec") or {}).get("nodeName") or "?"
+        if p.status.phase != "Running":
+            p.event(
+                "Normal",
+                "Running",
+                f"Pod {pod['metadata']['name']} runs on node {node} "
+                f"(pool {p.status.pool}, attempt {p.status.attempt})",
+            )
+        p.status.phase = "Running"
+        p.status.message = f"attempt {p.status.attempt} running on pool {p.status.pool}"
+        p.condition(C.RUNNING, True, C.POD_RUNNING, f"pod {pod['metadata']['name']} on node {node}")
+
+    def _record_outcome(self, p: Pass, record: AttemptRecord, done: K.Finished) -> None:
+        peak = done.payload.get("peakGpuBytes")
+        self._replace_record(
+            p,
+            record.model_copy(
+                update={
+                    "finished_at": done.finished_at or p.now,
+                    "outcome": done.outcome,
+                    "exit_code": done.exit_code,
+                    "reason": done.reason,
+                    "stage": done.stage,
+                    "message": done.message or None,
+                    "peak_gpu_bytes": peak if isinstance(peak, int) and peak >= 0 else None,
+                }
+            ),
+        )
+        p.condition(C.RUNNING, False, C.ATTEMPT_FINISHED, f"attempt {record.attempt} ended: {done.outcome}")
+
+    def _replace_record(self, p: Pass, record: AttemptRecord) -> None:
+        p.status.attempts = [record if r.attempt == record.attempt else r for r in p.status.attempts]
+
+    def _succeed(self, p: Pass, done: K.Finished, decision: E.Decision) -> None:
+        try:
+            result = TraceResult.model_validate(done.payload)
+        except ValidationError:
+            result = TraceResult()
+        p.status.result = result
+        p.status.phase = "Succeeded"
+        p.status.message = decision.message
+        p.condition(C.SUCCEEDED, True, C.WORKER_SUCCEEDED, decision.message)
+        p.event(
+            "Normal",
+            "Succeeded",
+            f"{decision.message}: {result.rows_emitted} rows in {result.output_path or 'the output path'}",
+        )
+
+    def _fail(self, p: Pass, reason: str, message: str) -> None:
+        p.status.phase = "Failed"
+        p.status.message = message
+        if reason in (C.INVALID_SPEC, C.INFEASIBLE):
+            p.condition(C.PLACED, False, reason, message)
+        p.condition(C.FAILED, True, reason, message)
+        p.event("Warning", reason, message)

@@ -1,0 +1,45 @@
+"""Operator settings: one typed object, read from the environment (``INFLUENCETRACE_*``) once.
+
+Every knob has help text and a default that works on the local cluster; the Helm chart sets them
+through environment variables, the command line overrides the pools file and namespaces.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class OperatorSettings(BaseSettings):
+    """How the operator builds worker Jobs and how it runs."""
+
+    model_config = SettingsConfigDict(env_prefix="INFLUENCETRACE_", extra="ignore")
+
+    worker_image: str = Field(
+        "influence-trace-worker:latest", description="Image of the worker (the Dockerfile's worker target)."
+    )
+    image_pull_policy: str = Field("IfNotPresent", description="Pull policy of the worker container.")
+    worker_command: list[str] = Field(
+        default_factory=lambda: ["influence-trace", "run"],
+        description="Command that runs a manifest; the manifest's path is appended.",
+    )
+    service_account: str | None = Field(
+        None, description="ServiceAccount of worker pods (the worker needs no API access; none = default)."
+    )
+    pools_file: str | None = Field(None, description="YAML pool table (default: the built-in pools).")
+    namespaces: list[str] = Field(
+        default_factory=list, description="Namespaces to watch (empty: all namespaces)."
+    )
+    headroom: float = Field(
+        0.1, ge=0.0, lt=1.0, description="Share of a GPU's memory kept free when choosing a pool."
+    )
+    host_memory_growth: float = Field(
+        2.0, gt=1.0, description="Factor applied to the host memory request after a kernel OOM kill."
+    )
+    min_host_memory_bytes: int = Field(4 * 2**30, ge=0, description="Floor of the host memory request.")
+    cpu_per_gpu: int = Field(4, ge=1, description="CPU cores requested per GPU.")
+    resync_seconds: float = Field(
+        30.0, gt=0, description="How often every unfinished trace is reconciled even without events."
+    )
+    liveness_port: int = Field(8080, description="Port of kopf's /healthz endpoint (0: off).")
+    workers: int = Field(16, ge=1, description="Threads that run reconciles.")
