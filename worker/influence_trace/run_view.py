@@ -117,6 +117,7 @@ def resource_rows(runs: list[Run]) -> list[Row]:
         return lambda r: (r.summary.get("resources") or {}).get(key)
 
     return [
+        ("device", [str(res("device_name")(r) or res("device")(r) or DASH) for r in runs], False),
         ("rows_emitted", [fmt_count(r.summary.get("rows_emitted")) for r in runs], False),
         ("GPU mem (GB)", [fmt_gb(res("peak_gpu_bytes")(r)) for r in runs], False),
         ("CPU mem (GB)", [fmt_gb(res("peak_host_bytes")(r)) for r in runs], False),
@@ -162,6 +163,8 @@ def fmt_gb(value: Any) -> str:
     if not isinstance(value, int | float):
         return DASH
     gb = value / 1e9
+    if gb == 0:
+        return "0"
     return f"{gb:,.0f}" if gb >= 10 else f"{gb:.2f}" if gb >= 0.01 else f"{gb:.4f}"
 
 
