@@ -112,7 +112,7 @@ def from_pod(pod: dict[str, Any]) -> Finished | None:
         exit_code=exit_code,
         reason=payload.get("reason") or term.get("reason"),
         stage=payload.get("stage"),
-        message=_short(message or term.get("reason") or ""),
+        message=_short(message or ("" if outcome == "Succeeded" else term.get("reason"))),
         payload=payload if outcome == "Succeeded" else {},
         pod=(pod.get("metadata") or {}).get("name"),
         finished_at=term.get("finishedAt"),

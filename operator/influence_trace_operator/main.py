@@ -44,6 +44,7 @@ def main(args: argparse.Namespace) -> int:
     if not verbose:
         logging.getLogger("kubernetes").setLevel(logging.WARNING)
         logging.getLogger("aiohttp").setLevel(logging.WARNING)
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)  # "Handler ... succeeded" per event
     settings = build_settings(args)
     load_kube_config()
     lifecycle.setup(settings)

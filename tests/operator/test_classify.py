@@ -1,0 +1,75 @@
+"""Table-driven: a finished attempt's outcome from its Job and Pods."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from influence_trace_operator.classify import classify, evictions
+from operator_builders import job, pod
+
+GPU_OOM = json.dumps({"reason": "GPUOutOfMemory", "stage": "hessian_solve", "message": "CUDA OOM"})
+SUCCESS = json.dumps(
+    {
+        "rowsEmitted": 12,
+        "outputPath": "/out",
+        "timings": {"step_total": 1.5},
+        "peakGpuBytes": 10,
+        "peakHostBytes": 20,
+    }
+)
+
+
+@pytest.mark.parametrize(
+    ("job_state", "pods", "outcome", "stage"),
+    [
+        ("Complete", [pod("Succeeded", 0, "Completed", SUCCESS)], "Succeeded", None),
+        ("Failed", [pod("Failed", 75, "Error", GPU_OOM)], "GPUOutOfMemory", "hessian_solve"),
+        ("Failed", [pod("Failed", 137, "OOMKilled")], "KernelOOMKilled", None),
+        (
+            "Failed",
+            [pod("Failed", 76, "Error", '{"reason":"HostOutOfMemory","stage":"capture","message":"m"}')],
+            "HostOutOfMemory",
+            "capture",
+        ),
+        (
+            "Failed",
+            [pod("Failed", 65, "Error", '{"reason":"InvalidInput","stage":"load","message":"bad"}')],
+            "InvalidInput",
+            "load",
+        ),
+        ("Failed", [pod("Failed", 70, "Error", "Traceback ... boom")], "Error", None),
+        ("Failed", [pod("Failed", 1, "Error", "segfault")], "Failed", None),
+        ("Failed", [], "GPUOutOfMemory", None),  # pods gone: the Job's condition names the exit code
+    ],
+)
+def test_outcomes(job_state: str, pods: list, outcome: str, stage: str | None) -> None:
+    msg = "Container worker for pod ns/p failed with exit code 75 matching FailJob rule at index 1"
+    done = classify(job(job_state, msg), pods)
+    assert done is not None
+    assert done.outcome == outcome
+    assert done.stage == stage
+
+
+def test_success_payload_and_no_message() -> None:
+    done = classify(job("Complete"), [pod("Succeeded", 0, "Completed", SUCCESS)])
+    assert done.payload["rowsEmitted"] == 12 and done.message == ""
+
+
+def test_running_job_is_not_finished() -> None:
+    assert classify(job(None), [pod("Running")]) is None
+
+
+def test_evicted_pods_are_not_the_outcome() -> None:
+    pods = [
+        pod("Failed", 137, evicted=True, name="a", created="2025-01-01T00:00:00Z"),
+        pod("Succeeded", 0, "Completed", SUCCESS, name="b", created="2025-01-01T00:00:05Z"),
+    ]
+    assert [p["metadata"]["name"] for p in evictions(pods)] == ["a"]
+    assert classify(job("Complete"), pods).outcome == "Succeeded"
+    assert classify(job(None), pods[:1]) is None
+
+
+def test_logs_as_message_are_kept_short() -> None:
+    done = classify(job("Failed"), [pod("Failed", 70, "Error", "x" * 5000)])
+    assert len(done.message) <= 1030
