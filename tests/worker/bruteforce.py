@@ -4,26 +4,26 @@ No hooks, no factors, no chunking, no contrast matrix. Every traced Linear ``y_p
 replaced by per-position copies ``y_p = W_p x_p`` with ``W_p`` (one leaf tensor of shape
 L x out x in) requiring grad, so autograd returns ``d f_r / d W_p = delta_p x_p^T`` exactly, for every
 position at once. Projecting gives ``g_t = vec(P_out dW_{p_t} P_in^T)``; the Hessian is dense, the
-damping follows ALGORITHM.md, solves use ``numpy.linalg.solve``, and scores are explicit loops over
+damping follows ALGORITHM.md, solves are dense LU solves (no Cholesky), and scores are explicit loops over
 the written formulas.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from pydantic.alias_generators import to_camel
-from transformers import AutoModelForCausalLM
-
 from influence_trace.architectures import projection_dims
 from influence_trace.spec import TraceSettings
 from influence_trace.worker.projection import projection_matrix
 from influence_trace.worker.records import Response
 from influence_trace.worker.selection import Selection
+from pydantic.alias_generators import to_camel
+from transformers import AutoModelForCausalLM
 
 FLOAT64 = {"captureDtype": "float64", "hessianDtype": "float64"}
 
@@ -77,9 +77,12 @@ def explicit_score(o: int, infl: np.ndarray, acc: np.ndarray, adv: np.ndarray, t
     return (1 - a) * excl + a * full
 
 
-def _projections(model: torch.nn.Module, name: str, t: TraceSettings) -> tuple[np.ndarray, np.ndarray]:
+def _projections(model: torch.nn.Module, name: str, t: TraceSettings,
+                 unprojected: bool) -> tuple[np.ndarray, np.ndarray]:
     linear = model.get_submodule(name)
     fin, fout = linear.in_features, linear.out_features
+    if unprojected:  # the exact definition: no projection matrices at all
+        return np.eye(fin), np.eye(fout)
     k_in, k_out = projection_dims(fin, fout, t.factor, t.max_hessian_dim)
     mats = []
     for side, k, width in (("in", k_in, fin), ("out", k_out, fout)):
@@ -88,11 +91,13 @@ def _projections(model: torch.nn.Module, name: str, t: TraceSettings) -> tuple[n
     return mats[0], mats[1]
 
 
-def token_gradients(model: torch.nn.Module, responses: list[Response], advantages: list[float],
-                    t: TraceSettings) -> dict[str, list[np.ndarray]]:
+def token_gradients(model: torch.nn.Module, selection: Selection, t: TraceSettings,
+                    unprojected: bool = False) -> dict[str, list[np.ndarray]]:
     """Per module, per response: the n_r x D matrix of projected per-token gradients g_t."""
+    responses = selection.responses
+    advantages = np.concatenate([g.advantages for g in selection.groups])
     names = traced_names(model, list(t.modules))
-    proj = {n: _projections(model, n, t) for n in names}
+    proj = {n: _projections(model, n, t, unprojected) for n in names}
     out: dict[str, list[np.ndarray]] = {n: [] for n in names}
     model.requires_grad_(False)
     for resp, adv in zip(responses, advantages, strict=True):
@@ -136,6 +141,11 @@ class Reference:
     hinv_dot: np.ndarray  # R x R, global Hessian per module, summed over modules
 
 
+def _solve(matrix: np.ndarray, rhs: np.ndarray) -> np.ndarray:
+    """A dense float64 LU solve (torch's, which respects torch.set_num_threads on a shared machine)."""
+    return torch.linalg.solve(torch.from_numpy(matrix), torch.from_numpy(np.ascontiguousarray(rhs))).numpy()
+
+
 def _damped(tokens: np.ndarray, resp: np.ndarray, t: TraceSettings) -> tuple[np.ndarray, float]:
     rows = tokens if t.hessian_source == "token" else resp
     hess = sum(np.outer(g, g) for g in rows)
@@ -144,17 +154,16 @@ def _damped(tokens: np.ndarray, resp: np.ndarray, t: TraceSettings) -> tuple[np.
     return hess + lam * np.eye(dim), lam
 
 
-def reference(model: torch.nn.Module, selection: Selection, t: TraceSettings) -> Reference:
-    """Scores, damping per module and scope, and the HINV_DOT matrix, by brute force."""
+def reference(grads: dict[str, list[np.ndarray]], selection: Selection, t: TraceSettings) -> Reference:
+    """Scores, damping per module and scope, and the HINV_DOT matrix from ``token_gradients``."""
     responses = selection.responses
     acc = np.concatenate([g.accepted for g in selection.groups])
     adv = np.concatenate([g.advantages for g in selection.groups])
-    grads = token_gradients(model, responses, list(adv), t)
     if t.scope == "all_selected":
         scopes = [list(range(len(responses)))]
     else:
         bounds = np.cumsum([0] + [len(g.responses) for g in selection.groups])
-        scopes = [list(range(a, b)) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+        scopes = [list(range(a, b)) for a, b in itertools.pairwise(bounds)]
     scores = {r.response_id: np.zeros(r.num_tokens) for r in responses}
     damping: dict[str, list[float]] = {}
     hinv = np.zeros((len(responses), len(responses)))
@@ -168,10 +177,10 @@ def reference(model: torch.nn.Module, selection: Selection, t: TraceSettings) ->
                 damping.setdefault(name, []).append(lam)
             for o in members:
                 rhs = per_resp[o].T  # D x n_o: the token gradients of response o
-                infl = g_resp[members] @ (rhs if h_damped is None else np.linalg.solve(h_damped, rhs))
+                infl = g_resp[members] @ (rhs if h_damped is None else _solve(h_damped, rhs))
                 for tok in range(per_resp[o].shape[0]):
                     s = explicit_score(members.index(o), infl[:, tok], acc[members], adv[members], t)
                     scores[responses[o].response_id][tok] += s
         h_all, _ = _damped(np.concatenate(per_resp), g_resp, t)
-        hinv += g_resp @ np.linalg.solve(h_all, g_resp.T)
+        hinv += g_resp @ _solve(h_all, g_resp.T)
     return Reference(scores, damping, hinv)
