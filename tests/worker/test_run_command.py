@@ -39,7 +39,8 @@ def manifest(tmp_path: Path, model: Path, rollouts: Path, name: str = "m.yaml", 
 
 
 def test_successful_run_writes_rows_and_summary(tmp_path: Path, tiny_model_dir: Path, rollouts_file: Path):
-    code, message = run_cli(tmp_path, manifest(tmp_path, tiny_model_dir, rollouts_file))
+    path = manifest(tmp_path, tiny_model_dir, rollouts_file, debugHessianSimilarity=True)
+    code, message = run_cli(tmp_path, path)
     assert code == 0, message
     out = tmp_path / "out"
     rows = pq.read_table(out / "rows.parquet").to_pylist()
@@ -58,6 +59,7 @@ def test_successful_run_writes_rows_and_summary(tmp_path: Path, tiny_model_dir: 
     assert summary["config"]["trace"]["factor"] == 2 and summary["config"]["model"]["dtype"] == "float32"
     assert summary["resources"]["peak_gpu_bytes"] == 0 and summary["resources"]["peak_host_bytes"] > 0
     assert len(summary["modules"]) == 14 and all(m["damping"] for m in summary["modules"])
+    assert 0.0 <= summary["metrics"]["auc"] <= 1.0 and summary["diagnostics"]
     assert message["rowsEmitted"] == 12 and message["outputPath"] == str(out)
     assert message["peakHostBytes"] > 0 and "step_total" in message["timings"]
 

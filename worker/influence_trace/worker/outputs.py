@@ -20,6 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from influence_trace.contract import InvalidInput
+from influence_trace.metrics import quality_metrics
 from influence_trace.spec import InfluenceTrace
 from influence_trace.worker.records import TraceResult
 from influence_trace.worker.selection import Selection
@@ -136,6 +137,12 @@ def module_entries(result: TraceResult) -> list[dict[str, Any]]:
     ]
 
 
+def _finite_or_none(value: Any) -> float | None:
+    """JSON has no NaN: an undefined diagnostic is written as null."""
+    number = float(value)
+    return number if np.isfinite(number) else None
+
+
 def build_summary(
     manifest: InfluenceTrace,
     selection: Selection,
@@ -147,6 +154,7 @@ def build_summary(
 ) -> dict[str, Any]:
     """summary.json's content: the resolved configuration and what the run did and used."""
     responses = selection.responses
+    scores = [np.asarray(r.scores, dtype=np.float32) for r in rows]  # as stored, so a reread agrees
     return {
         "name": manifest.metadata.name,
         "config": manifest.spec.model_dump(mode="json", by_alias=True),
@@ -167,7 +175,8 @@ def build_summary(
         "modules": module_entries(result),
         "timings": {name: round(float(sec), 6) for name, sec in timings.items()},
         "resources": resources,
-        "diagnostics": {k: float(v) for k, v in result.diagnostics.items()},
+        "metrics": quality_metrics([r.prompt_id for r in rows], [r.accepted for r in rows], scores),
+        "diagnostics": {k: _finite_or_none(v) for k, v in result.diagnostics.items()},
     }
 
 
