@@ -1,0 +1,51 @@
+"""The report's pieces without a browser: colour scale, clipping, token texts, safe embedding, CLI."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+from influence_trace import report
+from influence_trace.report_svg import colour
+from influence_trace.worker.tiny_model import build_tokenizer
+
+from .runs import random_rows, write_run
+
+
+def test_colour_scale_is_diverging_and_clamped() -> None:
+    assert colour(0.0) == "rgb(255,255,255)"
+    assert colour(1.0) == colour(7.0) == "rgb(178,24,43)"
+    assert colour(-1.0) == "rgb(33,102,172)"
+
+
+def test_clip_is_robust_to_one_outlier() -> None:
+    scores = np.r_[np.linspace(-1, 1, 1000), 1e6, np.nan]
+    assert 0.9 < report.clip_value(scores) < 1.1
+    assert report.clip_value(np.array([np.nan])) == 1.0
+    assert report.clip_value(np.zeros(3)) == 1.0
+
+
+def test_word_level_tokens_are_joined_with_spaces() -> None:
+    tok = build_tokenizer()
+    ids = [np.array(tok.encode("the answer is 5"))]
+    vocab, sep = report.token_texts(tok, ids)
+    assert sep == " " and [vocab[str(i)] for i in ids[0]] == ["the", "answer", "is", "5"]
+    assert report.token_texts(None, ids) == ({}, " ")
+
+
+def test_embedded_json_cannot_close_the_script() -> None:
+    text = report.script_json({"p": ["</script><script>alert(1)</script>", "<!--"]})
+    assert "<" not in text and json.loads(text)["p"][1] == "<!--"
+
+
+def test_cli_writes_a_self_contained_file(tmp_path: Path, capsys) -> None:
+    run = write_run(tmp_path / "run", random_rows(2, 4))
+    assert report.main(argparse.Namespace(output_dir=str(run), out=None)) == 0
+    page = (run / "report.html").read_text()
+    assert "wrote" in capsys.readouterr().out
+    assert "{{" not in page and "http://" not in page and "https://" not in page
+    assert 'id="trace-data"' in page and "<svg" in page
+    data = json.loads(page.split('id="trace-data">')[1].split("</script>")[0])
+    assert len(data["responses"]) == 8 and data["vocab"] == {}  # no tokenizer at /nonexistent: ids shown
