@@ -120,3 +120,13 @@ def test_tiny_gpu_budget_exits_75_with_stage(tmp_path: Path, tiny_model_dir: Pat
     code, message = run_cli(tmp_path, path, env={"INFLUENCE_TRACE_GPU_BUDGET_BYTES": budget})
     assert (code, message["reason"], message["stage"]) == (75, "GPUOutOfMemory", "logprob_backward")
     assert not (tmp_path / "out" / "summary.json").exists()
+
+
+def test_missing_model_dir_and_bad_env_exit_65(tmp_path: Path, rollouts_file: Path) -> None:
+    missing = tmp_path / "no-model"
+    code, message = run_cli(tmp_path, manifest(tmp_path, missing, rollouts_file))
+    assert (code, message["reason"]) == (65, "InvalidInput")
+    assert f"spec.model.path: {missing} is not a directory" in message["message"]
+    env = {"INFLUENCE_TRACE_CHUNK_BYTES": "lots"}
+    code, message = run_cli(tmp_path, manifest(tmp_path, missing, rollouts_file), env=env)
+    assert code == 65 and "INFLUENCE_TRACE_CHUNK_BYTES: expected an integer, got 'lots'" in message["message"]
