@@ -130,3 +130,40 @@ def test_missing_model_dir_and_bad_env_exit_65(tmp_path: Path, rollouts_file: Pa
     env = {"INFLUENCE_TRACE_CHUNK_BYTES": "lots"}
     code, message = run_cli(tmp_path, manifest(tmp_path, missing, rollouts_file), env=env)
     assert code == 65 and "INFLUENCE_TRACE_CHUNK_BYTES: expected an integer, got 'lots'" in message["message"]
+
+
+def test_failures_map_to_contract_reasons_in_the_failing_stage() -> None:
+    import torch
+    from influence_trace.contract import InvalidInput
+    from influence_trace.worker.entry import as_failure
+    from influence_trace.worker.timing import StageTimer
+
+    cases = [
+        (torch.OutOfMemoryError("CUDA out of memory"), "GPUOutOfMemory", 75),
+        (MemoryError(), "HostOutOfMemory", 76),
+        (KeyError("k"), "Error", 70),
+        (InvalidInput("bad group"), "InvalidInput", 65),
+    ]
+    for error, reason, code in cases:
+        timer = StageTimer()
+        with pytest.raises(type(error)), timer.stage("token_scoring"):
+            raise error
+        failure = as_failure(error, timer)
+        assert (failure.reason, failure.exit_code, failure.stage) == (reason, code, "token_scoring")
+    assert "KeyError: 'k'" in str(as_failure(KeyError("k"), StageTimer()))
+
+
+def test_process_count_and_timing_table() -> None:
+    from influence_trace.contract import InvalidInput
+    from influence_trace.spec import parse_manifest
+    from influence_trace.worker.entry import check_processes, format_timings
+
+    data = manifest_dict(Path("m"), Path("r.jsonl"), Path("out"))
+    data["spec"]["resources"] = {"gpus": 4}
+    four = parse_manifest(data)
+    with pytest.raises(InvalidInput, match=r"spec.resources.gpus: 4: multi-process runs are not supported"):
+        check_processes(four, None)
+    check_processes(four, 1)  # an explicit --nproc 1 overrides the manifest's GPU count
+    table = format_timings({"hessian_solve": 3.0, "pop_rows": 1.0, "step_total": 4.0})
+    assert table.splitlines()[1].split() == ["hessian_solve", "3.000", "75.0%"]
+    assert table.splitlines()[-1].split() == ["step_total", "4.000"]
