@@ -126,3 +126,14 @@ def test_unknown_module_suffix_is_invalid_input(model, responses) -> None:
     trace = settings(modules=["mlp.nonexistent_proj"])
     with pytest.raises(InvalidInput, match=r"mlp\.nonexistent_proj"):
         run(model, select_groups(responses, trace), trace)
+
+
+@pytest.mark.parametrize(("diagonal", "message"), [(float("nan"), "non-finite"), (0.0, "Hessian is zero")])
+def test_unusable_hessians_are_errors_not_nan_scores(diagonal: float, message: str) -> None:
+    from influence_trace.worker.solve import damped_cholesky
+
+    hessian = torch.zeros(3, 3, dtype=torch.float64)
+    hessian[1, 1] = diagonal
+    with pytest.raises(WorkerFailure, match=message) as info:
+        damped_cholesky(hessian, -1.0, 3, MemoryLedger(), "module m")
+    assert info.value.stage == "hessian_solve"

@@ -41,7 +41,9 @@ def damped_cholesky(
 
     ``where`` names the module and scope for error messages.
     """
-    if not bool(torch.isfinite(hessian).all()):
+    # H = sum g g^T: a NaN or overflow shows on the diagonal (|H_ij| <= sqrt(H_ii H_jj)), and checking
+    # only the diagonal avoids a D x D temporary the memory model does not plan for.
+    if not bool(torch.isfinite(hessian.diagonal()).all()):
         raise WorkerFailure(
             f"{where}: the Hessian has non-finite entries (the captured gradients overflowed or are NaN); "
             "try model.dtype float32 or captureDtype float32",
