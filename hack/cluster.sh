@@ -240,7 +240,7 @@ cmd_build() {
   exec 9>"${CACHE_ROOT}/build.lock"
   log "waiting for build lock ${CACHE_ROOT}/build.lock"
   flock 9
-  if all_built; then link_bin_dir; flock -u 9; return 0; fi
+  if all_built; then link_bin_dir; exec 9>&-; return 0; fi
   go_env
   local start=${SECONDS}
   log "building into ${CACHE_ROOT} (logs: ${LOG_DIR})"
@@ -263,7 +263,7 @@ cmd_build() {
   [[ ${rc} -eq 0 ]] || die "build failed"
   all_built || die "build finished but binaries are missing"
   link_bin_dir
-  flock -u 9
+  exec 9>&- # release the lock (and keep the fd out of the cluster's processes)
   log "build finished in $((SECONDS - start)) s"
 }
 
@@ -278,10 +278,15 @@ COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok-cont
 
 kctl() { "${BIN_DIR}/kubectl" --kubeconfig "${KUBECONFIG_PATH}" "$@"; }
 
+# kwokctl adds a context for the cluster to $KUBECONFIG (default ~/.kube/config); keep that out of
+# the user's own kubeconfig. Use `hack/cluster.sh kubeconfig` / `env` instead.
+kwokctl() { KUBECONFIG="${CACHE_ROOT}/kwokctl-contexts.yaml" "${BIN_DIR}/kwokctl" "$@"; }
+
 use_bin_path() {
   # kwokctl checks the cluster with the kubectl it finds on PATH: make it ours.
   export PATH="${BIN_DIR}:${PATH}"
   export KWOK_KUBECTL_BINARY="${BIN_DIR}/kubectl"
+  export KWOK_KUBE_VERSION="${KUBE_VERSION}"
 }
 
 kwokctl_create_args() {
@@ -290,7 +295,6 @@ kwokctl_create_args() {
     --name "${CLUSTER_NAME}"
     --runtime binary
     --config "${STAGES_FILE}"
-    --kube-version "${KUBE_VERSION}"
     --etcd-binary "${BIN_DIR}/etcd"
     --kube-apiserver-binary "${BIN_DIR}/kube-apiserver"
     --kube-controller-manager-binary "${BIN_DIR}/kube-controller-manager"
@@ -528,4 +532,4 @@ main() {
   esac
 }
 
-main "$@"
+main "$@"; exit $?  # exit on the same line: edits to this file cannot affect a running instance

@@ -1,0 +1,176 @@
+"""The operator against the real control plane: each way an attempt can end, and what status says."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+from tests.conftest import manifest_dict, write_manifest
+
+from . import kube
+from .operator_fixtures import (
+    BIG_GPU_BYTES,
+    CLI,
+    crd_fixture,  # noqa: F401  (fixture)
+    events_of,
+    jobs_of,
+    op_fixture,  # noqa: F401  (fixture)
+    trace_manifest,
+    wait_phase,
+)
+
+
+def _attempts(obj: dict) -> list[dict]:
+    return obj["status"]["attempts"]
+
+
+def test_gpu_oom_on_h100_escalates_to_h200(namespace: str, op) -> None:
+    op.start()
+    kube.apply(trace_manifest("esc", annotations={kube.SIMULATE_GPU_BYTES: BIG_GPU_BYTES}), namespace)
+    obj = wait_phase("esc", namespace, ("Succeeded", "Failed"))
+    status = obj["status"]
+    assert status["phase"] == "Succeeded", status
+    assert (status["pool"], status["attempt"]) == ("h200", 2)
+    assert [(a["pool"], a["outcome"]) for a in _attempts(obj)] == [
+        ("h100", "GPUOutOfMemory"),
+        ("h200", "Succeeded"),
+    ]
+    assert _attempts(obj)[0]["exitCode"] == 75 and _attempts(obj)[0]["stage"] == "hessian_solve"
+    assert jobs_of("esc", namespace) == ["esc-a1", "esc-a2"]
+    job1 = kube.get("job", "esc-a1", namespace)
+    assert job1["spec"]["template"]["spec"]["nodeSelector"] == {"influencetrace.dev/pool": "h100"}
+    pod2 = kube.job_pods("esc-a2", namespace)[0]
+    assert pod2["spec"]["nodeName"].startswith("gpu-h200-")
+
+    row = kube.kubectl("get", "influencetraces", "esc", namespace=namespace).stdout.splitlines()
+    header, line = row[0].split(), row[1].split()
+    assert header[:6] == ["NAME", "PHASE", "POOL", "FACTOR", "SCOPE", "ATTEMPT"]
+    assert line[1:3] == ["Succeeded", "h200"] and line[5] == "2"
+    described = kube.kubectl("describe", "itrace", "esc", namespace=namespace).stdout
+    for text in ("JobCreated", "GPUOutOfMemory", "escalating to pool h200", "Succeeded"):
+        assert text in described, described
+    assert any(
+        k == "Warning" and "hessian_solve" in m and "h100" in m and "h200" in m
+        for k, _, m in events_of("esc", namespace)
+    )
+
+
+def test_success_copies_the_real_worker_summary(
+    namespace: str, op, tmp_path: Path, tiny_model_dir: Path, rollouts_file: Path
+) -> None:
+    manifest = write_manifest(
+        tmp_path / "m.yaml", manifest_dict(tiny_model_dir, rollouts_file, tmp_path / "out")
+    )
+    log = tmp_path / "termination-log"
+    env = {**os.environ, "INFLUENCE_TRACE_TERMINATION_LOG": str(log)}
+    proc = subprocess.run(
+        [str(CLI), "run", "--device", "cpu", str(manifest)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = log.read_text()
+    op.start()
+    kube.apply(trace_manifest("ok", annotations={kube.SIMULATE_TERMINATION_MESSAGE: summary}), namespace)
+    obj = wait_phase("ok", namespace, ("Succeeded", "Failed"))
+    status = obj["status"]
+    expected = json.loads(summary)
+    assert status["phase"] == "Succeeded" and (status["pool"], status["attempt"]) == ("h100", 1)
+    assert status["result"]["rowsEmitted"] == expected["rowsEmitted"] == 12
+    assert status["result"]["outputPath"] == expected["outputPath"]
+    assert set(status["result"]["timings"]) == set(expected["timings"])
+    assert status["result"]["peakHostBytes"] == expected["peakHostBytes"]
+    assert kube.condition(obj, "Succeeded")["reason"] == "WorkerSucceeded"
+    assert jobs_of("ok", namespace) == ["ok-a1"]
+
+
+def test_gpu_oom_on_the_largest_pool_fails(namespace: str, op) -> None:
+    op.start()
+    kube.apply(trace_manifest("big", annotations={kube.SIMULATE_GPU_BYTES: "400000000000"}), namespace)
+    obj = wait_phase("big", namespace, ("Succeeded", "Failed"))
+    assert obj["status"]["phase"] == "Failed" and obj["status"]["attempt"] == 2
+    cond = kube.condition(obj, "Failed")
+    assert cond["reason"] == "OutOfGPUMemory" and "largest allowed pool" in cond["message"]
+    assert "What would fit" in cond["message"]
+    assert jobs_of("big", namespace) == ["big-a1", "big-a2"]
+
+
+def test_infeasible_trace_fails_without_a_job(namespace: str, op) -> None:
+    op.start()
+    spec = trace_manifest(
+        "inf",
+        model={"path": "/workspace/models/Qwen2.5-1.5B", "preset": "qwen2.5-1.5b"},
+        rollouts={"path": "/workspace/data/r.jsonl", "tokensEstimate": 733870},
+        trace={"factor": 8, "scope": "all_selected"},
+    )
+    kube.apply(spec, namespace)
+    obj = wait_phase("inf", namespace, ("Failed", "Running", "Pending"))
+    assert obj["status"]["phase"] == "Failed"
+    cond = kube.condition(obj, "Failed")
+    assert cond["reason"] == "Infeasible" and "would fit" in cond["message"] and "factor" in cond["message"]
+    assert kube.condition(obj, "Placed")["status"] == "False"
+    assert obj["status"]["estimate"]["gpuBytes"] > 150 * 10**9
+    assert jobs_of("inf", namespace) == []
+
+
+def test_kernel_oom_kill_raises_host_memory(namespace: str, op) -> None:
+    op.start()
+    spec = trace_manifest("oomk", pod={"labels": {kube.SIMULATE_LABEL: "oom-kill"}})
+    kube.apply(spec, namespace)
+    obj = wait_phase("oomk", namespace, ("Succeeded", "Failed"), timeout=90)
+    attempts = _attempts(obj)
+    assert [a["outcome"] for a in attempts] == ["KernelOOMKilled"] * 3
+    hosts = [a["hostMemoryBytes"] for a in attempts]
+    assert hosts[0] < hosts[1] < hosts[2] and all(a["pool"] == "h100" for a in attempts)
+    assert kube.condition(obj, "Failed")["reason"] == "AttemptsExhausted"
+    job2 = kube.get("job", "oomk-a2", namespace)
+    request = job2["spec"]["template"]["spec"]["containers"][0]["resources"]["requests"]["memory"]
+    assert int(request) == hosts[1]
+    assert any(
+        r == "KernelOOMKilled" and "relaunching there with" in m for _, r, m in events_of("oomk", namespace)
+    )
+
+
+def test_eviction_relaunches_on_the_same_pool(namespace: str, op) -> None:
+    op.start()
+    spec = trace_manifest("evi", pod={"labels": {kube.SIMULATE_LABEL: "evict"}})
+    spec["spec"]["resources"]["maxAttempts"] = 2
+    kube.apply(spec, namespace)
+    obj = wait_phase("evi", namespace, ("Succeeded", "Failed"), timeout=90)
+    status = obj["status"]
+    assert status["phase"] == "Failed" and status["attempt"] == 1 and status["pool"] == "h100"
+    assert (
+        _attempts(obj)[0]["evictions"] >= 2 and kube.condition(obj, "Failed")["reason"] == "AttemptsExhausted"
+    )
+    assert jobs_of("evi", namespace) in ([], ["evi-a1"])  # the operator deletes the Job that would go on
+    evictions = [m for _, r, m in events_of("evi", namespace) if r == "PodEvicted"]
+    assert len(evictions) >= 2 and all("same pool" in m for m in evictions)
+
+
+def test_worker_error_fails_once_with_its_message(namespace: str, op) -> None:
+    op.start()
+    message = json.dumps(
+        {
+            "reason": "InvalidInput",
+            "stage": "load_rollouts",
+            "message": "rollouts.jsonl line 3: reward is missing",
+        }
+    )
+    spec = trace_manifest(
+        "bad",
+        pod={
+            "labels": {kube.SIMULATE_LABEL: "fail"},
+            "annotations": {kube.SIMULATE_EXIT_CODE: "65", kube.SIMULATE_MESSAGE: message},
+        },
+    )
+    kube.apply(spec, namespace)
+    obj = wait_phase("bad", namespace, ("Succeeded", "Failed"))
+    cond = kube.condition(obj, "Failed")
+    assert cond["reason"] == "WorkerFailed" and "reward is missing" in cond["message"]
+    assert "load_rollouts" in cond["message"] and "65" in cond["message"]
+    assert jobs_of("bad", namespace) == ["bad-a1"]
+    assert len(kube.job_pods("bad-a1", namespace)) == 1  # no retry storm
