@@ -84,11 +84,12 @@ def response_weights(selection: Selection, trace: TraceSettings) -> np.ndarray:
 
 def allocate_factors(traced: list[TracedModule], num_tokens: int, offsets: np.ndarray,
                      trace: TraceSettings, pin: bool) -> Factors:
-    """Preallocated host buffers, pinned on CUDA so device copies can be asynchronous."""
+    """Preallocated host buffers (the only host copy), pinned on CUDA for asynchronous copies."""
     dtype = DTYPES[trace.capture_dtype]
 
     def empty(k: int) -> torch.Tensor:
-        return torch.empty((num_tokens, k), dtype=dtype, pin_memory=pin)
+        # Zeros, not empty: a position whose gradient hook never fires has delta = 0 by definition.
+        return torch.zeros((num_tokens, k), dtype=dtype, pin_memory=pin)
 
     return Factors(
         {t.name: empty(t.dims.k_out) for t in traced},
@@ -118,7 +119,8 @@ def _hooks(model: nn.Module, traced: list[TracedModule], factors: Factors, state
             def grad_hook(grad: torch.Tensor) -> None:
                 store(factors.u[mod.name], project(rows_of(grad), mod.p_out))
 
-            output.register_hook(grad_hook)
+            if output.requires_grad:  # an output off the objective's graph has no gradient
+                output.register_hook(grad_hook)
 
         return forward_hook
 

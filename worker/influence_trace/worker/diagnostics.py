@@ -38,7 +38,10 @@ def summarize_hinv_dot(matrix: np.ndarray, selection: Selection) -> dict[str, fl
         "cross_acc_acc": cross & acc_acc,
         "cross_acc_rej": cross & acc_rej,
     }
-    summary: dict[str, float] = {"hinv_dot_self_mean": float(np.diag(matrix).mean()), "hinv_dot_responses": n}
+    summary: dict[str, float] = {
+        "hinv_dot_self_mean": float(np.diag(matrix).mean()),
+        "hinv_dot_responses": float(n),
+    }
     for label, mask in classes.items():
         for prefix, values in (("hinv_dot", matrix), ("hinv_cos", cosine)):
             mean = _mean(values, mask)
