@@ -1,0 +1,64 @@
+"""``influence-trace estimate`` as a user runs it: JSON, the table, and its exit codes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "qwen15b-f32-all-selected.yaml"
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "influence_trace.cli", "estimate", *args],
+                          capture_output=True, text=True)
+
+
+def test_json_output() -> None:
+    out = cli(str(EXAMPLE), "--json")
+    assert out.returncode == 0, out.stderr
+    data = json.loads(out.stdout)
+    assert data["pool"] == "h100" and data["reason"].startswith("fits h100")
+    assert data["gpuBytes"] > 0 and data["hostBytes"] > 0
+    assert {"gpu", "host", "stages"} <= set(data["breakdown"])
+    assert len(data["modules"]) == 196
+    assert data["modules"][4] == {"name": "model.layers.0.mlp.gate_proj", "kIn": 48, "kOut": 280,
+                                  "D": 13440, "hessianBytes": 13440**2 * 4}
+
+
+def test_table_and_refusal(tmp_path: Path) -> None:
+    data = yaml.safe_load(EXAMPLE.read_text())
+    data["spec"]["trace"]["factor"] = 4
+    path = tmp_path / "f4.yaml"
+    path.write_text(yaml.safe_dump(data))
+    out = cli(str(path))
+    assert out.returncode == 3
+    assert "pool: none" in out.stdout and "trace.factor" in out.stdout
+
+
+def test_invalid_manifest_names_the_field(tmp_path: Path) -> None:
+    data = yaml.safe_load(EXAMPLE.read_text())
+    data["spec"]["trace"]["factor"] = 0
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(data))
+    out = cli(str(path))
+    assert out.returncode == 65 and "spec.trace.factor" in out.stderr
+
+
+def test_no_tokens_to_estimate_from(tmp_path: Path) -> None:
+    data = yaml.safe_load(EXAMPLE.read_text())
+    del data["spec"]["rollouts"]["tokensEstimate"]
+    path = tmp_path / "none.yaml"
+    path.write_text(yaml.safe_dump(data))
+    out = cli(str(path))
+    assert out.returncode == 65 and "tokensEstimate" in out.stderr
+
+
+def test_bad_pools_file(tmp_path: Path) -> None:
+    pools = tmp_path / "pools.yaml"
+    pools.write_text("pools:\n  - name: x\n")
+    out = cli(str(EXAMPLE), "--pools", str(pools))
+    assert out.returncode == 78 and str(pools) in out.stderr and "gpuMemoryBytes" in out.stderr
