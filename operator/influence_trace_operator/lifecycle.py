@@ -53,6 +53,9 @@ def configure(kopf_settings: kopf.OperatorSettings) -> None:
     rt = runtime()
     kopf_settings.peering.standalone = True  # one replica; no peering objects needed
     kopf_settings.peering.mandatory = False
+    # No cluster scanning: the CRD exists before the operator starts (Helm's crds/) and namespaces are
+    # given by name, so the operator needs no list/watch on CRDs or Namespaces (least-privilege RBAC).
+    kopf_settings.scanning.disabled = True
     kopf_settings.posting.level = logging.WARNING  # our own events tell the story; kopf's only on trouble
     kopf_settings.execution.max_workers = rt.settings.workers
     kopf_settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="influencetrace.dev")
