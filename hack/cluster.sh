@@ -15,11 +15,14 @@
 #   bin         print the directory holding kubectl, helm, kwokctl (and the other binaries)
 #   logs DIR    write the logs of every component to DIR
 #   env         print shell exports (PATH, KUBECONFIG) for `eval "$(hack/cluster.sh env)"`
+#   plan        print what `up` would run (kwokctl --dry-run): local binaries only
+#   nodes       print the Node manifests `up` applies
 #
 # Environment:
 #   INFLUENCETRACE_CACHE   cache root (default: $HOME/.cache/influencetrace)
 #   CLUSTER_NAME           kwokctl cluster name (default: influencetrace)
 #   GPU_NODES_PER_POOL     fake nodes per GPU pool (default: 2)
+#   CPU_NODES              untainted CPU nodes (default: 1)
 #   BUILD_PARALLELISM      go build -p value (default: 2)
 set -euo pipefail
 
@@ -280,7 +283,17 @@ kctl() { "${BIN_DIR}/kubectl" --kubeconfig "${KUBECONFIG_PATH}" "$@"; }
 
 # kwokctl adds a context for the cluster to $KUBECONFIG (default ~/.kube/config); keep that out of
 # the user's own kubeconfig. Use `hack/cluster.sh kubeconfig` / `env` instead.
-kwokctl() { KUBECONFIG="${CACHE_ROOT}/kwokctl-contexts.yaml" "${BIN_DIR}/kwokctl" "$@"; }
+# The lock fds (8, 9) are closed for kwokctl so the daemons it starts cannot inherit a held lock.
+kwokctl() { KUBECONFIG="${CACHE_ROOT}/kwokctl-contexts.yaml" "${BIN_DIR}/kwokctl" "$@" 8>&- 9>&-; }
+
+# Serialise up/down of one cluster between concurrent callers (two test sessions, a human).
+with_cluster_lock() {
+  mkdir -p "${CACHE_ROOT}"
+  exec 8>"${CACHE_ROOT}/cluster-${CLUSTER_NAME}.lock"
+  flock 8
+  "$@"
+  exec 8>&-
+}
 
 use_bin_path() {
   # kwokctl checks the cluster with the kubectl it finds on PATH: make it ours.
@@ -418,11 +431,16 @@ ensure_nodes() {
   wanted="$(awk '/^  name: /{print $2}' <<<"${manifest}" | sort)"
   have="$(kctl get nodes -l "${MANAGED_LABEL}" -o name | sed 's|^node/||' | sort)"
   # Remove nodes left by an earlier, larger GPU_NODES_PER_POOL / CPU_NODES.
-  for n in $(comm -13 <(echo "${wanted}") <(echo "${have}")); do
-    kctl delete node "${n}" --wait=false >/dev/null
-  done
-  log "waiting for $(wc -l <<<"${wanted}") nodes to be Ready"
-  kctl wait --for=condition=Ready node -l "${MANAGED_LABEL}" --timeout=120s >/dev/null
+  local surplus=()
+  mapfile -t surplus < <(comm -13 <(echo "${wanted}") <(echo "${have}") | sed '/^$/d')
+  if [[ ${#surplus[@]} -gt 0 ]]; then
+    log "deleting ${#surplus[@]} surplus nodes"
+    kctl delete node "${surplus[@]}" --wait=false >/dev/null
+  fi
+  local names=()
+  mapfile -t names < <(sed 's|^|node/|' <<<"${wanted}")
+  log "waiting for ${#names[@]} nodes to be Ready"
+  kctl wait --for=condition=Ready "${names[@]}" --timeout=120s >/dev/null
 }
 
 wait_cluster_ready() {
@@ -507,6 +525,18 @@ cmd_logs() {
   log "logs written to ${dir}"
 }
 
+# What `up` would run, from kwokctl --dry-run, against a throwaway work dir: every "Download" line
+# must name a local file (nothing is fetched at run time).
+cmd_plan() {
+  cmd_build
+  use_bin_path
+  local tmp args=()
+  tmp="$(mktemp -d)"
+  mapfile -t args < <(kwokctl_create_args)
+  KWOK_WORKDIR="${tmp}" kwokctl "${args[@]}" --dry-run 2>/dev/null
+  rm -rf "${tmp}"
+}
+
 cmd_env() {
   printf 'export PATH=%q:"$PATH"\n' "${BIN_DIR}"
   printf 'export KUBECONFIG=%q\n' "${KUBECONFIG_PATH}"
@@ -519,13 +549,14 @@ main() {
   [[ $# -gt 0 ]] && shift
   case "${cmd}" in
     build) cmd_build "$@" ;;
-    up) cmd_up "$@" ;;
-    down) cmd_down "$@" ;;
+    up) with_cluster_lock cmd_up "$@" ;;
+    down) with_cluster_lock cmd_down "$@" ;;
     status) cmd_status "$@" ;;
     logs) cmd_logs "$@" ;;
     kubeconfig) echo "${KUBECONFIG_PATH}" ;;
     bin) echo "${BIN_DIR}" ;;
     env) cmd_env ;;
+    plan) cmd_plan ;;
     nodes) nodes_manifest ;;
     -h | --help | help) usage ;;
     *) usage; exit 2 ;;

@@ -71,6 +71,18 @@ def test_gpu_pools_are_ready_tainted_nodes(cluster: kube.Cluster, pool: str, pro
     assert kube.pool_gpu_bytes(pool) == mib * 1024 * 1024
 
 
+def test_cluster_plan_uses_only_local_binaries(cluster: kube.Cluster) -> None:
+    plan = subprocess.run(
+        [str(kube.CLUSTER_SH), "plan"], check=True, capture_output=True, text=True, timeout=120
+    ).stdout
+    fetched = [line for line in plan.splitlines() if line.startswith("# Download ")]
+    assert len(fetched) == 5, plan  # etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kwok
+    for line in fetched:
+        source = line.split()[2]
+        assert source.startswith(str(cluster.bin_dir)), line
+    assert "https://dl.k8s.io" not in plan and "github.com" not in plan
+
+
 # --- scheduling and the Job controller ---------------------------------------------------------------
 
 
