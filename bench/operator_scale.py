@@ -1,0 +1,254 @@
+"""Operator scale benchmark (not a test): many traces applied at once to a kwok cluster.
+
+    CLUSTER_NAME=itbench GPU_NODES_PER_POOL=50 hack/cluster.sh up
+    KUBECONFIG=$(CLUSTER_NAME=itbench hack/cluster.sh kubeconfig) .venv/bin/python bench/operator_scale.py
+
+Half of the traces carry ``simulate-gpu-bytes`` above an h100's memory, so they run out of GPU
+memory on h100 and escalate to h200. Watches (in this process) time when each trace, Job and pod
+event arrives; the operator runs as its own process, whose peak RSS (VmHWM) is read at the end.
+Prints the figures and, with ``--write``, replaces the "Operator" section of bench/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import yaml
+from kubernetes import client, config, watch
+
+ROOT = Path(__file__).resolve().parents[1]
+CLI = Path(sys.executable).parent / "influence-trace"
+ARCH = {
+    "hiddenSize": 64,
+    "intermediateSize": 128,
+    "numLayers": 2,
+    "numAttentionHeads": 4,
+    "numKeyValueHeads": 2,
+    "headDim": 16,
+    "vocabSize": 1000,
+}
+
+
+def manifest(name: str, escalate: bool) -> dict:
+    ann = {"influencetrace.dev/simulate-gpu-bytes": "100000000000"} if escalate else {}
+    return {
+        "apiVersion": "influencetrace.dev/v1alpha1",
+        "kind": "InfluenceTrace",
+        "metadata": {"name": name, "annotations": ann},
+        "spec": {
+            "model": {"path": "/m", "architecture": ARCH},
+            "rollouts": {"path": "/r.jsonl", "tokensEstimate": 1000},
+            "resources": {"pools": ["h100", "h200"]},
+            "output": {"path": f"/out/{name}"},
+        },
+    }
+
+
+class Recorder:
+    """First local arrival time of each watched event of interest."""
+
+    def __init__(self, namespace: str) -> None:
+        self.ns = namespace
+        self.trace_added: dict[str, float] = {}
+        self.job_added: dict[str, float] = {}
+        self.pod_failed: dict[str, float] = {}  # job name -> first failed pod seen
+        self.stop = threading.Event()
+
+    def _watch(self, fn, handle, **kw) -> None:
+        w = watch.Watch()
+        while not self.stop.is_set():
+            for ev in w.stream(fn, self.ns, timeout_seconds=5, **kw):
+                handle(ev["type"], ev["object"], time.monotonic())
+                if self.stop.is_set():
+                    break
+
+    def start(self) -> None:
+        custom, batch, core = client.CustomObjectsApi(), client.BatchV1Api(), client.CoreV1Api()
+
+        def traces(kind, obj, t):
+            self.trace_added.setdefault(obj["metadata"]["name"], t)
+
+        def jobs(kind, obj, t):
+            self.job_added.setdefault(obj.metadata.name, t)
+
+        def pods(kind, obj, t):
+            job = (obj.metadata.labels or {}).get("batch.kubernetes.io/job-name")
+            if job and obj.status.phase == "Failed":
+                self.pod_failed.setdefault(job, t)
+
+        def trace_list(ns, **kw):
+            return custom.list_namespaced_custom_object(
+                "influencetrace.dev", "v1alpha1", ns, "influencetraces", **kw
+            )
+
+        for fn, h in (
+            (trace_list, traces),
+            (batch.list_namespaced_job, jobs),
+            (core.list_namespaced_pod, pods),
+        ):
+            threading.Thread(target=self._watch, args=(fn, h), daemon=True).start()
+
+
+def pct(values: list[float], q: float) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, round(q * (len(values) - 1)))]
+
+
+def peak_rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def run(count: int) -> dict:
+    config.load_kube_config()
+    subprocess.run(
+        [
+            "kubectl",
+            "apply",
+            "--server-side",
+            "--force-conflicts",
+            "-f",
+            str(ROOT / "crds/influencetraces.yaml"),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    ns = f"bench-{uuid.uuid4().hex[:6]}"
+    client.CoreV1Api().create_namespace({"metadata": {"name": ns}})
+    nodes = len(client.CoreV1Api().list_node(label_selector="nvidia.com/gpu.present=true").items)
+    env = {**os.environ, "INFLUENCETRACE_LIVENESS_PORT": "0"}
+    op = subprocess.Popen(
+        [str(CLI), "operator", "--namespace", ns],
+        env=env,
+        stdout=open(f"/tmp/{ns}-operator.log", "wb"),  # noqa: SIM115 (the child owns it)
+        stderr=subprocess.STDOUT,
+    )
+    time.sleep(3)
+    rec = Recorder(ns)
+    rec.start()
+    time.sleep(1)
+    names = [f"t{i:03d}" for i in range(count)]
+    escalating = set(names[::2])
+    docs = [manifest(n, n in escalating) for n in names]
+    t0 = time.monotonic()
+    subprocess.run(
+        ["kubectl", "apply", "-n", ns, "-f", "-"],
+        input=yaml.safe_dump_all(docs),
+        text=True,
+        check=True,
+        capture_output=True,
+    )
+    applied = time.monotonic() - t0
+    wanted = {f"{n}-a1" for n in names} | {f"{n}-a2" for n in escalating}
+    deadline = time.monotonic() + 600
+    while not wanted <= set(rec.job_added) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    first_jobs = [
+        rec.job_added[f"{n}-a1"] - rec.trace_added[n]
+        for n in names
+        if f"{n}-a1" in rec.job_added and n in rec.trace_added
+    ]
+    oom_to_next = [
+        rec.job_added[f"{n}-a2"] - rec.pod_failed[f"{n}-a1"]
+        for n in escalating
+        if f"{n}-a2" in rec.job_added and f"{n}-a1" in rec.pod_failed
+    ]
+    all_first = max(rec.job_added[f"{n}-a1"] for n in names if f"{n}-a1" in rec.job_added) - t0
+    all_jobs = max(rec.job_added[j] for j in wanted if j in rec.job_added) - t0
+    custom = client.CustomObjectsApi()
+    while time.monotonic() < deadline:
+        items = custom.list_namespaced_custom_object("influencetrace.dev", "v1alpha1", ns, "influencetraces")[
+            "items"
+        ]
+        phases = [(i.get("status") or {}).get("phase") for i in items]
+        if all(p in ("Succeeded", "Failed") for p in phases):
+            break
+        time.sleep(1)
+    converged = time.monotonic() - t0
+    rss = peak_rss_mib(op.pid)
+    op.terminate()
+    op.wait(timeout=30)
+    rec.stop.set()
+    subprocess.run(["kubectl", "delete", "namespace", ns, "--wait=false"], capture_output=True)
+    return {
+        "traces": count,
+        "gpu_nodes": nodes,
+        "escalating": len(escalating),
+        "apply_s": applied,
+        "jobs_created": len(wanted & set(rec.job_added)),
+        "jobs_wanted": len(wanted),
+        "all_first_jobs_s": all_first,
+        "all_jobs_s": all_jobs,
+        "create_to_job_p50_s": statistics.median(first_jobs),
+        "create_to_job_p99_s": pct(first_jobs, 0.99),
+        "oom_to_next_job_p50_s": statistics.median(oom_to_next) if oom_to_next else float("nan"),
+        "succeeded": phases.count("Succeeded"),
+        "failed": phases.count("Failed"),
+        "all_terminal_s": converged,
+        "operator_peak_rss_mib": rss,
+    }
+
+
+def write_results(r: dict) -> None:
+    path = ROOT / "bench" / "RESULTS.md"
+    text = path.read_text() if path.exists() else "# Benchmark results\n"
+    section = "\n".join(
+        [
+            "## Operator",
+            "",
+            f"`bench/operator_scale.py`: {r['traces']} traces applied at once (one `kubectl apply`)",
+            f"to the local kwok cluster with {r['gpu_nodes']} fake GPU nodes (50 per pool);",
+            f"{r['escalating']} of them carry `simulate-gpu-bytes` above an h100's memory, so they run",
+            "out of GPU memory there and escalate to h200. Times are from this process's watches (trace,",
+            "Job and Pod events as they arrive); the operator runs as its own process",
+            "(`influence-trace operator --namespace ...`) on the same 2-core machine as the control plane.",
+            "",
+            "| Measure | Value |",
+            "|---|---|",
+            f"| Jobs created / expected | {r['jobs_created']} / {r['jobs_wanted']} |",
+            f"| `kubectl apply` of all traces | {r['apply_s']:.1f} s |",
+            f"| Until every first-attempt Job exists | {r['all_first_jobs_s']:.1f} s |",
+            f"| Until every Job exists (escalations included) | {r['all_jobs_s']:.1f} s |",
+            f"| Trace creation to its Job, p50 | {r['create_to_job_p50_s']:.2f} s |",
+            f"| Trace creation to its Job, p99 | {r['create_to_job_p99_s']:.2f} s |",
+            f"| GPU out-of-memory (pod Failed) to the next Job, p50 | {r['oom_to_next_job_p50_s']:.2f} s |",
+            f"| Until every trace is Succeeded/Failed | {r['all_terminal_s']:.1f} s "
+            f"({r['succeeded']} Succeeded, {r['failed']} Failed) |",
+            f"| Operator peak memory (VmHWM) | {r['operator_peak_rss_mib']:.0f} MiB |",
+            "",
+        ]
+    )
+    head, sep, rest = text.partition("## Operator")
+    if sep:
+        nxt = rest.find("\n## ")
+        rest = rest[nxt + 1 :] if nxt >= 0 else ""
+        text = head + section + ("\n" + rest if rest else "")
+    else:
+        text = text.rstrip("\n") + "\n\n" + section
+    path.write_text(text)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--count", type=int, default=200)
+    parser.add_argument("--write", action="store_true", help="update bench/RESULTS.md")
+    args = parser.parse_args()
+    result = run(args.count)
+    for key, value in result.items():
+        print(f"{key}: {value:.2f}" if isinstance(value, float) else f"{key}: {value}")
+    if args.write:
+        write_results(result)
+
+
+if __name__ == "__main__":
+    main()
