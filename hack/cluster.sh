@@ -244,6 +244,8 @@ cmd_build() {
   log "waiting for build lock ${CACHE_ROOT}/build.lock"
   flock 9
   if all_built; then link_bin_dir; exec 9>&-; return 0; fi
+  rm -rf "${CACHE_ROOT}"/*.tmp.* # leftovers of an interrupted build (we hold the lock)
+  command -v go >/dev/null || die "go not found on PATH (Go >= 1.26 is needed to build the control plane)"
   go_env
   local start=${SECONDS}
   log "building into ${CACHE_ROOT} (logs: ${LOG_DIR})"
