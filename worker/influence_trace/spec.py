@@ -84,6 +84,14 @@ class GenerateSpec(ApiModel):
     top_p: float = Field(1.0, gt=0.0, le=1.0, description="Nucleus sampling threshold.")
     batch_size: int = Field(16, ge=1, description="Sequences generated together.")
     use_chat_template: bool = Field(True, description="Apply the tokenizer's chat template if it has one.")
+    reward_column: str | None = Field(
+        None,
+        min_length=1,
+        description=(
+            "Prompts column with a per-prompt mapping {answer: reward} used instead of the built-in "
+            "0/1 verifier: a response earns the reward of the entry its final answer matches, else 0."
+        ),
+    )
 
 
 class RolloutsSpec(ApiModel):
@@ -173,6 +181,13 @@ class OutputSpec(ApiModel):
     """Where the worker writes rows.parquet and summary.json."""
 
     path: str = Field(min_length=1, description="Output directory as the worker sees it.")
+    keep_factors: bool = Field(
+        False,
+        description=(
+            "Save the captured per-token factors (large) so a relaunched run, e.g. on a larger GPU "
+            "after running out of memory, skips capture."
+        ),
+    )
 
 
 class PodSpecExtras(ApiModel):

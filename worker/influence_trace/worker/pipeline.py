@@ -19,7 +19,8 @@ from influence_trace.spec import InfluenceTrace, InfluenceTraceSpec
 from influence_trace.worker import model_io, outputs
 from influence_trace.worker.ledger import MemoryLedger
 from influence_trace.worker.options import WorkerOptions
-from influence_trace.worker.rollouts import read_rows, to_responses
+from influence_trace.worker.resume import Resume, rollouts_destination
+from influence_trace.worker.rollouts import read_rows, rollouts_format, to_responses
 from influence_trace.worker.selection import Selection, select_groups
 from influence_trace.worker.timing import StageTimer
 
@@ -28,15 +29,16 @@ SETUP = "setup"
 
 
 def check_inputs(spec: InfluenceTraceSpec) -> Path:
-    """Fail fast on missing inputs or an unusable output directory; return the rollouts path."""
-    path = spec.rollouts.path
-    if path is None or not Path(path).is_file():
-        if spec.rollouts.generate is not None:
-            raise InvalidInput(
-                "spec.rollouts.generate: generating rollouts is not available in this version; "
-                f"give spec.rollouts.path as an existing JSONL or Parquet file (got {path!r})",
-                SETUP,
-            )
+    """Fail fast on missing inputs or an unusable output directory; return the rollouts path (where
+    generation writes them, when the manifest asks for generation)."""
+    gen = spec.rollouts.generate
+    if gen is not None:
+        if not Path(gen.prompts_path).is_file():
+            where = f"spec.rollouts.generate.promptsPath: {gen.prompts_path}"
+            raise InvalidInput(f"{where} does not exist (expected a JSONL or Parquet)", SETUP)
+        rollouts_format(rollouts_destination(spec))  # an unsupported extension fails now, not after gen
+    elif spec.rollouts.path is None or not Path(spec.rollouts.path).is_file():
+        path = spec.rollouts.path
         raise InvalidInput(f"spec.rollouts.path: {path} does not exist (expected a JSONL or Parquet)", SETUP)
     model_io.check_model_dir(spec.model.path)
     try:
@@ -44,7 +46,7 @@ def check_inputs(spec: InfluenceTraceSpec) -> Path:
     except OSError as err:
         message = f"spec.output.path: cannot create {spec.output.path} ({err.strerror})"
         raise InvalidInput(message, SETUP) from None
-    return Path(path)
+    return rollouts_destination(spec)
 
 
 def select(responses: list, spec: InfluenceTraceSpec) -> Selection:
@@ -106,12 +108,16 @@ def run_pipeline(
     timer = timer or StageTimer()
     ledger = ledger or MemoryLedger(options.gpu_budget_bytes)
     rollouts_path = check_inputs(spec)
+    resume = Resume(spec, options, timer, ledger)
+    model, tokenizer = resume.rollouts()  # stage gen: loads the model only when it generates
     with timer.stage("load_rollouts"):
         raw = read_rows(rollouts_path)
         log.info("read %d rollouts rows from %s", len(raw), rollouts_path)
     with timer.stage("load_model"):
-        model = model_io.load_model(spec.model, options.device)
-        tokenizer = model_io.load_tokenizer(spec.model) if any(r.needs_tokenizer for r in raw) else None
+        if model is None:
+            model = model_io.load_model(spec.model, options.device)
+        if tokenizer is None and any(r.needs_tokenizer for r in raw):
+            tokenizer = model_io.load_tokenizer(spec.model)
     with timer.stage("load_rollouts"):
         responses = to_responses(raw, tokenizer, model_io.vocab_size(model))
     with timer.stage("select_groups"):
@@ -120,13 +126,15 @@ def run_pipeline(
         "tracing %d groups (%d skipped without contrast), %d responses, %d response tokens",
         len(selection.groups), selection.skipped_groups, len(selection.responses), selection.num_tokens,
     )
-    result = run_trace(model, selection, spec.trace, options, ledger, timer)
+    hooks = resume.trace_hooks(rollouts_path, selection)
+    result = run_trace(model, selection, spec.trace, options, ledger, timer, **hooks)
     with timer.stage("pop_rows"):
         rows = outputs.rows_from_result(selection, result)
         outputs.write_rows(spec.output.path, rows)
     summary = outputs.build_summary(
         manifest, selection, result, rows, len(responses), timer.totals(), resources_used(options, ledger)
     )
+    summary.update(resume.summary())
     outputs.write_summary(spec.output.path, summary)
     log.info("wrote %d rows to %s", len(rows), outputs.rows_path(spec.output.path))
     return summary

@@ -8,7 +8,7 @@ score the scope's tokens. Only one module's Hessian exists at a time.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -198,8 +198,13 @@ def _progress(items: list, enabled: bool, desc: str):
 
 
 def run_trace(model: nn.Module, selection: Selection, trace: TraceSettings, options: WorkerOptions,
-              ledger: MemoryLedger, timer: StageTimer) -> TraceResult:
-    """Scores for every token of every selected response (float64, summed over traced modules)."""
+              ledger: MemoryLedger, timer: StageTimer, factors: Factors | None = None,
+              on_captured: Callable[[Factors], None] | None = None) -> TraceResult:
+    """Scores for every token of every selected response (float64, summed over traced modules).
+
+    Resume seam: ``factors`` (captured earlier for the same selection and settings) skips capture;
+    ``on_captured`` receives freshly captured factors before the Hessian work that may run out of memory.
+    """
     device = torch.device(options.device)
     responses = selection.responses
     accepted = {
@@ -214,9 +219,12 @@ def run_trace(model: nn.Module, selection: Selection, trace: TraceSettings, opti
     move_projections(traced, device)
     scopes = build_scopes(selection, trace)
     with _tf32(device, trace.allow_tf32):
-        with timer.stage("logprob_backward"), _frozen(model):
-            factors = capture_factors(model, selection, traced, trace, options, ledger)
-        ledger.free("capture_batch")
+        if factors is None:
+            with timer.stage("logprob_backward"), _frozen(model):
+                factors = capture_factors(model, selection, traced, trace, options, ledger)
+            ledger.free("capture_batch")
+            if on_captured is not None:
+                on_captured(factors)
         total = int(factors.token_offsets[-1])
         ledger.allocate("token_scores", total * 8, "token_scoring")
         scores = torch.zeros(total, dtype=torch.float64, device=device)
