@@ -21,7 +21,7 @@ NAME_LIMIT = 63  # Job names become the value of the job-name label on its pods
 MANIFEST_DIR = "/etc/influence-trace"
 MANIFEST_KEY = "trace.yaml"
 WORKSPACE = "/workspace"
-WORKER_UID = 1000
+WORKER_UID = 65532  # the Dockerfile's non-root user
 # Exit codes that end the Job at once instead of retrying: the worker's own failures (a retry on the
 # same pool fails the same way) and 137 (kernel OOM kill: the host memory request must change).
 FAIL_JOB_EXIT_CODES = sorted({*EXIT_CODES.values(), EXIT_KERNEL_OOM_KILL})
