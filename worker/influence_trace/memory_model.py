@@ -21,13 +21,12 @@ from influence_trace.architectures import PRESETS, ModuleDims, Shapes, read_conf
 from influence_trace.memory_workload import Workload, resolve_workload
 from influence_trace.spec import InfluenceTraceSpec, TraceSettings
 
+# The worker's own defaults; options.py imports no torch, so this module stays torch-free.
+from influence_trace.worker.options import DEFAULT_CAPTURE_TOKENS, DEFAULT_CHUNK_BYTES
+
 DTYPE_BYTES = {"bfloat16": 2, "float16": 2, "float32": 4, "float64": 8}
 GIB = 2**30
 
-# The worker's defaults (influence_trace.worker.options), repeated so this module stays torch-free
-# and cheap to import; a test checks they agree.
-DEFAULT_CHUNK_BYTES = 256 * 2**20
-DEFAULT_CAPTURE_TOKENS = 16384
 
 # Per-process constants that are not the worker's own buffers (documented in docs/memory-model.md).
 CUDA_CONTEXT_BYTES = 1 * GIB  # CUDA context, cuBLAS/cuSOLVER workspaces: outside max_memory_allocated

@@ -17,7 +17,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from influence_trace.architectures import shapes_from_config
 from influence_trace.contract import InvalidInput
+from influence_trace.memory_model import capture_batch_bytes
 from influence_trace.spec import TraceSettings
 from influence_trace.worker.ledger import MemoryLedger
 from influence_trace.worker.options import WorkerOptions
@@ -161,18 +163,13 @@ def _batch_tensors(selection_rows, idx: list[int], offsets: np.ndarray, device) 
 
 
 def estimate_batch_bytes(model: nn.Module, padded_tokens: int, response_tokens: int) -> int:
-    """A rough device estimate for one capture batch (activations kept for backward, and logits).
+    """The memory model's prediction for one capture batch (activations kept for backward, logits).
 
     Used for the budget check before a batch; on CUDA the measured peak replaces it.
     """
-    cfg = model.config
-    itemsize = next(model.parameters()).element_size()
-    hidden = cfg.hidden_size
-    inter = getattr(cfg, "intermediate_size", 4 * hidden)
-    per_layer = 8 * hidden + 3 * inter  # residual, norms, q/k/v/o and MLP activations, roughly
-    activations = padded_tokens * cfg.num_hidden_layers * per_layer * itemsize
-    logits = response_tokens * cfg.vocab_size * 4 * 3  # logits, log-softmax, and their gradient
-    return activations + logits
+    shapes = shapes_from_config(model.config.to_dict())
+    dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
+    return capture_batch_bytes(shapes, padded_tokens, response_tokens, dtype)
 
 
 def _check_rows(responses) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import torch
 
+from influence_trace.memory_model import chunk_tokens
 from influence_trace.worker.ledger import MemoryLedger
 
 STAGE = "hessian_solve"
@@ -24,11 +25,6 @@ def response_gradients(u: torch.Tensor, v: torch.Tensor, token_offsets: list[int
         if b > a:
             torch.mm(u[a:b].T, v[a:b], out=grads[r].view(k_out, k_in))
     return grads
-
-
-def chunk_tokens(num_tokens: int, dim: int, itemsize: int, chunk_bytes: int) -> int:
-    """Tokens per Hessian chunk: as many as fit ``chunk_bytes`` (at least one, at most all)."""
-    return max(1, min(num_tokens, chunk_bytes // (dim * itemsize)))
 
 
 def token_hessian(
