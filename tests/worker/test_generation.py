@@ -10,7 +10,6 @@ import json
 from pathlib import Path
 
 import pytest
-
 from influence_trace import verifier
 from influence_trace.contract import InvalidInput
 from influence_trace.spec import GenerateSpec, ModelSpec
@@ -48,7 +47,8 @@ def sample(loaded, prompts_file: Path, seed: int = 0, **settings) -> tuple[list[
 
 
 def test_counts_lengths_and_eos_stopping(loaded, tmp_path: Path) -> None:
-    rows, eos = sample(loaded, three_prompts(tmp_path), responsesPerPrompt=5, maxResponseTokens=12, batchSize=4)
+    path = three_prompts(tmp_path)
+    rows, eos = sample(loaded, path, responsesPerPrompt=5, maxResponseTokens=12, batchSize=4)
     assert len(rows) == 15
     assert [r["prompt_id"] for r in rows] == [f"q{i}" for i in range(3) for _ in range(5)]
     assert len({r["response_id"] for r in rows}) == 15
@@ -92,7 +92,8 @@ def test_same_seed_same_rollouts_other_seed_differs(loaded, tmp_path: Path) -> N
 
 
 def test_temperature_zero_is_greedy(loaded, tmp_path: Path) -> None:
-    rows, _ = sample(loaded, three_prompts(tmp_path), responsesPerPrompt=3, maxResponseTokens=8, temperature=0)
+    path = three_prompts(tmp_path)
+    rows, _ = sample(loaded, path, responsesPerPrompt=3, maxResponseTokens=8, temperature=0)
     for i in range(3):
         group = [r["response_ids"] for r in rows if r["prompt_id"] == f"q{i}"]
         assert group[0] == group[1] == group[2]
@@ -129,7 +130,8 @@ def test_chat_template_applied_only_when_present_and_wanted(loaded, tmp_path: Pa
     plain = prompts.prompt_token_ids(found[0], tokenizer, False, vocab)
     assert not prompts.uses_chat_template(tokenizer, True)  # the tiny tokenizer has no template
     tokenizer.chat_template = (
-        "{% for m in messages %}{{ m['content'] }} {% endfor %}{% if add_generation_prompt %}answer{% endif %}"
+        "{% for m in messages %}{{ m['content'] }} {% endfor %}"
+        "{% if add_generation_prompt %}answer{% endif %}"
     )
     try:
         assert prompts.uses_chat_template(tokenizer, True)

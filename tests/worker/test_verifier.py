@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from influence_trace.verifier import answers_match, extract_answer, normalize_answer, reward
 
 EXTRACTED = [
