@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from influence_trace.memory_model import DEFAULT_CAPTURE_TOKENS, DEFAULT_CHUNK_BYTES, estimate
+from influence_trace.memory_model import DEFAULT_CHUNK_BYTES, estimate
 from influence_trace.placement import place
 from influence_trace.spec import load_manifest
 
@@ -76,13 +76,6 @@ def test_seed_configurations_fit_an_h100(name: str) -> None:
     assert placement.pool is not None and placement.pool.name == "h100"
     assert est.gpu_bytes < 80e9 and est.host_bytes < SEED[name][1] * 1e9
     assert est.peak_stage == "capture"  # the largest capture batch, not any Hessian
-
-
-def test_worker_defaults_agree() -> None:
-    from influence_trace.worker.options import DEFAULT_CAPTURE_TOKENS as CAP
-    from influence_trace.worker.options import DEFAULT_CHUNK_BYTES as CHUNK
-
-    assert (CAP, CHUNK) == (DEFAULT_CAPTURE_TOKENS, DEFAULT_CHUNK_BYTES)
 
 
 def test_pure_modules_do_not_import_torch() -> None:
