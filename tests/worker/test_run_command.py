@@ -101,9 +101,9 @@ def test_bad_row_and_no_contrast_exit_65(tmp_path: Path, tiny_model_dir: Path, r
     assert "none of the 3 groups" in message["message"] and "contrast" in message["message"]
 
 
-def test_nproc_above_one_is_refused(tmp_path: Path, tiny_model_dir: Path, rollouts_file: Path) -> None:
-    code, message = run_cli(tmp_path, manifest(tmp_path, tiny_model_dir, rollouts_file), "--nproc", "2")
-    assert code == 65 and "--nproc 2: multi-process runs are not supported yet" in message["message"]
+def test_nproc_below_one_is_refused(tmp_path: Path, tiny_model_dir: Path, rollouts_file: Path) -> None:
+    code, message = run_cli(tmp_path, manifest(tmp_path, tiny_model_dir, rollouts_file), "--nproc", "0")
+    assert code == 65 and "--nproc 0: expected a positive number of processes" in message["message"]
 
 
 def test_tiny_gpu_budget_exits_75_with_stage(tmp_path: Path, tiny_model_dir: Path, rollouts_file: Path):
@@ -156,14 +156,16 @@ def test_failures_map_to_contract_reasons_in_the_failing_stage() -> None:
 def test_process_count_and_timing_table() -> None:
     from influence_trace.contract import InvalidInput
     from influence_trace.spec import parse_manifest
-    from influence_trace.worker.entry import check_processes, format_timings
+    from influence_trace.worker.entry import format_timings, process_count
 
     data = manifest_dict(Path("m"), Path("r.jsonl"), Path("out"))
     data["spec"]["resources"] = {"gpus": 4}
     four = parse_manifest(data)
-    with pytest.raises(InvalidInput, match=r"spec.resources.gpus: 4: multi-process runs are not supported"):
-        check_processes(four, None)
-    check_processes(four, 1)  # an explicit --nproc 1 overrides the manifest's GPU count
+    assert process_count(four, None, "cpu") == 1  # on the CPU one process unless --nproc says more
+    assert process_count(four, 3, "cpu") == 3
+    with pytest.raises(InvalidInput, match=r"spec.resources.gpus: 4: one process per GPU, but this machine"):
+        process_count(four, None, "cuda")  # no CUDA here: fewer GPUs than asked for
+    assert process_count(four, 1, "cuda") == 1  # an explicit --nproc 1 overrides the manifest's GPU count
     table = format_timings({"hessian_solve": 3.0, "pop_rows": 1.0, "step_total": 4.0})
     assert table.splitlines()[1].split() == ["hessian_solve", "3.000", "75.0%"]
     assert table.splitlines()[-1].split() == ["step_total", "4.000"]

@@ -23,6 +23,7 @@ from influence_trace.contract import (
     write_termination_message,
 )
 from influence_trace.spec import InfluenceTrace, ManifestError, load_manifest
+from influence_trace.worker.launch import GroupFailure
 from influence_trace.worker.timing import StageTimer
 
 log = logging.getLogger("influence_trace.worker")
@@ -40,9 +41,11 @@ class _StageFilter(logging.Filter):
         return True
 
 
-def setup_logging(timer: StageTimer) -> None:
+def setup_logging(timer: StageTimer, prefix: str = "") -> None:
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s [%(stage)s] %(message)s", "%H:%M:%S"))
+    who = f"{prefix} " if prefix else ""
+    fmt = f"%(asctime)s %(levelname)s {who}[%(stage)s] %(message)s"
+    handler.setFormatter(logging.Formatter(fmt, "%H:%M:%S"))
     handler.addFilter(_StageFilter(timer))
     log.handlers[:] = [handler]
     log.setLevel(logging.INFO)
@@ -67,18 +70,24 @@ def choose_device(requested: str | None) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def check_processes(manifest: InfluenceTrace, nproc: int | None) -> None:
-    """One process only for now; a manifest asking for more must be overridden explicitly (--nproc 1)."""
-    wanted = nproc if nproc is not None else manifest.spec.resources.gpus
+def process_count(manifest: InfluenceTrace, nproc: int | None, device: str) -> int:
+    """Processes on this node: --nproc, else one per GPU of resources.gpus on CUDA, else one."""
+    if nproc is not None:
+        wanted, source = nproc, f"--nproc {nproc}"
+    elif device.startswith("cuda"):
+        wanted, source = manifest.spec.resources.gpus, f"spec.resources.gpus: {manifest.spec.resources.gpus}"
+    else:
+        return 1
     if wanted < 1:
-        raise InvalidInput(f"--nproc: expected a positive number of processes, got {wanted}", "setup")
-    if wanted > 1:
-        source = f"--nproc {nproc}" if nproc is not None else f"spec.resources.gpus: {wanted}"
-        raise InvalidInput(
-            f"{source}: multi-process runs are not supported yet; run with --nproc 1 (one process, one "
-            "device)",
-            "setup",
-        )
+        raise InvalidInput(f"{source}: expected a positive number of processes", "setup")
+    if device.startswith("cuda") and wanted > 1:
+        import torch
+
+        if wanted > torch.cuda.device_count():
+            raise InvalidInput(
+                f"{source}: one process per GPU, but this machine has {torch.cuda.device_count()} GPUs; "
+                "lower the count or run where the GPUs are", "setup")
+    return wanted
 
 
 def format_timings(timings: dict[str, float]) -> str:
@@ -121,6 +130,7 @@ def as_failure(err: BaseException, timer: StageTimer) -> WorkerFailure:
 
 
 def execute(args: argparse.Namespace, timer: StageTimer) -> dict[str, Any]:
+    from influence_trace.worker.launch import launch, topology_from_env
     from influence_trace.worker.options import WorkerOptions
     from influence_trace.worker.pipeline import run_pipeline
 
@@ -128,12 +138,15 @@ def execute(args: argparse.Namespace, timer: StageTimer) -> dict[str, Any]:
         manifest = load_manifest(args.manifest)
     except ManifestError as err:
         raise InvalidInput(str(err), "load_manifest") from None
-    check_processes(manifest, args.nproc)
     device = choose_device(args.device)
+    nproc = process_count(manifest, args.nproc, device)
     try:
-        options = WorkerOptions.from_env(device)
+        options = WorkerOptions.from_env(device)  # checked here too, so a bad variable fails before launch
     except ValueError as err:
         raise InvalidInput(str(err), "setup") from None
+    topo = topology_from_env(nproc)
+    if topo.world > 1:  # one process per GPU (or per --nproc), on one node or several
+        return launch(str(args.manifest), "cuda" if device.startswith("cuda") else "cpu", topo)
     log.info("tracing %s on %s", args.manifest, device)
     return run_pipeline(manifest, options, timer=timer)
 
@@ -144,6 +157,10 @@ def main(args: argparse.Namespace) -> int:
     setup_logging(timer)
     try:
         summary = execute(args, timer)
+    except GroupFailure as err:  # the ranks' root cause, already mapped to the contract
+        log.error("%s", err)
+        write_termination_message(err.payload)
+        return err.exit_code
     except Exception as err:  # every failure must reach the contract (MemoryError included)
         failure = as_failure(err, timer)
         if not isinstance(err, WorkerFailure):
@@ -151,6 +168,9 @@ def main(args: argparse.Namespace) -> int:
         log.error("%s in stage %s: %s", failure.reason, failure.stage, failure)
         write_termination_message(failure_message(failure))
         return failure.exit_code
+    if not summary:  # a node without rank 0: the outputs and figures are rank 0's node's to report
+        write_termination_message({"rowsEmitted": 0, "outputPath": "", "timings": {}})
+        return EXIT_OK
     write_termination_message(success_message(summary))
     print(format_timings(summary["timings"]))
     log.info("done: %d rows in %s", summary["rows_emitted"], summary["config"]["output"]["path"])

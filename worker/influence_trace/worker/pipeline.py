@@ -100,8 +100,13 @@ def run_pipeline(
     options: WorkerOptions,
     timer: StageTimer | None = None,
     ledger: MemoryLedger | None = None,
+    group: Any = None,
 ) -> dict[str, Any]:
-    """Run the whole trace and write its outputs; return the summary (as written to summary.json)."""
+    """Run the whole trace and write its outputs; return the summary (as written to summary.json).
+
+    ``group`` (a distributed.Group) makes this one rank of a multi-process trace: every rank prepares
+    the same selection, and rank 0 alone writes the outputs (the other ranks return ``{}``).
+    """
     from influence_trace.worker.trace import run_trace
 
     spec = manifest.spec
@@ -126,6 +131,10 @@ def run_pipeline(
         "tracing %d groups (%d skipped without contrast), %d responses, %d response tokens",
         len(selection.groups), selection.skipped_groups, len(selection.responses), selection.num_tokens,
     )
+    if group is not None:
+        from influence_trace.worker.parallel_trace import trace_and_write
+
+        return trace_and_write(manifest, selection, len(responses), model, options, ledger, timer, group)
     hooks = resume.trace_hooks(rollouts_path, selection)
     result = run_trace(model, selection, spec.trace, options, ledger, timer, **hooks)
     with timer.stage("pop_rows"):
