@@ -57,15 +57,15 @@ def _reward_table(value: Any, column: str, where: str) -> dict[str, float]:
             f"{where}: {column} must be a non-empty mapping {{answer: reward}} (an object or its JSON text)",
             STAGE,
         )
-    return {str(k): rollouts._number(v, f"{column}[{k!r}]", where) for k, v in value.items()}
+    return {str(k): rollouts.parse_number(v, f"{column}[{k!r}]", where) for k, v in value.items()}
 
 
 def parse_prompt(record: dict[str, Any], where: str, reward_column: str | None) -> Prompt:
     """Check one prompts row; a row that cannot be rewarded is an error, not a silent zero."""
     if record.get("prompt_id") is None:
         raise InvalidInput(f"{where}: missing prompt_id (string naming the prompt's group)", STAGE)
-    prompt_id = rollouts._identifier(record["prompt_id"], "prompt_id", where)
-    prompt = rollouts._text_or_ids(record, "prompt", where)
+    prompt_id = rollouts.parse_identifier(record["prompt_id"], "prompt_id", where)
+    prompt = rollouts.parse_text_or_ids(record, "prompt", where)
     answer = None if record.get("answer") is None else str(record["answer"])
     table = None
     if reward_column is not None:
@@ -86,7 +86,7 @@ def read_prompts(path: str | Path, reward_column: str | None = None) -> list[Pro
     """Every prompt of the file, validated; an empty file or a repeated prompt_id is an error."""
     path = Path(path)
     try:
-        records = rollouts._read_records(path)
+        records = rollouts.read_records(path)
         prompts = [parse_prompt(record, where, reward_column) for where, record in records]
     except InvalidInput as err:
         err.stage = STAGE

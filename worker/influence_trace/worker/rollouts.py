@@ -88,7 +88,7 @@ def _parquet_records(path: Path) -> list[tuple[str, dict[str, Any]]]:
     return [(f"{path} row {i}", record) for i, record in enumerate(table.to_pylist(), start=1)]
 
 
-def _read_records(path: Path) -> list[tuple[str, dict[str, Any]]]:
+def read_records(path: Path) -> list[tuple[str, dict[str, Any]]]:
     fmt = rollouts_format(path)
     if not path.is_file():
         raise InvalidInput(f"{path}: rollouts file does not exist", STAGE)
@@ -100,7 +100,7 @@ def _read_records(path: Path) -> list[tuple[str, dict[str, Any]]]:
         raise InvalidInput(f"{path}: cannot read rollouts file ({err.strerror})", STAGE) from None
 
 
-def _identifier(value: Any, field: str, where: str) -> str:
+def parse_identifier(value: Any, field: str, where: str) -> str:
     if isinstance(value, bool) or not isinstance(value, str | int):
         raise InvalidInput(f"{where}: {field} must be a string (or an integer), got {value!r}", STAGE)
     text = str(value)
@@ -109,7 +109,7 @@ def _identifier(value: Any, field: str, where: str) -> str:
     return text
 
 
-def _number(value: Any, field: str, where: str) -> float:
+def parse_number(value: Any, field: str, where: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise InvalidInput(f"{where}: {field} must be a number, got {value!r}", STAGE)
     number = float(value)
@@ -128,7 +128,7 @@ def _token_ids(value: Any, field: str, where: str) -> tuple[int, ...]:
     return tuple(value)
 
 
-def _text_or_ids(record: dict[str, Any], name: str, where: str) -> tuple[int, ...] | str:
+def parse_text_or_ids(record: dict[str, Any], name: str, where: str) -> tuple[int, ...] | str:
     """The ``<name>_ids`` list when present, else the ``<name>`` text; empty is an error."""
     ids_field = f"{name}_ids"
     if record.get(ids_field) is not None:
@@ -158,12 +158,14 @@ def parse_row(record: dict[str, Any], where: str, index: int) -> RawRow:
     return RawRow(
         where=where,
         index=index,
-        prompt_id=_identifier(record["prompt_id"], "prompt_id", where),
-        response_id=str(index) if response_id is None else _identifier(response_id, "response_id", where),
-        prompt=_text_or_ids(record, "prompt", where),
-        response=_text_or_ids(record, "response", where),
-        reward=_number(record["reward"], "reward", where),
-        advantage=None if advantage is None else _number(advantage, "advantage", where),
+        prompt_id=parse_identifier(record["prompt_id"], "prompt_id", where),
+        response_id=(
+            str(index) if response_id is None else parse_identifier(response_id, "response_id", where)
+        ),
+        prompt=parse_text_or_ids(record, "prompt", where),
+        response=parse_text_or_ids(record, "response", where),
+        reward=parse_number(record["reward"], "reward", where),
+        advantage=None if advantage is None else parse_number(advantage, "advantage", where),
         answer=None if answer is None else str(answer),
     )
 
@@ -183,7 +185,7 @@ def _check_unique_ids(rows: list[RawRow]) -> None:
 def read_rows(path: str | Path) -> list[RawRow]:
     """Parse and structurally validate every row of a rollouts file; an empty file is an error."""
     path = Path(path)
-    records = _read_records(path)
+    records = read_records(path)
     if not records:
         raise InvalidInput(f"{path}: rollouts file has no rows", STAGE)
     rows = [parse_row(record, where, index) for index, (where, record) in enumerate(records)]
