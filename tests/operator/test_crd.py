@@ -86,7 +86,10 @@ def test_status_schema_allows_every_field_the_operator_writes() -> None:
         "timings",
         "peakGpuBytes",
         "peakHostBytes",
+        "metrics",
     }
+    assert status["result"]["properties"]["metrics"]["additionalProperties"]["type"] == "number"
+    assert status["estimate"]["properties"]["gpu"]["type"] == "string"
     assert status["phase"]["enum"] == ["Pending", "Running", "Escalating", "Succeeded", "Failed"]
 
 

@@ -68,9 +68,9 @@ PRINTER_COLUMNS = [
     {"name": "Attempt", "type": "integer", "jsonPath": ".status.attempt"},
     {
         "name": "Est-GPU",
-        "type": "integer",
-        "jsonPath": ".status.estimate.gpuBytes",
-        "description": "Predicted peak GPU bytes per device",
+        "type": "string",
+        "jsonPath": ".status.estimate.gpu",
+        "description": "Predicted peak GPU memory per device",
     },
     {"name": "Rows", "type": "integer", "jsonPath": ".status.result.rowsEmitted"},
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},

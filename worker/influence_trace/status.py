@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 
 Phase = Literal["Pending", "Running", "Escalating", "Succeeded", "Failed"]
@@ -49,7 +49,14 @@ class EstimateStatus(StatusModel):
     pool: str | None = Field(None, description="Smallest allowed pool the estimate fits, if any.")
     gpu_bytes: int = Field(0, ge=0, description="Predicted peak GPU memory per device.")
     host_bytes: int = Field(0, ge=0, description="Predicted peak host memory per worker pod.")
+    gpu: str | None = Field(None, description="gpuBytes for people, e.g. '44.9 GB' (the Est-GPU column).")
     reason: str | None = Field(None, description="Why this pool, or why no pool fits.")
+
+    @model_validator(mode="after")
+    def _readable_gpu(self) -> EstimateStatus:
+        if self.gpu is None:
+            self.gpu = f"{self.gpu_bytes / 1e9:.1f} GB"
+        return self
 
 
 class AttemptRecord(StatusModel):
@@ -78,6 +85,9 @@ class TraceResult(StatusModel):
     timings: dict[str, float] = Field(default_factory=dict, description="Seconds per pipeline stage.")
     peak_gpu_bytes: int = Field(0, ge=0, description="Peak GPU memory per device.")
     peak_host_bytes: int = Field(0, ge=0, description="Peak host memory of the worker.")
+    metrics: dict[str, float] = Field(
+        default_factory=dict, description="Headline quality metrics (auc, signConsistency, ...)."
+    )
 
 
 class Condition(StatusModel):
