@@ -125,6 +125,14 @@ class Kube:
             if err.status != 409:
                 raise
 
+    def ensure_service(self, body: dict[str, Any]) -> None:
+        """Create the rendezvous Service of a multi-node trace unless it exists (a function of the name)."""
+        try:
+            self.core.create_namespaced_service(body["metadata"]["namespace"], body, _preload_content=False)
+        except ApiException as err:
+            if err.status != 409:
+                raise
+
     def job_pods(self, namespace: str, job: str) -> list[dict[str, Any]]:
         return _json(
             self.core.list_namespaced_pod(

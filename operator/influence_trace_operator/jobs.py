@@ -70,6 +70,11 @@ def configmap_name(trace: str) -> str:
     return fit_name(trace, "-manifest")
 
 
+def service_name(trace: str) -> str:
+    """The headless Service through which the pods of a multi-node attempt find rank 0's pod."""
+    return fit_name(trace, "-ranks")
+
+
 def owner_reference(ref: TraceRef) -> dict[str, Any]:
     """Makes the trace the controller of a child, so deleting it garbage-collects the child."""
     return {
@@ -246,6 +251,7 @@ def build_job(
     }
     if nodes > 1:
         job_spec["completionMode"] = "Indexed"
+        _add_rendezvous(job_spec["template"]["spec"], trace, job_name(ref.name, placement.attempt), ref)
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
@@ -261,4 +267,47 @@ def build_job(
             "ownerReferences": [owner_reference(ref)],
         },
         "spec": job_spec,
+    }
+
+
+RENDEZVOUS_PORT = 29500  # rank 0's pod: the static rendezvous and the process group's TCP store
+
+
+def _add_rendezvous(pod: dict[str, Any], trace: InfluenceTrace, job: str, ref: TraceRef) -> None:
+    """Pods of an Indexed Job get the hostname ``<job>-<index>``; with the Service as subdomain, index
+    0 is ``<job>-0.<service>``: the address every node's launcher meets at (JOB_COMPLETION_INDEX, set
+    by the Job controller, is the node rank)."""
+    service = service_name(ref.name)
+    pod["subdomain"] = service
+    pod["containers"][0]["env"] += [
+        {"name": "INFLUENCE_TRACE_NNODES", "value": str(trace.spec.resources.nodes)},
+        {"name": "MASTER_ADDR", "value": f"{job}-0.{service}"},
+        {"name": "MASTER_PORT", "value": str(RENDEZVOUS_PORT)},
+        {"name": "JOB_NAME", "value": job},
+    ]
+
+
+def build_service(trace: InfluenceTrace, ref: TraceRef) -> dict[str, Any]:
+    """The headless Service of a multi-node trace (one per trace, so every attempt's Job reuses it).
+
+    It selects the trace's worker pods and publishes them before they are ready, since the ranks
+    must resolve each other while they start (the pattern PyTorchJob and JobSet use).
+    """
+    labels = child_labels(ref)
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": service_name(ref.name),
+            "namespace": ref.namespace,
+            "labels": labels,
+            "annotations": {L.TRACE_NAME: ref.name},
+            "ownerReferences": [owner_reference(ref)],
+        },
+        "spec": {
+            "clusterIP": "None",
+            "publishNotReadyAddresses": True,
+            "selector": labels,
+            "ports": [{"name": "rendezvous", "port": RENDEZVOUS_PORT, "targetPort": RENDEZVOUS_PORT}],
+        },
     }

@@ -26,7 +26,7 @@ from influence_trace_operator import classify as K
 from influence_trace_operator import conditions as C
 from influence_trace_operator import escalation as E
 from influence_trace_operator.api import Kube, now
-from influence_trace_operator.jobs import Placement, TraceRef, build_configmap, build_job
+from influence_trace_operator.jobs import Placement, TraceRef, build_configmap, build_job, build_service
 from influence_trace_operator.pools import PoolInfo, allowed_pools, to_placement_pools
 from influence_trace_operator.settings import OperatorSettings
 
@@ -192,6 +192,8 @@ class Reconciler:
         self, p: Pass, trace: InfluenceTrace, placement: Placement, decision: E.Decision, relaunch: bool
     ) -> None:
         self.kube.ensure_configmap(build_configmap(trace, p.ref))
+        if trace.spec.resources.nodes > 1:  # the pods of an Indexed Job meet through it
+            self.kube.ensure_service(build_service(trace, p.ref))
         job, created = self.kube.create_job(build_job(trace, p.ref, placement, self.settings))
         self._check_owner(job, p.ref)
         name = job["metadata"]["name"]
@@ -229,6 +231,8 @@ class Reconciler:
             return
         placement = E.placement_on(pool, record.attempt, record.host_memory_bytes)
         self.kube.ensure_configmap(build_configmap(trace, p.ref))
+        if trace.spec.resources.nodes > 1:
+            self.kube.ensure_service(build_service(trace, p.ref))
         _, created = self.kube.create_job(build_job(trace, p.ref, placement, self.settings))
         if created:
             p.event(

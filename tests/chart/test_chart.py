@@ -31,6 +31,7 @@ EXPECTED_RULES = {
     ("batch", "jobs", ("get", "list", "watch", "create", "delete")),
     ("", "pods", ("list", "watch")),
     ("", "configmaps", ("create",)),
+    ("", "services", ("create",)),
     ("", "events", ("create",)),
 }
 RESTRICTED_CONTAINER = {

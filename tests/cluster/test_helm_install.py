@@ -43,6 +43,7 @@ EXPECTED_CAN_I = {
     ("jobs.batch", frozenset({"get", "list", "watch", "create", "delete"})),
     ("pods", frozenset({"list", "watch"})),
     ("configmaps", frozenset({"create"})),
+    ("services", frozenset({"create"})),
     ("events", frozenset({"create"})),
 }
 _ROW = re.compile(r"^\s*(?:(\S+)\s+)?(\[[^\]]*\])\s+(\[[^\]]*\])\s+(\[[^\]]*\])\s*$")

@@ -98,6 +98,10 @@ ClusterRole (all namespaces) or by the Role in each watched namespace.
 - apiGroups: [""]
   resources: ["configmaps"]
   verbs: ["create"]
+# The headless rendezvous Service of a multi-node trace (resources.nodes > 1); owned by the trace.
+- apiGroups: [""]
+  resources: ["services"]
+  verbs: ["create"]
 # Events on traces (the operator's and kopf's own warnings).
 - apiGroups: [""]
   resources: ["events"]
