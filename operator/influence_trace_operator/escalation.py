@@ -19,12 +19,13 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from influence_trace.placement import Pool, next_pool
 from influence_trace.status import TraceStatus
 
 from influence_trace_operator import conditions as C
 from influence_trace_operator.classify import Finished
 from influence_trace_operator.jobs import Placement
-from influence_trace_operator.pools import PoolInfo, larger_gpu_pool, larger_host_pool
+from influence_trace_operator.pools import larger_host_pool
 
 GIB = 2**30
 
@@ -43,26 +44,26 @@ def gib(n: int) -> str:
     return f"{n / GIB:.1f} GiB"
 
 
-def placement_on(pool: PoolInfo, attempt: int, host_bytes: int) -> Placement:
+def placement_on(pool: Pool, attempt: int, host_bytes: int) -> Placement:
     return Placement(
         attempt=attempt,
         pool=pool.name,
         node_selector=dict(pool.node_selector),
-        tolerations=list(pool.tolerations),
+        tolerations=[t.model_dump(by_alias=True, exclude_none=True) for t in pool.tolerations],
         gpu_memory_bytes=pool.gpu_memory_bytes,
         host_memory_bytes=host_bytes,
     )
 
 
-def host_request(estimate_host: int, pool: PoolInfo, headroom: float, floor: int) -> int:
+def host_request(estimate_host: int, pool: Pool, headroom: float, floor: int) -> int:
     """The first attempt's host memory request: the estimate plus headroom (at least ``floor``),
     within what one of the pool's nodes holds."""
     wanted = max(math.ceil(estimate_host * (1 + headroom)), floor)
-    return min(wanted, pool.host_memory_bytes) if pool.host_memory_bytes else wanted
+    return min(wanted, pool.host_memory_bytes)
 
 
 def first_launch(
-    pool: PoolInfo | None, reason: str, host_bytes: int, headroom: float, floor: int
+    pool: Pool | None, reason: str, host_bytes: int, headroom: float, floor: int
 ) -> Decision:
     """Attempt 1 on the pool placement chose, or Failed (Infeasible) with no Job."""
     if pool is None:
@@ -89,9 +90,9 @@ def _relaunch(status: TraceStatus, max_attempts: int, decision: Decision) -> Dec
     return decision
 
 
-def _after_gpu_oom(status: TraceStatus, done: Finished, pools: list[PoolInfo], host: int) -> Decision:
+def _after_gpu_oom(status: TraceStatus, done: Finished, pools: list[Pool], host: int) -> Decision:
     stage = done.stage or "an unknown stage"
-    nxt = larger_gpu_pool(pools, status.pool or "")
+    nxt = next_pool(status.pool or "", pools)
     if nxt is None:
         return Decision(
             "fail",
@@ -100,7 +101,7 @@ def _after_gpu_oom(status: TraceStatus, done: Finished, pools: list[PoolInfo], h
             f"What would fit: a larger spec.trace.factor (e.g. twice the current one), a "
             f"positive spec.trace.maxHessianDim, or more resources.gpus to split the tokens",
         )
-    host_bytes = min(host, nxt.host_memory_bytes) if nxt.host_memory_bytes else host
+    host_bytes = min(host, nxt.host_memory_bytes)
     return Decision(
         "launch",
         C.ESCALATED,
@@ -111,7 +112,7 @@ def _after_gpu_oom(status: TraceStatus, done: Finished, pools: list[PoolInfo], h
 
 
 def _after_host_oom(
-    status: TraceStatus, done: Finished, pools: list[PoolInfo], host: int, growth: float
+    status: TraceStatus, done: Finished, pools: list[Pool], host: int, growth: float
 ) -> Decision:
     what = (
         "killed by the kernel for exceeding its memory limit"
@@ -119,10 +120,8 @@ def _after_host_oom(
         else "out of host memory"
     )
     here = next((p for p in pools if p.name == status.pool), None)
-    if here is not None and (here.host_memory_bytes == 0 or host < here.host_memory_bytes):
-        raised = math.ceil(host * growth)
-        if here.host_memory_bytes:
-            raised = min(raised, here.host_memory_bytes)
+    if here is not None and host < here.host_memory_bytes:
+        raised = min(math.ceil(host * growth), here.host_memory_bytes)
         return Decision(
             "launch",
             C.HOST_MEMORY_RAISED,
@@ -149,7 +148,7 @@ def _after_host_oom(
 
 
 def after_attempt(
-    status: TraceStatus, done: Finished, pools: list[PoolInfo], max_attempts: int, growth: float
+    status: TraceStatus, done: Finished, pools: list[Pool], max_attempts: int, growth: float
 ) -> Decision:
     """The decision once the current attempt's Job has finished."""
     record = status.current()

@@ -16,7 +16,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-from influence_trace.placement import place
+from influence_trace.placement import Pool, place
 from influence_trace.spec import InfluenceTrace, ManifestError, parse_manifest
 from influence_trace.status import AttemptRecord, EstimateStatus, TraceResult, TraceStatus
 from kubernetes.client.rest import ApiException
@@ -27,7 +27,7 @@ from influence_trace_operator import conditions as C
 from influence_trace_operator import escalation as E
 from influence_trace_operator.api import Kube, now
 from influence_trace_operator.jobs import Placement, TraceRef, build_configmap, build_job, build_service
-from influence_trace_operator.pools import PoolInfo, allowed_pools, to_placement_pools
+from influence_trace_operator.pools import allowed_pools
 from influence_trace_operator.settings import OperatorSettings
 
 log = logging.getLogger(__name__)
@@ -80,7 +80,7 @@ def parse_trace(obj: dict[str, Any]) -> InfluenceTrace:
 class Reconciler:
     """Reconciles traces by name; safe to call from many threads (one pass per trace at a time)."""
 
-    def __init__(self, kube: Kube, settings: OperatorSettings, table: list[PoolInfo]) -> None:
+    def __init__(self, kube: Kube, settings: OperatorSettings, table: list[Pool]) -> None:
         self.kube = kube
         self.settings = settings
         self.table = table
@@ -136,11 +136,11 @@ class Reconciler:
         else:
             self._follow(p, trace, allowed)
 
-    def _start(self, p: Pass, trace: InfluenceTrace, allowed: list[PoolInfo]) -> None:
+    def _start(self, p: Pass, trace: InfluenceTrace, allowed: list[Pool]) -> None:
         """Attempt 1: estimate, choose the pool, create the Job, or fail with no Job."""
         s = self.settings
         try:
-            est, chosen = place(trace.spec, to_placement_pools(self.table), s.headroom)
+            est, chosen = place(trace.spec, self.table, s.headroom)
         except ValueError as err:  # no shapes, unknown module suffixes, unknown pools
             self._fail(p, C.INVALID_SPEC, str(err))
             return
@@ -157,7 +157,7 @@ class Reconciler:
             return
         self._launch(p, trace, decision.placement, decision, relaunch=False)
 
-    def _follow(self, p: Pass, trace: InfluenceTrace, allowed: list[PoolInfo]) -> None:
+    def _follow(self, p: Pass, trace: InfluenceTrace, allowed: list[Pool]) -> None:
         """Attempt N exists in status: make sure its Job exists, then act on how it is doing."""
         record = p.status.current()
         if record is None:

@@ -4,15 +4,23 @@ from __future__ import annotations
 
 from typing import Any
 
+from influence_trace.placement import Pool
 from influence_trace.spec import InfluenceTrace, parse_manifest
 from influence_trace_operator.jobs import TraceRef
-from influence_trace_operator.pools import PoolInfo
 
 GIB = 2**30
 TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
-H100 = PoolInfo("h100", 80 * GIB, 2048 * GIB, 8, {"influencetrace.dev/pool": "h100"}, [TOLERATION])
-H200 = PoolInfo("h200", 141 * GIB, 2048 * GIB, 8, {"influencetrace.dev/pool": "h200"}, [TOLERATION])
-SMALL_HOST = PoolInfo("small", 80 * GIB, 64 * GIB, 8, {"influencetrace.dev/pool": "small"}, [TOLERATION])
+
+
+def pool(name: str, gpu_gib: int, host_gib: int) -> Pool:
+    """A pool of 8-GPU nodes labelled and tainted like the local cluster's."""
+    return Pool(name=name, gpu_memory_bytes=gpu_gib * GIB, host_memory_bytes=host_gib * GIB, gpus_per_node=8,
+                node_selector={"influencetrace.dev/pool": name}, tolerations=[TOLERATION])
+
+
+H100 = pool("h100", 80, 2048)
+H200 = pool("h200", 141, 2048)
+SMALL_HOST = pool("small", 80, 64)
 REF = TraceRef(name="demo", namespace="team-a", uid="1234-uid")
 
 

@@ -7,7 +7,7 @@ from influence_trace_operator import labels as L
 from influence_trace_operator.escalation import placement_on
 from influence_trace_operator.jobs import build_configmap, build_job, configmap_name, fit_name, job_name
 from influence_trace_operator.settings import OperatorSettings
-from operator_builders import H100, REF, trace
+from operator_builders import H100, REF, TOLERATION, trace
 
 SETTINGS = OperatorSettings(worker_image="registry.example/worker:1", service_account="worker")
 
@@ -61,7 +61,7 @@ def test_pod_placement_resources_and_security() -> None:
     pod = template["spec"]
     assert pod["restartPolicy"] == "Never"
     assert pod["nodeSelector"] == {"influencetrace.dev/pool": "h100"}
-    assert pod["tolerations"] == H100.tolerations
+    assert pod["tolerations"] == [TOLERATION]
     assert pod["serviceAccountName"] == "worker" and pod["automountServiceAccountToken"] is False
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
