@@ -62,6 +62,8 @@ def test_successful_run_writes_rows_and_summary(tmp_path: Path, tiny_model_dir: 
     assert 0.0 <= summary["metrics"]["auc"] <= 1.0 and summary["diagnostics"]
     assert message["rowsEmitted"] == 12 and message["outputPath"] == str(out)
     assert message["peakHostBytes"] > 0 and "step_total" in message["timings"]
+    assert message["metrics"]["auc"] == summary["metrics"]["auc"]
+    assert message["metrics"]["signConsistency"] == summary["metrics"]["sign_consistency"]
 
 
 @pytest.mark.parametrize(

@@ -13,6 +13,8 @@ import sys
 import traceback
 from typing import Any
 
+from pydantic.alias_generators import to_camel
+
 from influence_trace.contract import (
     EXIT_OK,
     GPUOutOfMemory,
@@ -110,6 +112,7 @@ def success_message(summary: dict[str, Any]) -> dict[str, Any]:
         "timings": {name: round(sec, 3) for name, sec in summary["timings"].items()},
         "peakGpuBytes": resources["peak_gpu_bytes"],
         "peakHostBytes": resources["peak_host_bytes"],
+        "metrics": {to_camel(k): v for k, v in summary.get("metrics", {}).items() if v is not None},
     }
 
 

@@ -35,7 +35,13 @@ from influence_trace.worker.records import ModuleReport, TraceResult
 from influence_trace.worker.selection import Group as ResponseGroup
 from influence_trace.worker.selection import Selection
 from influence_trace.worker.timing import StageTimer
-from influence_trace.worker.trace import _empty_report, _frozen, _tf32, _trace_module, build_scopes
+from influence_trace.worker.trace import (
+    build_scopes,
+    empty_report,
+    frozen_weights,
+    tf32_matmuls,
+    trace_module,
+)
 
 FAIL_ENV = "INFLUENCE_TRACE_TEST_FAIL_RANK"  # tests only: "RANK:STAGE[:kill]"
 
@@ -98,8 +104,8 @@ def run_trace_parallel(model: nn.Module, selection: Selection, trace: TraceSetti
     shares = _shares(selection, group.world)
     assignment = _assignment(traced, selection, trace, group.world)
     names = [t.name for t in traced]
-    with _tf32(device, trace.allow_tf32):
-        with timer.stage("logprob_backward"), _frozen(model):
+    with tf32_matmuls(device, trace.allow_tf32):
+        with timer.stage("logprob_backward"), frozen_weights(model):
             inject_failure(group.rank, "logprob_backward")
             local = capture_factors(model, sub_selection(selection, shares[group.rank]), traced, trace,
                                     options, ledger)
@@ -121,7 +127,7 @@ def run_trace_parallel(model: nn.Module, selection: Selection, trace: TraceSetti
         for index in assignment[group.rank]:
             u, v = owned.pop(names[index])
             factors = Factors({names[index]: u}, {names[index]: v}, offsets)
-            reports[index] = _trace_module(traced[index], factors, scopes, trace, options, ledger, timer,
+            reports[index] = trace_module(traced[index], factors, scopes, trace, options, ledger, timer,
                                            scores, hinv_dot)
             del u, v, factors
     with timer.stage("token_scoring"):
@@ -137,7 +143,7 @@ def run_trace_parallel(model: nn.Module, selection: Selection, trace: TraceSetti
     result = TraceResult(
         {r.response_id: host[offsets[i] : offsets[i + 1]].copy() for i, r in enumerate(responses)},
         accepted,
-        [merged.get(i, _empty_report(t)) for i, t in enumerate(traced)],
+        [merged.get(i, empty_report(t)) for i, t in enumerate(traced)],
         len(scopes),
     )
     if matrix is not None:

@@ -64,7 +64,18 @@ def select(responses: list, spec: InfluenceTraceSpec) -> Selection:
 
 
 def peak_host_bytes() -> int:
-    """Peak resident set size of this process (ru_maxrss is KiB on Linux, bytes on macOS)."""
+    """Peak resident set size of this process.
+
+    Linux's VmHWM is this process's own high-water mark; ru_maxrss is kept across exec, so a worker
+    started by a large parent (pytest, a launcher) would report the parent's peak. ru_maxrss is the
+    fallback elsewhere (KiB on Linux, bytes on macOS).
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return int(peak if sys.platform == "darwin" else peak * 1024)
 

@@ -64,7 +64,7 @@ def build_scopes(selection: Selection, trace: TraceSettings) -> list[Scope]:
 
 
 @contextmanager
-def _frozen(model: nn.Module) -> Iterator[None]:
+def frozen_weights(model: nn.Module) -> Iterator[None]:
     """No parameter gets a gradient during capture; flags are restored afterwards."""
     flags = [p.requires_grad for p in model.parameters()]
     for p in model.parameters():
@@ -77,7 +77,7 @@ def _frozen(model: nn.Module) -> Iterator[None]:
 
 
 @contextmanager
-def _tf32(device: torch.device, allow: bool) -> Iterator[None]:
+def tf32_matmuls(device: torch.device, allow: bool) -> Iterator[None]:
     """TF32 matmuls on CUDA exactly when trace.allowTf32 says so, restored afterwards."""
     if device.type != "cuda":
         yield
@@ -151,11 +151,11 @@ def _global_hinv_dot(staged: _Staged, trace: TraceSettings, chunk_bytes: int, le
     return product
 
 
-def _trace_module(mod: TracedModule, factors: Factors, scopes: list[Scope], trace: TraceSettings,
+def trace_module(mod: TracedModule, factors: Factors, scopes: list[Scope], trace: TraceSettings,
                   options: WorkerOptions, ledger: MemoryLedger, timer: StageTimer,
                   scores: torch.Tensor, hinv_dot: torch.Tensor | None) -> ModuleReport:
     """All of one module's work; its device buffers are freed before the next module starts."""
-    report = _empty_report(mod)
+    report = empty_report(mod)
     device = torch.device(options.device)
     with timer.stage("grad_staging"):
         staged = _stage(mod, factors, HESSIAN_DTYPES[trace.hessian_dtype], device, ledger)
@@ -214,13 +214,13 @@ def run_trace(model: nn.Module, selection: Selection, trace: TraceSettings, opti
                                   trace.seed, compute_dtype(trace))
     ledger.allocate("weights", sum(p.numel() * p.element_size() for p in model.parameters()), "setup")
     if not responses:
-        return TraceResult({}, accepted, [_empty_report(t) for t in traced], 0)
+        return TraceResult({}, accepted, [empty_report(t) for t in traced], 0)
     ledger.allocate("projections", projection_bytes(traced), "setup")
     move_projections(traced, device)
     scopes = build_scopes(selection, trace)
-    with _tf32(device, trace.allow_tf32):
+    with tf32_matmuls(device, trace.allow_tf32):
         if factors is None:
-            with timer.stage("logprob_backward"), _frozen(model):
+            with timer.stage("logprob_backward"), frozen_weights(model):
                 factors = capture_factors(model, selection, traced, trace, options, ledger)
             ledger.free("capture_batch")
             if on_captured is not None:
@@ -232,7 +232,7 @@ def run_trace(model: nn.Module, selection: Selection, trace: TraceSettings, opti
         if trace.debug_hessian_similarity:
             hinv_dot = torch.zeros((len(responses), len(responses)), dtype=torch.float64, device=device)
         reports = [
-            _trace_module(mod, factors, scopes, trace, options, ledger, timer, scores, hinv_dot)
+            trace_module(mod, factors, scopes, trace, options, ledger, timer, scores, hinv_dot)
             for mod in _progress(traced, options.progress, "modules")
         ]
     host = scores.cpu().numpy()
@@ -248,6 +248,6 @@ def run_trace(model: nn.Module, selection: Selection, trace: TraceSettings, opti
     return result
 
 
-def _empty_report(mod: TracedModule) -> ModuleReport:
+def empty_report(mod: TracedModule) -> ModuleReport:
     d = mod.dims
     return ModuleReport(d.name, d.in_features, d.out_features, d.k_in, d.k_out)
