@@ -6,40 +6,8 @@ import itertools
 
 import numpy as np
 import pytest
-from influence_trace.spec import TraceSettings
+from bruteforce import explicit_score, settings
 from influence_trace.worker.scoring import contrast_matrix
-from pydantic.alias_generators import to_camel
-
-
-def settings(**fields: object) -> TraceSettings:
-    """TraceSettings from snake_case keywords (the model only accepts the camelCase wire names)."""
-    return TraceSettings.model_validate({to_camel(k): v for k, v in fields.items()})
-
-
-def explicit_score(o: int, infl: np.ndarray, acc: np.ndarray, adv: np.ndarray, t: TraceSettings) -> float:
-    """Score of a token of response o whose influences from each response r are infl[r]."""
-    acc_ids = [r for r in range(len(acc)) if acc[r]]
-    rej_ids = [r for r in range(len(acc)) if not acc[r]]
-    sum_acc = sum(infl[r] for r in acc_ids)
-    sum_rej = sum(infl[r] for r in rej_ids)
-    n_acc, n_rej = len(acc_ids), len(rej_ids)
-    if t.contrastive_agg == "sum":
-        full = sum_acc - sum_rej
-        excl = full - (1.0 if acc[o] else -1.0) * infl[o]
-    elif t.contrastive_agg == "advantage":
-        full = sum(adv[r] * infl[r] for r in range(len(acc)))
-        excl = full - adv[o] * infl[o]
-    else:
-        full = sum_acc / n_acc - sum_rej / n_rej
-        if acc[o]:
-            excl = (sum_acc - infl[o]) / max(n_acc - 1, 1) - sum_rej / n_rej
-        else:
-            excl = sum_acc / n_acc - (sum_rej - infl[o]) / max(n_rej - 1, 1)
-    if not t.exclude_self_response:
-        return full
-    a = t.self_influence_scale
-    return (1 - a) * excl + a * full
-
 
 FLAGS = [
     np.array([True, False, True, False, False]),

@@ -3,24 +3,16 @@
 from __future__ import annotations
 
 import itertools
-from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
-from bruteforce import load_model, read_rollouts, reference, settings, token_gradients
+from bruteforce import read_rollouts, reference, settings, token_gradients
 from influence_trace.worker.diagnostics import summarize_hinv_dot
 from influence_trace.worker.selection import select_groups
 from influence_trace.worker.tiny_model import make_rollouts
 from numeric_helpers import assert_scores_close, run
 
 REL = 1e-6
-
-
-@pytest.fixture(scope="module")
-def model(tiny_model_dir: Path):
-    torch.set_num_threads(1)  # tiny matrices: threads only contend on the shared test machine
-    return load_model(tiny_model_dir)
 
 
 @pytest.fixture(scope="module")

@@ -17,12 +17,6 @@ from numeric_helpers import SMALL, assert_scores_close, run
 
 
 @pytest.fixture(scope="module")
-def model(tiny_model_dir: Path):
-    torch.set_num_threads(1)  # tiny matrices: threads only contend on the shared test machine
-    return load_model(tiny_model_dir)
-
-
-@pytest.fixture(scope="module")
 def responses(tmp_path_factory: pytest.TempPathFactory):
     return read_rollouts(make_rollouts(tmp_path_factory.mktemp("rollouts") / "r.jsonl", seed=5))
 
