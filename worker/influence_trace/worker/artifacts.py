@@ -20,12 +20,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar
+
+from influence_trace.atomic import write_atomically
 
 MARKER_SUFFIX = ".done.json"
 CONTENT_HASH_LIMIT = 64 * 2**20  # files up to this size are identified by a hash of their content
@@ -62,17 +63,6 @@ def fingerprint(recipe: dict[str, Any]) -> str:
     """SHA-256 of the recipe as canonical JSON (sorted keys, no whitespace)."""
     text = json.dumps(recipe, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode()).hexdigest()
-
-
-def _write_atomically(path: Path, write: Callable[[Path], None]) -> None:
-    """``write`` into a temporary name beside ``path``, then rename; nothing is left on failure."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 @dataclass(frozen=True)
@@ -119,7 +109,7 @@ class Artifact:
         """Write the data through ``write(tmp_path)`` and then the marker; return the marker."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.marker_path.unlink(missing_ok=True)  # the old marker must not vouch for new data
-        _write_atomically(self.path, write)
+        write_atomically(self.path, write)
         marker = {
             "artifact": self.name,
             "fingerprint": self.fingerprint,
@@ -130,7 +120,7 @@ class Artifact:
             "info": info or {},
         }
         text = json.dumps(marker, indent=2, sort_keys=True, default=str) + "\n"
-        _write_atomically(self.marker_path, lambda tmp: tmp.write_text(text))
+        write_atomically(self.marker_path, lambda tmp: tmp.write_text(text))
         return marker
 
     def load(self, read: Callable[[Path], T]) -> T:

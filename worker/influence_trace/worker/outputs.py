@@ -10,7 +10,6 @@ report and compare tools can read runs without it.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from influence_trace.atomic import write_atomically
 from influence_trace.contract import InvalidInput
 from influence_trace.metrics import quality_metrics
 from influence_trace.spec import InfluenceTrace
@@ -180,21 +180,6 @@ def build_summary(
     }
 
 
-def _temporary(path: Path) -> Path:
-    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
-
-
-def _replace_atomically(path: Path, write) -> None:
-    """Write through ``write(tmp_path)``, then rename over ``path``; on failure remove the temporary."""
-    tmp = _temporary(path)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def write_rows(output_dir: str | Path, rows: list[Row]) -> Path:
     """Write rows.parquet atomically, first removing any earlier run's summary (which would make the
     directory look finished with rows that are not its own)."""
@@ -203,7 +188,7 @@ def write_rows(output_dir: str | Path, rows: list[Row]) -> Path:
     summary_path(output_dir).unlink(missing_ok=True)
     table = rows_table(rows)
     path = rows_path(output_dir)
-    _replace_atomically(path, lambda tmp: pq.write_table(table, tmp))
+    write_atomically(path, lambda tmp: pq.write_table(table, tmp))
     return path
 
 
@@ -221,7 +206,7 @@ def write_summary(output_dir: str | Path, summary: dict[str, Any]) -> Path:
     """Write summary.json atomically; call it last, after write_rows."""
     path = summary_path(output_dir)
     text = json.dumps(summary, indent=2, sort_keys=False, default=_json_default, allow_nan=False) + "\n"
-    _replace_atomically(path, lambda tmp: tmp.write_text(text))
+    write_atomically(path, lambda tmp: tmp.write_text(text))
     return path
 
 
