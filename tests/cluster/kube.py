@@ -338,15 +338,6 @@ def create_namespace(name: str, labels: Mapping[str, str] | None = None, timeout
 
 
 def delete_namespace(name: str, wait: bool = False) -> None:
-    """Delete the test's traces, then the namespace.
-
-    The traces go first, explicitly: the namespace controller was seen to report a terminating test
-    namespace's content as removed while an InfluenceTrace in it lived on, and its Job's pods kept
-    holding fake GPUs that later tests needed. Deleting a trace lets the garbage collector take its
-    Jobs and Pods at once.
-    """
-    kubectl("delete", "influencetraces", "--all", "--wait=false", "--ignore-not-found", namespace=name,
-            check=False)
     delete("namespace", name, wait=wait)
 
 

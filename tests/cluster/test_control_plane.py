@@ -127,6 +127,17 @@ def test_deleting_a_job_garbage_collects_its_pods(namespace: str) -> None:
     kube.wait_for(lambda: not kube.job_pods("gc", namespace), description="pods of deleted job to be GC'd")
 
 
+def test_deleting_a_namespace_stops_a_running_job_pod_and_finishes(cluster: kube.Cluster) -> None:
+    """A running Job pod keeps the Job controller's job-tracking finalizer until it has terminated, and
+    namespaces delete their pods first: the delete stage must stop the containers, as a kubelet does."""
+    name = kube.create_namespace(kube.unique_name("t-ns-delete"))
+    kube.create(kube.job_manifest("run", pool="h100", labels={kube.SIMULATE_LABEL: "hang"}), namespace=name)
+    pod = kube.wait_for(lambda: kube.job_pods("run", name), description="job pod")[0]["metadata"]["name"]
+    kube.wait_for_pod_phase(pod, name, phases=["Running"])
+    kube.delete_namespace(name)
+    kube.wait_for(lambda: kube.get("namespace", name) is None, timeout=90, description="namespace gone")
+
+
 # --- simulated outcomes (hack/kwok-stages.yaml) -------------------------------------------------------
 
 
