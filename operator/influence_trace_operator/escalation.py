@@ -17,6 +17,7 @@ Deterministic, so a restarted operator takes the same decision and adopts the Jo
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from influence_trace.placement import Pool, next_pool
@@ -90,7 +91,15 @@ def _relaunch(status: TraceStatus, max_attempts: int, decision: Decision) -> Dec
     return decision
 
 
-def _after_gpu_oom(status: TraceStatus, done: Finished, pools: list[Pool], host: int) -> Decision:
+GENERIC_WHAT_FITS = (
+    "a larger spec.trace.factor (e.g. twice the current one), a positive spec.trace.maxHessianDim, "
+    "or more resources.gpus to split the tokens"
+)
+WhatFits = Callable[[], str]  # the memory model's suggestion, asked only when the largest pool failed
+
+
+def _after_gpu_oom(status: TraceStatus, done: Finished, pools: list[Pool], host: int,
+                   what_fits: WhatFits) -> Decision:
     stage = done.stage or "an unknown stage"
     nxt = next_pool(status.pool or "", pools)
     if nxt is None:
@@ -98,8 +107,7 @@ def _after_gpu_oom(status: TraceStatus, done: Finished, pools: list[Pool], host:
             "fail",
             C.OUT_OF_GPU_MEMORY,
             f"GPU out of memory in stage {stage} on pool {status.pool}, the largest allowed pool. "
-            f"What would fit: a larger spec.trace.factor (e.g. twice the current one), a "
-            f"positive spec.trace.maxHessianDim, or more resources.gpus to split the tokens",
+            f"What would fit: {what_fits()}",
         )
     host_bytes = min(host, nxt.host_memory_bytes)
     return Decision(
@@ -148,7 +156,8 @@ def _after_host_oom(
 
 
 def after_attempt(
-    status: TraceStatus, done: Finished, pools: list[Pool], max_attempts: int, growth: float
+    status: TraceStatus, done: Finished, pools: list[Pool], max_attempts: int, growth: float,
+    what_fits: WhatFits = lambda: GENERIC_WHAT_FITS,
 ) -> Decision:
     """The decision once the current attempt's Job has finished."""
     record = status.current()
@@ -158,7 +167,7 @@ def after_attempt(
             "succeed", C.WORKER_SUCCEEDED, f"worker finished on pool {status.pool} (attempt {status.attempt})"
         )
     if done.outcome == "GPUOutOfMemory":
-        decision = _after_gpu_oom(status, done, pools, host)
+        decision = _after_gpu_oom(status, done, pools, host, what_fits)
     elif done.outcome in ("KernelOOMKilled", "HostOutOfMemory"):
         decision = _after_host_oom(status, done, pools, host, growth)
     else:

@@ -16,7 +16,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-from influence_trace.placement import Pool, place
+from influence_trace.placement import Pool, place, suggest_after_oom
 from influence_trace.spec import InfluenceTrace, ManifestError, parse_manifest
 from influence_trace.status import AttemptRecord, EstimateStatus, TraceResult, TraceStatus
 from kubernetes.client.rest import ApiException
@@ -176,7 +176,8 @@ class Reconciler:
             return
         self._record_outcome(p, record, done)
         decision = E.after_attempt(
-            p.status, done, allowed, trace.spec.resources.max_attempts, self.settings.host_memory_growth
+            p.status, done, allowed, trace.spec.resources.max_attempts, self.settings.host_memory_growth,
+            lambda: self._what_fits(trace, allowed),
         )
         if decision.action == "succeed":
             self._succeed(p, done, decision)
@@ -186,6 +187,13 @@ class Reconciler:
             assert decision.placement is not None
             p.event("Warning", done.outcome, decision.message)
             self._launch(p, trace, decision.placement, decision, relaunch=True)
+
+    def _what_fits(self, trace: InfluenceTrace, allowed: list[Pool]) -> str:
+        """The memory model's suggestion after an out-of-memory on the largest allowed pool."""
+        try:
+            return suggest_after_oom(trace.spec, allowed[-1], self.settings.headroom)
+        except ValueError:  # no shapes to re-estimate with
+            return E.GENERIC_WHAT_FITS
 
     # ---- actions -----------------------------------------------------------------------------
     def _launch(

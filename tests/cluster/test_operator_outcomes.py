@@ -95,7 +95,7 @@ def test_gpu_oom_on_the_largest_pool_fails(namespace: str, op) -> None:
     assert obj["status"]["phase"] == "Failed" and obj["status"]["attempt"] == 2
     cond = kube.condition(obj, "Failed")
     assert cond["reason"] == "OutOfGPUMemory" and "largest allowed pool" in cond["message"]
-    assert "What would fit" in cond["message"]
+    assert "What would fit: the memory model predicted" in cond["message"]
     assert jobs_of("big", namespace) == ["big-a1", "big-a2"]
 
 

@@ -14,6 +14,7 @@ from influence_trace.placement import (
     load_pools,
     next_pool,
     place,
+    suggest_after_oom,
 )
 from influence_trace.spec import load_manifest
 
@@ -111,3 +112,16 @@ def test_smallest_allowed_pool_first_and_escalation_order() -> None:
     assert next_pool("h100", allowed=["h100"]) is None
     with pytest.raises(PoolsError, match="unknown pool"):
         choose_pool(est, allowed=["tpu"])
+
+
+def test_after_a_real_oom_the_suggestion_shrinks_the_estimate_by_the_shortfall() -> None:
+    s = spec(factor=16)  # the Hessian stage is the peak here, so a larger factor helps
+    before = estimate(s).gpu_bytes
+    text = suggest_after_oom(s, DEFAULT_POOLS[1])
+    assert f"predicted {before / 1e9:.1f} GB" in text
+    factor = int(text.split("trace.factor ")[1].split()[0])
+    assert estimate(spec(factor=factor)).gpu_bytes * 1.10 <= before
+    assert estimate(spec(factor=factor - 1)).gpu_bytes * 1.10 > before
+    dim = int(text.split("trace.maxHessianDim ")[1].split()[0])
+    assert estimate(spec(factor=16, max_hessian_dim=dim)).gpu_bytes * 1.10 <= before
+    assert estimate(spec(factor=16, max_hessian_dim=dim + 1)).gpu_bytes * 1.10 > before

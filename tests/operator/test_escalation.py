@@ -74,3 +74,17 @@ def test_evictions_spend_attempts_not_escalations() -> None:
     assert evictions_exhausted(status(evictions=2), 3) is None
     d = evictions_exhausted(status(evictions=3), 3)
     assert d is not None and d.reason == C.ATTEMPTS_EXHAUSTED and "evicted 3 times" in d.message
+
+
+def test_what_fits_is_asked_only_when_no_larger_pool_is_left() -> None:
+    asked = []
+
+    def what_fits() -> str:
+        asked.append(1)
+        return "trace.factor 45 would fit h200"
+
+    oom = Finished("GPUOutOfMemory", 75, stage="hessian_solve")
+    after_attempt(status(), oom, POOLS, 3, 2.0, what_fits)
+    assert asked == []  # escalating to h200 needs no suggestion
+    d = after_attempt(status("h200", 2), oom, POOLS, 3, 2.0, what_fits)
+    assert asked == [1] and d.message.endswith("What would fit: trace.factor 45 would fit h200")

@@ -220,10 +220,9 @@ def suggest(refit: Refit, factor: int, est: Estimate, pool: Pool, headroom: floa
     return " or ".join(parts)
 
 
-def place(spec: InfluenceTraceSpec, pools: list[Pool] | tuple[Pool, ...] = DEFAULT_POOLS,
-          headroom: float = DEFAULT_HEADROOM, shapes: Shapes | None = None,
-          options: EstimateOptions | None = None) -> tuple[Estimate, Placement]:
-    """Estimate ``spec`` and choose its pool; a refusal names a factor or maxHessianDim that fits."""
+def _estimate_and_refit(spec: InfluenceTraceSpec, shapes: Shapes | None,
+                        options: EstimateOptions | None) -> tuple[Estimate, Refit]:
+    """The estimate of ``spec``, and a function that re-estimates it at another factor/maxHessianDim."""
     shapes = shapes or resolve_shapes(spec)
     est = estimate(spec, shapes, options)
 
@@ -231,8 +230,30 @@ def place(spec: InfluenceTraceSpec, pools: list[Pool] | tuple[Pool, ...] = DEFAU
         trace = spec.trace.model_copy(update={"factor": factor, "max_hessian_dim": max_dim})
         return estimate(spec.model_copy(update={"trace": trace}), shapes, options, est.workload)
 
+    return est, refit
+
+
+def place(spec: InfluenceTraceSpec, pools: list[Pool] | tuple[Pool, ...] = DEFAULT_POOLS,
+          headroom: float = DEFAULT_HEADROOM, shapes: Shapes | None = None,
+          options: EstimateOptions | None = None) -> tuple[Estimate, Placement]:
+    """Estimate ``spec`` and choose its pool; a refusal names a factor or maxHessianDim that fits."""
+    est, refit = _estimate_and_refit(spec, shapes, options)
     placement = choose_pool(est, pools, spec.resources.pools, headroom, refit, spec.trace.factor)
     return est, placement
+
+
+def suggest_after_oom(spec: InfluenceTraceSpec, pool: Pool, headroom: float = DEFAULT_HEADROOM,
+                      shapes: Shapes | None = None, options: EstimateOptions | None = None) -> str:
+    """What would fit ``pool`` after the worker really ran out of GPU memory there.
+
+    The estimate said the trace fits, so it under-predicts this trace by at least pool / estimate.
+    Assuming it does so by that ratio, a setting fits when its estimate with headroom stays within
+    the estimate that failed: the suggestion searches a pool of exactly that size.
+    """
+    est, refit = _estimate_and_refit(spec, shapes, options)
+    observed = pool.model_copy(update={"gpu_memory_bytes": est.gpu_bytes})
+    return (f"the memory model predicted {_gb(est.gpu_bytes)} per GPU; scaled by the shortfall, "
+            + suggest(refit, spec.trace.factor, est, observed, headroom))
 
 
 def next_pool(current: str, pools: list[Pool] | tuple[Pool, ...] = DEFAULT_POOLS,
