@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+import yaml
 from influence_trace.contract import EXIT_KERNEL_OOM_KILL
 from influence_trace.worker.launch import root_cause, topology_from_env
 from influence_trace.worker.parallel_trace import FAIL_ENV
@@ -102,3 +103,23 @@ def test_generated_rollouts_are_made_once_by_rank_0(tmp_path: Path, tiny_model_d
     assert code == 0, message
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["rows_emitted"] == message["rowsEmitted"] > 0 and summary["resources"]["processes"] == 2
+
+
+def test_two_processes_keep_and_reuse_their_factor_shares(tmp_path: Path, tiny_model_dir: Path,
+                                                           rollouts_file: Path) -> None:
+    path = _manifest(tmp_path, tiny_model_dir, rollouts_file, "kept")
+    data = yaml.safe_load(path.read_text())
+    data["spec"]["output"]["keepFactors"] = True
+    write_manifest(path, data)
+    assert run_cli(tmp_path, path, "--nproc", "2")[0] == 0
+    first = json.loads((tmp_path / "kept" / "summary.json").read_text())
+    shares = sorted(p.name for p in (tmp_path / "kept").glob("factors.rank*-of-2.safetensors"))
+    assert shares == ["factors.rank0-of-2.safetensors", "factors.rank1-of-2.safetensors"]
+    assert "factors" in first["stored"] and not first["reused"]
+    before = _scores(tmp_path / "kept")
+    assert run_cli(tmp_path, path, "--nproc", "2")[0] == 0
+    second = json.loads((tmp_path / "kept" / "summary.json").read_text())
+    assert "factors" in second["reused"] and second["timings"]["logprob_backward"] == 0.0
+    after = _scores(tmp_path / "kept")
+    for key in before:
+        np.testing.assert_array_equal(before[key], after[key])

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import os
 import signal
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -44,6 +46,7 @@ from influence_trace.worker.trace import (
 )
 
 FAIL_ENV = "INFLUENCE_TRACE_TEST_FAIL_RANK"  # tests only: "RANK:STAGE[:kill]"
+ShareHooks = Callable[[Selection], dict[str, Any]]  # this rank's share -> run_trace's keep-factors hooks
 
 
 def inject_failure(rank: int, stage: str) -> None:
@@ -92,8 +95,13 @@ def _reduce_to_writer(tensor: torch.Tensor) -> np.ndarray:
 
 
 def run_trace_parallel(model: nn.Module, selection: Selection, trace: TraceSettings, options: WorkerOptions,
-                       ledger: MemoryLedger, timer: StageTimer, group: Group) -> TraceResult | None:
-    """Every rank calls this with the same selection; rank 0 gets the TraceResult, the others None."""
+                       ledger: MemoryLedger, timer: StageTimer, group: Group,
+                       hooks: ShareHooks = lambda share: {}) -> TraceResult | None:
+    """Every rank calls this with the same selection; rank 0 gets the TraceResult, the others None.
+
+    ``hooks(share)`` may return this rank's stored factors (``factors``, skipping its capture) or an
+    ``on_captured`` callback that stores them (output.keepFactors), as run_trace takes them.
+    """
     device = torch.device(options.device)
     responses = selection.responses
     traced = build_traced_modules(model, list(trace.modules), trace.factor, trace.max_hessian_dim,
@@ -105,11 +113,16 @@ def run_trace_parallel(model: nn.Module, selection: Selection, trace: TraceSetti
     assignment = _assignment(traced, selection, trace, group.world)
     names = [t.name for t in traced]
     with tf32_matmuls(device, trace.allow_tf32):
-        with timer.stage("logprob_backward"), frozen_weights(model):
-            inject_failure(group.rank, "logprob_backward")
-            local = capture_factors(model, sub_selection(selection, shares[group.rank]), traced, trace,
-                                    options, ledger)
-        ledger.free("capture_batch")
+        share = sub_selection(selection, shares[group.rank])
+        given = hooks(share)
+        local = given.get("factors")
+        if local is None:
+            with timer.stage("logprob_backward"), frozen_weights(model):
+                inject_failure(group.rank, "logprob_backward")
+                local = capture_factors(model, share, traced, trace, options, ledger)
+            ledger.free("capture_batch")
+            if "on_captured" in given:
+                given["on_captured"](local)
         with timer.stage("grad_staging"):
             owned = exchange_factors(local, names, assignment, shares, group.rank, pin=device.type == "cuda")
         del local
@@ -173,13 +186,18 @@ def gather_resources(group: Group, resources: dict) -> dict | None:
 
 
 def trace_and_write(manifest, selection: Selection, num_rollouts: int, model: nn.Module,
-                    options: WorkerOptions, ledger: MemoryLedger, timer: StageTimer, group: Group) -> dict:
-    """run_pipeline's tail for one rank: trace together, then rank 0 writes rows and summary."""
+                    options: WorkerOptions, ledger: MemoryLedger, timer: StageTimer, group: Group,
+                    hooks: ShareHooks = lambda share: {},
+                    stages: Callable[[], dict] = dict) -> dict:
+    """run_pipeline's tail for one rank: trace together, then rank 0 writes rows and summary.
+
+    ``stages()`` gives rank 0's record of reused and stored stage artifacts for the summary.
+    """
     from influence_trace.worker import outputs
     from influence_trace.worker.pipeline import resources_used
 
     spec = manifest.spec
-    result = run_trace_parallel(model, selection, spec.trace, options, ledger, timer, group)
+    result = run_trace_parallel(model, selection, spec.trace, options, ledger, timer, group, hooks)
     resources = gather_resources(group, resources_used(options, ledger))
     if result is None or resources is None:
         return {}
@@ -188,5 +206,6 @@ def trace_and_write(manifest, selection: Selection, num_rollouts: int, model: nn
         outputs.write_rows(spec.output.path, rows)
     timings = timer.totals()
     summary = outputs.build_summary(manifest, selection, result, rows, num_rollouts, timings, resources)
+    summary.update(stages())
     outputs.write_summary(spec.output.path, summary)
     return summary

@@ -145,7 +145,11 @@ def run_pipeline(
     if group is not None:
         from influence_trace.worker.parallel_trace import trace_and_write
 
-        return trace_and_write(manifest, selection, len(responses), model, options, ledger, timer, group)
+        def hooks(share: Selection) -> dict[str, Any]:
+            return resume.trace_hooks(rollouts_path, share, (group.rank, group.world))
+
+        return trace_and_write(manifest, selection, len(responses), model, options, ledger, timer, group,
+                               hooks, resume.summary)
     hooks = resume.trace_hooks(rollouts_path, selection)
     result = run_trace(model, selection, spec.trace, options, ledger, timer, **hooks)
     with timer.stage("pop_rows"):

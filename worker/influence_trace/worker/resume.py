@@ -61,7 +61,9 @@ def rollouts_artifact(spec: InfluenceTraceSpec, model: list[dict[str, Any]]) -> 
     return Artifact("rollouts", rollouts_destination(spec), recipe)
 
 
-def factors_artifact(spec: InfluenceTraceSpec, model: list[dict[str, Any]], rollouts_path: Path) -> Artifact:
+def factors_artifact(spec: InfluenceTraceSpec, model: list[dict[str, Any]], rollouts_path: Path,
+                     shard: tuple[int, int] | None = None) -> Artifact:
+    """The captured factors; ``shard`` = (rank, world) names one rank's share of a multi-process run."""
     trace = spec.trace.model_dump(mode="json", by_alias=True, exclude=set(POST_CAPTURE))
     recipe = {
         "trace": trace,
@@ -70,7 +72,11 @@ def factors_artifact(spec: InfluenceTraceSpec, model: list[dict[str, Any]], roll
         "model_dtype": spec.model.dtype,
         "model": model,
     }
-    return Artifact("factors", Path(spec.output.path) / FACTORS_FILE, recipe)
+    name = FACTORS_FILE
+    if shard is not None:
+        recipe["shard"] = list(shard)
+        name = FACTORS_FILE.replace(".safetensors", f".rank{shard[0]}-of-{shard[1]}.safetensors")
+    return Artifact("factors", Path(spec.output.path) / name, recipe)
 
 
 def write_factors(path: Path, factors: Factors) -> None:
@@ -169,11 +175,15 @@ class Resume:
         log.info("generated %d responses for %d prompts (mean reward %.3f)", len(rows), len(found),
                  info["mean_reward"])
 
-    def trace_hooks(self, rollouts_path: Path, selection: Selection) -> dict[str, Any]:
-        """Keyword arguments for run_trace: stored factors to use, or a callback that stores them."""
+    def trace_hooks(self, rollouts_path: Path, selection: Selection,
+                    shard: tuple[int, int] | None = None) -> dict[str, Any]:
+        """Keyword arguments for run_trace: stored factors to use, or a callback that stores them.
+
+        ``shard`` = (rank, world): ``selection`` is the share this rank of a multi-process run captures.
+        """
         if not self.spec.output.keep_factors:
             return {}
-        artifact = factors_artifact(self.spec, self.model_identity(), rollouts_path)
+        artifact = factors_artifact(self.spec, self.model_identity(), rollouts_path, shard)
         if artifact.exists():
             with self.timer.stage("load_factors"):
                 factors = artifact.load(read_factors)
