@@ -1,9 +1,14 @@
 #!/usr/bin/env bash
-# Set up .venv and run every check: ruff, the CRD freshness check and the whole pytest suite. Tests of
+# Set up .venv (and Debian's chromium for the report's browser test) and run every check: ruff and
+# the whole pytest suite (the CRD freshness check included). Tests of
 # the operator and the control plane bring up the local cluster themselves (hack/cluster.sh up), building
 # its binaries on first use.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+# Headless Chromium for the report's browser test (tests/report); only where we may install it.
+if [ ! -x /usr/bin/chromium ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+fi
 .venv/bin/ruff check .
 .venv/bin/python -m pytest "$@"
