@@ -1,8 +1,7 @@
 #!/usr/bin/env bash
 # Set up .venv (and Debian's chromium for the report's browser test) and run every check: ruff and
-# the whole pytest suite (the CRD freshness check included). Tests of
-# the operator and the control plane bring up the local cluster themselves (hack/cluster.sh up), building
-# its binaries on first use.
+# the whole pytest suite (the CRD freshness check included). Tests of the operator and the control
+# plane bring up the local cluster themselves (hack/cluster.sh up), building its binaries on first use.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
