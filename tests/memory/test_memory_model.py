@@ -94,3 +94,17 @@ def test_seed_table_for_the_docs() -> None:
         est, placement = place(seed_spec(name))
         print(f"| {name[8:-5]} | {est.gpu_bytes / 1e9:.1f} GB | {est.host_bytes / 1e9:.0f} GB | "
               f"{placement.pool.name} | {gpu} GB | {host} GB | {pool} |")
+
+
+def test_generation_is_its_own_stage_with_the_kv_cache() -> None:
+    spec = seed_spec()
+    generate = {"promptsPath": "/workspace/data/prompts.jsonl", "responsesPerPrompt": 16,
+                "maxResponseTokens": 4096, "batchSize": 16}
+    rollouts = spec.rollouts.model_validate({"tokensEstimate": 5870960, "generate": generate})
+    est = estimate(spec.model_copy(update={"rollouts": rollouts}))
+    # Qwen2.5-1.5B: 28 layers x (K and V) x 2 KV heads x 128, bfloat16; 1,024 assumed prompt tokens
+    kv = 16 * 2 * 28 * 2 * 128 * (1024 + 4096) * 2
+    logits = 16 * 151936 * 4
+    assert est.gpu_breakdown["generation_cache"] == kv + logits
+    assert est.stages["generate"] == est.gpu_breakdown["weights"] + kv + logits
+    assert "generate" not in estimate(spec).stages and estimate(spec).gpu_breakdown["generation_cache"] == 0

@@ -160,6 +160,13 @@ def capture_batch_bytes(shapes: Shapes, padded_tokens: int, response_tokens: int
             + response_tokens * logit_bytes_per_token(shapes, model_dtype))
 
 
+def generation_cache_bytes(shapes: Shapes, batch: int, tokens: int, model_dtype: str) -> int:
+    """"generation_cache": one generate() batch's KV cache (keys and values of every layer for
+    ``tokens`` positions) and the last step's float32 logits."""
+    kv_per_token = 2 * shapes.num_layers * shapes.num_key_value_heads * shapes.head_dim
+    return batch * (kv_per_token * tokens * DTYPE_BYTES[model_dtype] + shapes.vocab_size * 4)
+
+
 def stored_factor_bytes(dims: list[ModuleDims], tokens: int, capture_dtype: str) -> int:
     """Host "factors": u (k_out) and v (k_in) per token and module, kept for the whole trace."""
     return tokens * sum(d.k_in + d.k_out for d in dims) * DTYPE_BYTES[capture_dtype]
@@ -273,9 +280,14 @@ def estimate(spec: InfluenceTraceSpec, shapes: Shapes | None = None, options: Es
     resident = resident_bytes(w, trace)
     stages = {"capture": sum(fixed.values()) + capture,
               "hessian": sum(fixed.values()) + sum(resident.values()) + largest.peak_bytes}
+    gen = spec.rollouts.generate
+    generation = 0
+    if gen is not None:  # rank 0 samples the rollouts first, batch by batch, holding only the weights
+        generation = generation_cache_bytes(shapes, gen.batch_size, w.max_sequence_tokens, spec.model.dtype)
+        stages["generate"] = fixed["weights"] + generation
     context = opts.cuda_context_bytes if opts.device == "cuda" else 0
-    gpu_breakdown = {**fixed, "capture_batch": capture, **parts[largest.name], **resident,
-                     "cuda_context": context}
+    gpu_breakdown = {**fixed, "generation_cache": generation, "capture_batch": capture,
+                     **parts[largest.name], **resident, "cuda_context": context}
     host = _host_pod(spec, w, dims, shapes, opts, max(stages.values()))
     return Estimate(
         gpu_bytes=max(stages.values()) + context,

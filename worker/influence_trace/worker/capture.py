@@ -17,11 +17,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from influence_trace.architectures import shapes_from_config
 from influence_trace.contract import InvalidInput
 from influence_trace.memory_model import capture_batch_bytes
 from influence_trace.spec import TraceSettings
 from influence_trace.worker.ledger import MemoryLedger
+from influence_trace.worker.model_io import shapes_and_dtype
 from influence_trace.worker.options import WorkerOptions
 from influence_trace.worker.projection import TracedModule, project
 from influence_trace.worker.selection import Selection
@@ -167,8 +167,7 @@ def estimate_batch_bytes(model: nn.Module, padded_tokens: int, response_tokens: 
 
     Used for the budget check before a batch; on CUDA the measured peak replaces it.
     """
-    shapes = shapes_from_config(model.config.to_dict())
-    dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
+    shapes, dtype = shapes_and_dtype(model)
     return capture_batch_bytes(shapes, padded_tokens, response_tokens, dtype)
 
 

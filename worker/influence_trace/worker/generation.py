@@ -31,8 +31,10 @@ import torch
 from torch import nn
 
 from influence_trace.contract import InvalidInput
+from influence_trace.memory_model import generation_cache_bytes
 from influence_trace.spec import GenerateSpec
 from influence_trace.worker.ledger import MemoryLedger
+from influence_trace.worker.model_io import shapes_and_dtype
 from influence_trace.worker.prompts import STAGE, Prompt
 
 
@@ -121,12 +123,8 @@ def cut_at_eos(tokens: list[int], eos: list[int]) -> tuple[tuple[int, ...], str]
 
 def cache_bytes(model: nn.Module, batch: int, tokens: int) -> int:
     """Planned device bytes of one batch's KV cache and last-step logits (for the budget check)."""
-    cfg = model.config
-    heads = getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads
-    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
-    itemsize = next(model.parameters()).element_size()
-    kv = 2 * cfg.num_hidden_layers * heads * head_dim * batch * tokens * itemsize
-    return kv + batch * cfg.vocab_size * 4
+    shapes, dtype = shapes_and_dtype(model)
+    return generation_cache_bytes(shapes, batch, tokens, dtype)
 
 
 def plan(num_prompts: int, per_prompt: int, batch_size: int) -> list[list[tuple[int, int]]]:

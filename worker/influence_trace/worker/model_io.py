@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from influence_trace.architectures import Shapes, shapes_from_config
 from influence_trace.contract import InvalidInput
 from influence_trace.spec import ModelSpec
 
@@ -89,3 +90,9 @@ def load_tokenizer(spec: ModelSpec) -> Any:
 def vocab_size(model: torch.nn.Module) -> int:
     """Rows of the input embedding: the real bound on token ids (config.vocab_size may be padded)."""
     return int(model.get_input_embeddings().num_embeddings)
+
+
+def shapes_and_dtype(model: torch.nn.Module) -> tuple[Shapes, str]:
+    """The loaded model's shapes and dtype name, as the memory model's sizing rules take them."""
+    dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
+    return shapes_from_config(model.config.to_dict()), dtype
