@@ -79,6 +79,9 @@ def process_count(manifest: InfluenceTrace, nproc: int | None, device: str) -> i
     elif device.startswith("cuda"):
         wanted, source = manifest.spec.resources.gpus, f"spec.resources.gpus: {manifest.spec.resources.gpus}"
     else:
+        if manifest.spec.resources.gpus > 1:
+            log.warning("spec.resources.gpus is %d, but this run is on the CPU: one process "
+                        "(--nproc N runs N CPU processes)", manifest.spec.resources.gpus)
         return 1
     if wanted < 1:
         raise InvalidInput(f"{source}: expected a positive number of processes", "setup")
