@@ -168,7 +168,7 @@ class Reconciler:
             return
         self._check_owner(job, p.ref)
         pods = self.kube.job_pods(p.ref.namespace, record.job)
-        if self._note_evictions(p, record, pods, trace.spec.resources.max_attempts):
+        if self._note_evictions(p, record, pods, self._max_attempts(trace)):
             return
         done = K.classify(job, pods)
         if done is None:
@@ -176,7 +176,7 @@ class Reconciler:
             return
         self._record_outcome(p, record, done)
         decision = E.after_attempt(
-            p.status, done, allowed, trace.spec.resources.max_attempts, self.settings.host_memory_growth,
+            p.status, done, allowed, self._max_attempts(trace), self.settings.host_memory_growth,
             lambda: self._what_fits(trace, allowed),
         )
         if decision.action == "succeed":
@@ -187,6 +187,10 @@ class Reconciler:
             assert decision.placement is not None
             p.event("Warning", done.outcome, decision.message)
             self._launch(p, trace, decision.placement, decision, relaunch=True)
+
+    def _max_attempts(self, trace: InfluenceTrace) -> int:
+        """spec.resources.maxAttempts, or the operator's default when the trace leaves it unset."""
+        return trace.spec.resources.max_attempts or self.settings.default_max_attempts
 
     def _what_fits(self, trace: InfluenceTrace, allowed: list[Pool]) -> str:
         """The memory model's suggestion after an out-of-memory on the largest allowed pool."""

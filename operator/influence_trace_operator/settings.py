@@ -30,6 +30,9 @@ class OperatorSettings(BaseSettings):
     namespaces: list[str] = Field(
         default_factory=list, description="Namespaces to watch (empty: all namespaces)."
     )
+    default_max_attempts: int = Field(
+        3, ge=1, le=20, description="Launches allowed to a trace whose spec.resources.maxAttempts is unset."
+    )
     headroom: float = Field(
         0.1, ge=0.0, lt=1.0, description="Share of a GPU's memory kept free when choosing a pool."
     )

@@ -192,6 +192,7 @@ def test_environment_reaches_operator_settings(
         "worker.hostMemoryGrowth=1.5",
         "worker.minHostMemoryBytes=8589934592",
         "headroom=0.25",
+        "maxAttempts=5",
         "operator.resyncSeconds=45",
         "operator.workers=4",
         "operator.livenessPort=9090",
@@ -211,6 +212,7 @@ def test_environment_reaches_operator_settings(
         8 * 2**30,
     )
     assert (settings.headroom, settings.resync_seconds, settings.workers) == (0.25, 45.0, 4)
+    assert settings.default_max_attempts == 5
     assert settings.namespaces == ["team-a"] and settings.liveness_port == 9090
     assert settings.pools_file == "/etc/influence-trace-operator/pools.yaml"
     container = deployment(objects)["spec"]["template"]["spec"]["containers"][0]
@@ -250,6 +252,7 @@ def test_chart_crd_is_identical_to_the_generated_one() -> None:
     ("value", "message"),
     [
         ("headroom=1.5", "/headroom"),
+        ("maxAttempts=0", "/maxAttempts"),
         ("json:headroom=1", "/headroom"),
         ("operator.replicas=2", "additional properties 'replicas' not allowed"),
         ("json:pools=[]", "/pools"),

@@ -174,3 +174,14 @@ def test_worker_error_fails_once_with_its_message(namespace: str, op) -> None:
     assert "load_rollouts" in cond["message"] and "65" in cond["message"]
     assert jobs_of("bad", namespace) == ["bad-a1"]
     assert len(kube.job_pods("bad-a1", namespace)) == 1  # no retry storm
+
+
+def test_unset_max_attempts_takes_the_operator_default(namespace: str, op) -> None:
+    op.start(INFLUENCETRACE_DEFAULT_MAX_ATTEMPTS="1")
+    kube.apply(trace_manifest("one", annotations={kube.SIMULATE_GPU_BYTES: BIG_GPU_BYTES}), namespace)
+    obj = wait_phase("one", namespace, ("Succeeded", "Failed"))
+    assert obj["status"]["phase"] == "Failed" and obj["status"]["attempt"] == 1
+    cond = kube.condition(obj, "Failed")
+    assert cond["reason"] == "AttemptsExhausted" and "(1) reached" in cond["message"]
+    assert "escalating to pool h200" in cond["message"]  # what the next step would have been
+    assert jobs_of("one", namespace) == ["one-a1"]

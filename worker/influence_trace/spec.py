@@ -168,7 +168,10 @@ class ResourcesSpec(ApiModel):
     pools: list[Annotated[str, Field(min_length=1)]] | None = Field(
         None, description="Allowed GPU pools in escalation order (default: all, smallest first)."
     )
-    max_attempts: int = Field(3, ge=1, le=20, description="Jobs the operator may launch in all.")
+    max_attempts: int | None = Field(
+        None, ge=1, le=20,
+        description="Jobs the operator may launch in all (unset: the operator's default, 3 by default).",
+    )
 
 
 class StorageSpec(ApiModel):
