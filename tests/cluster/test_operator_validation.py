@@ -61,5 +61,6 @@ def test_api_server_refuses(crd: None, namespace: str, path: str, value: Any, fi
 def test_valid_manifest_is_accepted_with_defaults(crd: None, namespace: str) -> None:
     kube.create(trace_manifest("valid"), namespace)
     obj = kube.get("influencetrace", "valid", namespace)
-    assert obj["spec"]["trace"]["factor"] == 32 and obj["spec"]["resources"]["maxAttempts"] == 3
+    assert obj["spec"]["trace"]["factor"] == 32 and obj["spec"]["resources"]["gpus"] == 1
+    assert "maxAttempts" not in obj["spec"]["resources"]  # unset: the operator's default applies
     assert obj["spec"]["trace"]["modules"][0] == "self_attn.q_proj"
