@@ -51,31 +51,16 @@ def set_condition(
     if kind not in TYPES:
         raise ValueError(f"unknown condition type {kind!r}")
     wanted = "True" if value else "False"
-    for i, cond in enumerate(status.conditions):
-        if cond.type != kind:
-            continue
-        if (cond.status, cond.reason, cond.message) == (wanted, reason, message):
-            return False
-        moved = now if cond.status != wanted else cond.last_transition_time
-        status.conditions[i] = Condition(
-            type=kind,
-            status=wanted,
-            reason=reason,
-            message=message,
-            last_transition_time=moved,
-            observed_generation=generation,
-        )
-        return True
-    status.conditions.append(
-        Condition(
-            type=kind,
-            status=wanted,
-            reason=reason,
-            message=message,
-            last_transition_time=now,
-            observed_generation=generation,
-        )
-    )
+    old = get_condition(status, kind)
+    if old is not None and (old.status, old.reason, old.message) == (wanted, reason, message):
+        return False
+    moved = old.last_transition_time if old is not None and old.status == wanted else now
+    cond = Condition(type=kind, status=wanted, reason=reason, message=message,
+                     last_transition_time=moved, observed_generation=generation)
+    if old is None:
+        status.conditions.append(cond)
+    else:
+        status.conditions[status.conditions.index(old)] = cond
     return True
 
 
