@@ -14,10 +14,10 @@ import argparse
 import time
 
 import torch
-from influence_trace.worker.hessian import response_gradients, token_hessian
-from influence_trace.worker.ledger import MemoryLedger
-from influence_trace.worker.options import DEFAULT_CHUNK_BYTES
-from influence_trace.worker.solve import damped_cholesky, solve_responses
+from influence_trace.planning.options import DEFAULT_CHUNK_BYTES
+from influence_trace.trace.hessian import response_gradients, token_hessian
+from influence_trace.trace.ledger import MemoryLedger
+from influence_trace.trace.solve import damped_cholesky, solve_responses
 
 
 def best_of(repeats: int, fn) -> float:

@@ -23,8 +23,9 @@ import tempfile
 from pathlib import Path
 
 import yaml
-from influence_trace.worker.options import CAPTURE_TOKENS_ENV, CHUNK_BYTES_ENV
-from influence_trace.worker.tiny_model import build_tiny_model, make_rollouts
+from influence_trace.demo.rollouts import make_rollouts
+from influence_trace.demo.tiny_model import build_tiny_model
+from influence_trace.planning.options import CAPTURE_TOKENS_ENV, CHUNK_BYTES_ENV
 
 CAPTURE_ITEMSIZE = 4  # captureDtype float32
 

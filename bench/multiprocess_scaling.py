@@ -19,7 +19,8 @@ import time
 from pathlib import Path
 
 import yaml
-from influence_trace.worker.tiny_model import build_tiny_model, make_rollouts
+from influence_trace.demo.rollouts import make_rollouts
+from influence_trace.demo.tiny_model import build_tiny_model
 
 CLI = Path(sys.executable).parent / "influence-trace"
 STAGES = ("logprob_backward", "grad_staging", "hessian_solve", "token_scoring")

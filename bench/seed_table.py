@@ -23,9 +23,9 @@ from pathlib import Path
 
 import numpy as np
 import yaml
-from influence_trace.architectures import PRESETS, traced_module_dims
-from influence_trace.memory_model import EstimateOptions, estimate
-from influence_trace.spec import DEFAULT_MODULES, parse_manifest
+from influence_trace.api.architectures import PRESETS, traced_module_dims
+from influence_trace.api.spec import DEFAULT_MODULES, parse_manifest
+from influence_trace.planning.memory_model import EstimateOptions, estimate
 
 TF32_DENSE_FLOPS = {"H100": 494e12, "H200": 494e12}  # SXM, dense TF32 tensor-core peak
 TINY = {"hidden_size": 64, "intermediate_size": 128, "num_layers": 2, "num_heads": 4, "num_kv_heads": 2}
@@ -33,7 +33,7 @@ TINY = {"hidden_size": 64, "intermediate_size": 128, "num_layers": 2, "num_heads
 
 def build_model(path: Path, shapes: str) -> Path:
     """A random model with the preset's exact shapes (or the tiny stand-in), saved by path."""
-    from influence_trace.worker.tiny_model import build_tiny_model
+    from influence_trace.demo.tiny_model import build_tiny_model
     from transformers import AutoModelForCausalLM, Qwen2Config
 
     if shapes == "tiny":

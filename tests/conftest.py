@@ -12,7 +12,7 @@ import yaml
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A random 2-layer Qwen2 (hidden 32) with its word-level tokenizer, saved with save_pretrained."""
-    from influence_trace.worker.tiny_model import build_tiny_model
+    from influence_trace.demo.tiny_model import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("tiny-qwen2") / "model", arch="qwen2")
 
@@ -20,7 +20,7 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture()
 def rollouts_file(tmp_path: Path) -> Path:
     """Three groups of four token-id responses with 0/1 rewards, each group with contrast."""
-    from influence_trace.worker.tiny_model import make_rollouts
+    from influence_trace.demo.rollouts import make_rollouts
 
     return make_rollouts(tmp_path / "rollouts.jsonl")
 

@@ -11,7 +11,7 @@ import json
 import logging
 from typing import Any
 
-from influence_trace.spec import API_GROUP, API_VERSION, KIND, PLURAL
+from influence_trace.api.spec import API_GROUP, API_VERSION, KIND, PLURAL
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 

@@ -11,7 +11,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from influence_trace.contract import EXIT_KERNEL_OOM_KILL, REASON_BY_EXIT_CODE, parse_termination_message
+from influence_trace.api.contract import EXIT_KERNEL_OOM_KILL, REASON_BY_EXIT_CODE, parse_termination_message
+from influence_trace.api.status import Outcome
 
 from influence_trace_operator import labels as L
 
@@ -23,7 +24,7 @@ _EXIT_CODE_IN_MESSAGE = re.compile(r"exit code (\d+)")
 class Finished:
     """The outcome of one finished attempt."""
 
-    outcome: str  # status.Outcome: Succeeded, GPUOutOfMemory, HostOutOfMemory, KernelOOMKilled, ...
+    outcome: Outcome
     exit_code: int | None = None
     reason: str | None = None
     stage: str | None = None

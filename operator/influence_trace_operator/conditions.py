@@ -7,7 +7,7 @@ only when its status, reason or message differ; lastTransitionTime moves only wh
 
 from __future__ import annotations
 
-from influence_trace.status import Condition, TraceStatus
+from influence_trace.api.status import Condition, TraceStatus
 
 PLACED = "Placed"
 RUNNING = "Running"

@@ -19,9 +19,10 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal
 
-from influence_trace.placement import Pool, next_pool
-from influence_trace.status import TraceStatus
+from influence_trace.api.status import TraceStatus
+from influence_trace.planning.placement import Pool, next_pool
 
 from influence_trace_operator import conditions as C
 from influence_trace_operator.classify import Finished
@@ -29,13 +30,14 @@ from influence_trace_operator.jobs import Placement
 from influence_trace_operator.pools import larger_host_pool
 
 GIB = 2**30
+Action = Literal["launch", "succeed", "fail"]
 
 
 @dataclass(frozen=True)
 class Decision:
     """The next step: launch a Job, finish (Succeeded/Failed), or nothing."""
 
-    action: str  # "launch", "succeed", "fail"
+    action: Action
     reason: str  # a conditions.* reason
     message: str
     placement: Placement | None = None

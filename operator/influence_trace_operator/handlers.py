@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 import kopf
-from influence_trace.spec import API_GROUP, API_VERSION, PLURAL
+from influence_trace.api.spec import API_GROUP, API_VERSION, PLURAL
 
 from influence_trace_operator import labels as L
 from influence_trace_operator import lifecycle, on_child, on_trace
@@ -18,25 +18,27 @@ CHILDREN = {L.MANAGED_BY: L.MANAGER}
 
 
 @kopf.on.startup()
-def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
-    lifecycle.configure(settings)
+def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    if "runtime" not in memo:  # main() puts it there; a bare `kopf run -m` reads the environment
+        memo.runtime = lifecycle.build_runtime()
+    lifecycle.configure(settings, memo.runtime)
 
 
 @kopf.on.cleanup()
-def cleanup(**_: Any) -> None:
-    lifecycle.shutdown()
+def cleanup(memo: kopf.Memo, **_: Any) -> None:
+    memo.runtime.stop.set()
 
 
 @kopf.on.event(API_GROUP, API_VERSION, PLURAL)
-def trace_event(type: str | None, body: kopf.Body, **_: Any) -> None:
-    on_trace.on_trace_event(type, dict(body))
+def trace_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    on_trace.on_trace_event(memo.runtime.reconciler, type, dict(body))
 
 
 @kopf.on.event("batch", "v1", "jobs", labels=CHILDREN)
-def job_event(type: str | None, body: kopf.Body, **_: Any) -> None:
-    on_child.on_job_event(type, dict(body))
+def job_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    on_child.on_job_event(memo.runtime.reconciler, type, dict(body))
 
 
 @kopf.on.event("", "v1", "pods", labels=CHILDREN)
-def pod_event(type: str | None, body: kopf.Body, **_: Any) -> None:
-    on_child.on_pod_event(type, dict(body))
+def pod_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    on_child.on_pod_event(memo.runtime.reconciler, type, dict(body))

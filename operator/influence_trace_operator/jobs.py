@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import yaml
-from influence_trace.contract import EXIT_CODES, EXIT_KERNEL_OOM_KILL
-from influence_trace.spec import API_VERSION, KIND, InfluenceTrace
+from influence_trace.api.contract import EXIT_CODES, EXIT_KERNEL_OOM_KILL
+from influence_trace.api.spec import API_VERSION, KIND, InfluenceTrace
 
 from influence_trace_operator import labels as L
 from influence_trace_operator.settings import OperatorSettings

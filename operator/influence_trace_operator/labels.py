@@ -6,7 +6,7 @@ never be spelled two ways.
 
 from __future__ import annotations
 
-from influence_trace.spec import API_GROUP
+from influence_trace.api.spec import API_GROUP
 
 PREFIX = f"{API_GROUP}/"
 

@@ -12,7 +12,7 @@ import threading
 from dataclasses import dataclass
 
 import kopf
-from influence_trace.status import TERMINAL_PHASES
+from influence_trace.api.status import TERMINAL_PHASES
 
 from influence_trace_operator.api import Kube
 from influence_trace_operator.pools import load_table
@@ -29,28 +29,17 @@ class Runtime:
     stop: threading.Event
 
 
-_runtime: Runtime | None = None
+def build_runtime(settings: OperatorSettings | None = None) -> Runtime:
+    """The operator's state, built once per process and carried in kopf's ``memo`` (main() passes the
+    command line's settings; ``kopf run -m influence_trace_operator.handlers`` reads the environment)."""
+    settings = settings or OperatorSettings()
+    table = load_table(settings.pools_file)
+    log.info("pools: %s", ", ".join(f"{p.name} ({p.gpu_memory_bytes} B/GPU)" for p in table))
+    return Runtime(settings, Reconciler(Kube(), settings, table), threading.Event())
 
 
-def setup(settings: OperatorSettings | None = None) -> Runtime:
-    """Build the runtime once (main() calls it with the command line's settings; kopf's own
-    ``kopf run -m influence_trace_operator.handlers`` gets it from the environment)."""
-    global _runtime
-    if _runtime is None:
-        settings = settings or OperatorSettings()
-        table = load_table(settings.pools_file)
-        _runtime = Runtime(settings, Reconciler(Kube(), settings, table), threading.Event())
-        log.info("pools: %s", ", ".join(f"{p.name} ({p.gpu_memory_bytes} B/GPU)" for p in table))
-    return _runtime
-
-
-def runtime() -> Runtime:
-    return _runtime or setup()
-
-
-def configure(kopf_settings: kopf.OperatorSettings) -> None:
-    """kopf settings for one replica that keeps all state in the traces' status."""
-    rt = runtime()
+def configure(kopf_settings: kopf.OperatorSettings, rt: Runtime) -> None:
+    """kopf settings for one replica that keeps all state in the traces' status; starts the resync."""
     kopf_settings.peering.standalone = True  # one replica; no peering objects needed
     kopf_settings.peering.mandatory = False
     # No cluster scanning: the CRD exists before the operator starts (Helm's crds/) and namespaces are
@@ -62,11 +51,6 @@ def configure(kopf_settings: kopf.OperatorSettings) -> None:
     kopf_settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix="influencetrace.dev")
     kopf_settings.watching.reconnect_backoff = 1.0
     threading.Thread(target=_resync_forever, args=(rt,), name="resync", daemon=True).start()
-
-
-def shutdown() -> None:
-    if _runtime is not None:
-        _runtime.stop.set()
 
 
 def resync_once(rt: Runtime) -> int:

@@ -47,7 +47,7 @@ def main(args: argparse.Namespace) -> int:
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)  # "Handler ... succeeded" per event
     settings = build_settings(args)
     load_kube_config()
-    lifecycle.setup(settings)
+    runtime = lifecycle.build_runtime(settings)
     import influence_trace_operator.handlers  # noqa: F401  (registers the kopf handlers)
 
     liveness = f"http://0.0.0.0:{settings.liveness_port}/healthz" if settings.liveness_port else None
@@ -56,5 +56,6 @@ def main(args: argparse.Namespace) -> int:
         clusterwide=not settings.namespaces,
         namespaces=settings.namespaces or (),
         liveness_endpoint=liveness,
+        memo=kopf.Memo(runtime=runtime),
     )
     return 0

@@ -6,7 +6,7 @@ from typing import Any
 
 from influence_trace_operator import labels as L
 from influence_trace_operator.classify import is_evicted, job_state
-from influence_trace_operator.lifecycle import runtime
+from influence_trace_operator.reconcile import Reconciler
 
 
 def _owner(body: dict[str, Any]) -> str | None:
@@ -14,16 +14,16 @@ def _owner(body: dict[str, Any]) -> str | None:
     return (meta.get("annotations") or {}).get(L.TRACE_NAME)
 
 
-def on_job_event(event_type: str | None, body: dict[str, Any]) -> None:
+def on_job_event(reconciler: Reconciler, event_type: str | None, body: dict[str, Any]) -> None:
     """A Job that finished (or vanished) decides the next step of its trace."""
     name = _owner(body)
     if name and (event_type == "DELETED" or job_state(body) is not None):
-        runtime().reconciler.reconcile(body["metadata"]["namespace"], name)
+        reconciler.reconcile(body["metadata"]["namespace"], name)
 
 
-def on_pod_event(event_type: str | None, body: dict[str, Any]) -> None:
+def on_pod_event(reconciler: Reconciler, event_type: str | None, body: dict[str, Any]) -> None:
     """A worker pod that started running or was evicted changes its trace's phase or history."""
     name = _owner(body)
     phase = (body.get("status") or {}).get("phase")
     if name and event_type != "DELETED" and (phase == "Running" or is_evicted(body)):
-        runtime().reconciler.reconcile(body["metadata"]["namespace"], name)
+        reconciler.reconcile(body["metadata"]["namespace"], name)

@@ -5,14 +5,14 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from influence_trace.status import TERMINAL_PHASES
+from influence_trace.api.status import TERMINAL_PHASES
 
-from influence_trace_operator.lifecycle import runtime
+from influence_trace_operator.reconcile import Reconciler
 
 log = logging.getLogger(__name__)
 
 
-def on_trace_event(event_type: str | None, body: dict[str, Any]) -> None:
+def on_trace_event(reconciler: Reconciler, event_type: str | None, body: dict[str, Any]) -> None:
     """Reconcile an unfinished trace; the initial listing at start-up (type None) resumes them all."""
     if event_type == "DELETED":
         return  # ownerReferences let the garbage collector remove the Jobs and Pods
@@ -21,4 +21,4 @@ def on_trace_event(event_type: str | None, body: dict[str, Any]) -> None:
     meta = body["metadata"]
     if meta.get("deletionTimestamp"):
         return
-    runtime().reconciler.reconcile(meta["namespace"], meta["name"])
+    reconciler.reconcile(meta["namespace"], meta["name"])

@@ -4,7 +4,7 @@ is). The fit rule, headroom, suggestions and the next larger GPU pool belong to 
 
 from __future__ import annotations
 
-from influence_trace.placement import DEFAULT_POOLS, Pool, load_pools
+from influence_trace.planning.placement import DEFAULT_POOLS, Pool, load_pools
 
 
 def load_table(path: str | None) -> list[Pool]:

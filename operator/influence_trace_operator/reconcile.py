@@ -16,9 +16,9 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-from influence_trace.placement import Pool, place, suggest_after_oom
-from influence_trace.spec import InfluenceTrace, ManifestError, parse_manifest
-from influence_trace.status import AttemptRecord, EstimateStatus, TraceResult, TraceStatus
+from influence_trace.api.spec import InfluenceTrace, ManifestError, parse_manifest
+from influence_trace.api.status import AttemptRecord, EstimateStatus, ResultStatus, TraceStatus
+from influence_trace.planning.placement import Pool, place, suggest_after_oom
 from kubernetes.client.rest import ApiException
 from pydantic import ValidationError
 
@@ -322,9 +322,9 @@ class Reconciler:
 
     def _succeed(self, p: Pass, done: K.Finished, decision: E.Decision) -> None:
         try:
-            result = TraceResult.model_validate(done.payload)
+            result = ResultStatus.model_validate(done.payload)
         except ValidationError:
-            result = TraceResult()
+            result = ResultStatus()
         p.status.result = result
         p.status.phase = "Succeeded"
         p.status.message = decision.message

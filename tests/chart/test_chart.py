@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 import yaml
-from influence_trace.placement import DEFAULT_POOLS, load_pools
+from influence_trace.planning.placement import DEFAULT_POOLS, load_pools
 from influence_trace_operator.settings import OperatorSettings
 
 from tests.cluster import kube

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from . import kube
+from tests.cluster import kube
 
 _HERE = Path(__file__).resolve().parent
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from . import kube
+from tests.cluster import kube
 
 CLI = Path(sys.executable).parent / "influence-trace"
 CRD_FILE = kube.REPO_ROOT / "crds" / "influencetraces.yaml"

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from . import kube
+from tests.cluster import kube
 
 GiB = 1024**3
 

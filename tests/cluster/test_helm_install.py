@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from . import kube
-from .operator_fixtures import (
+from tests.cluster import kube
+from tests.cluster.operator_fixtures import (
     BIG_GPU_BYTES,
     crd_fixture,  # noqa: F401  (fixture)
     op_fixture,  # noqa: F401  (fixture)

@@ -3,8 +3,8 @@ both owned by the trace, and an escalation that relaunches the whole group on th
 
 from __future__ import annotations
 
-from . import kube
-from .operator_fixtures import (
+from tests.cluster import kube
+from tests.cluster.operator_fixtures import (
     BIG_GPU_BYTES,
     crd_fixture,  # noqa: F401  (fixture)
     jobs_of,

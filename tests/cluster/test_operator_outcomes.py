@@ -7,10 +7,8 @@ import os
 import subprocess
 from pathlib import Path
 
-from tests.conftest import manifest_dict, write_manifest
-
-from . import kube
-from .operator_fixtures import (
+from tests.cluster import kube
+from tests.cluster.operator_fixtures import (
     BIG_GPU_BYTES,
     CLI,
     crd_fixture,  # noqa: F401  (fixture)
@@ -20,6 +18,7 @@ from .operator_fixtures import (
     trace_manifest,
     wait_phase,
 )
+from tests.conftest import manifest_dict, write_manifest
 
 
 def _attempts(obj: dict) -> list[dict]:

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import time
 
-from influence_trace.spec import parse_manifest
+from influence_trace.api.spec import parse_manifest
 from influence_trace_operator.escalation import placement_on
 from influence_trace_operator.jobs import TraceRef, build_configmap, build_job
 from influence_trace_operator.pools import load_table
 from influence_trace_operator.settings import OperatorSettings
 
-from . import kube
-from .operator_fixtures import (
+from tests.cluster import kube
+from tests.cluster.operator_fixtures import (
     BIG_GPU_BYTES,
     crd_fixture,  # noqa: F401  (fixture)
     events_of,

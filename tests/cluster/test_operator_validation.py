@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from . import kube
-from .operator_fixtures import crd_fixture, trace_manifest  # noqa: F401  (fixture)
+from tests.cluster import kube
+from tests.cluster.operator_fixtures import crd_fixture, trace_manifest  # noqa: F401  (fixture)
 
 
 def _with(path: str, value: Any) -> dict[str, Any]:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from influence_trace.placement import Pool
-from influence_trace.spec import InfluenceTrace, parse_manifest
+from influence_trace.api.spec import InfluenceTrace, parse_manifest
+from influence_trace.planning.placement import Pool
 from influence_trace_operator.jobs import TraceRef
 
 GIB = 2**30

@@ -6,7 +6,8 @@ import json
 
 import pytest
 from influence_trace_operator.classify import classify, evictions
-from operator_builders import job, pod
+
+from tests.operator.operator_builders import job, pod
 
 GPU_OOM = json.dumps({"reason": "GPUOutOfMemory", "stage": "hessian_solve", "message": "CUDA OOM"})
 SUCCESS = json.dumps(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from influence_trace.status import TraceStatus
+from influence_trace.api.status import TraceStatus
 from influence_trace_operator import conditions as C
 
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from influence_trace.status import AttemptRecord, TraceStatus
+from influence_trace.api.status import AttemptRecord, TraceStatus
 from influence_trace_operator import conditions as C
 from influence_trace_operator.classify import Finished
 from influence_trace_operator.escalation import after_attempt, evictions_exhausted, first_launch
-from operator_builders import GIB, H100, H200, SMALL_HOST
+
+from tests.operator.operator_builders import GIB, H100, H200, SMALL_HOST
 
 POOLS = [H100, H200]
 

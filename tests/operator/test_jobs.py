@@ -7,7 +7,8 @@ from influence_trace_operator import labels as L
 from influence_trace_operator.escalation import placement_on
 from influence_trace_operator.jobs import build_configmap, build_job, configmap_name, fit_name, job_name
 from influence_trace_operator.settings import OperatorSettings
-from operator_builders import H100, REF, TOLERATION, trace
+
+from tests.operator.operator_builders import H100, REF, TOLERATION, trace
 
 SETTINGS = OperatorSettings(worker_image="registry.example/worker:1", service_account="worker")
 

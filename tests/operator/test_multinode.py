@@ -6,7 +6,8 @@ from influence_trace_operator import labels as L
 from influence_trace_operator.escalation import placement_on
 from influence_trace_operator.jobs import RENDEZVOUS_PORT, build_job, build_service, service_name
 from influence_trace_operator.settings import OperatorSettings
-from operator_builders import H100, REF, trace
+
+from tests.operator.operator_builders import H100, REF, trace
 
 SETTINGS = OperatorSettings(worker_image="registry.example/worker:1")
 TWO_NODES = {"gpus": 2, "nodes": 2, "pools": ["h100"]}

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from influence_trace.worker.outputs import Row, write_rows, write_summary
+from influence_trace.io.outputs import Row, write_rows, write_summary
 
 TIMINGS = {"gen": 0.0, "logprob_backward": 187.0, "grad_staging": 36.0, "hessian_solve": 81.0,
            "token_scoring": 4.2, "pop_rows": 122.0, "step_total": 1012.4}

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-from influence_trace import compare
-from influence_trace.run_view import open_run
+from influence_trace.report import compare
+from influence_trace.report.run_view import open_run
 
-from .runs import random_rows, write_run
+from tests.report.runs import random_rows, write_run
 
 METRICS = {"auc": 0.978, "sign_consistency": 0.9, "snr_mean": 1.5, "snr_median": 1.25,
            "unscored_token_share": 0.0}
@@ -20,10 +20,10 @@ METRICS = {"auc": 0.978, "sign_consistency": 0.9, "snr_mean": 1.5, "snr_median":
 @pytest.fixture(scope="module")
 def demo_runs(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     """The demo's model and rollouts traced twice through the real pipeline, at factor 4 and 2."""
-    from influence_trace.demo import prepare
-    from influence_trace.spec import parse_manifest
-    from influence_trace.worker.options import WorkerOptions
-    from influence_trace.worker.pipeline import run_pipeline
+    from influence_trace.api.spec import parse_manifest
+    from influence_trace.demo.command import prepare
+    from influence_trace.planning.options import WorkerOptions
+    from influence_trace.run.pipeline import run_pipeline
 
     base = tmp_path_factory.mktemp("demo")
     data = yaml.safe_load(prepare(base).read_text())

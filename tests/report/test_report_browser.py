@@ -13,12 +13,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from influence_trace.report import PAGE_SIZE, build_report
-from influence_trace.worker.outputs import Row
-from influence_trace.worker.tiny_model import build_tokenizer
+from influence_trace.demo.tiny_model import build_tokenizer
+from influence_trace.io.outputs import Row
+from influence_trace.report.html import PAGE_SIZE, build_report
 
-from .browser import Page
-from .runs import random_rows, write_run
+from tests.report.browser import Page
+from tests.report.runs import random_rows, write_run
 
 pytestmark = [
     pytest.mark.slow,

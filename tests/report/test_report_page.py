@@ -7,11 +7,11 @@ import json
 from pathlib import Path
 
 import numpy as np
-from influence_trace import report
-from influence_trace.report_svg import colour
-from influence_trace.worker.tiny_model import build_tokenizer
+from influence_trace.demo.tiny_model import build_tokenizer
+from influence_trace.report import html as report
+from influence_trace.report.svg import colour
 
-from .runs import random_rows, write_run
+from tests.report.runs import random_rows, write_run
 
 
 def test_colour_scale_is_diverging_and_clamped() -> None:

@@ -12,13 +12,13 @@ from collections.abc import Callable, Sequence
 
 # subcommand -> (module, function, help); the function takes the parsed arguments and returns an exit code
 COMMANDS: dict[str, tuple[str, str, str]] = {
-    "run": ("influence_trace.worker.entry", "main", "run a trace on this machine (CPU or GPUs)"),
-    "estimate": ("influence_trace.estimate", "main", "predict memory and pick a GPU pool"),
+    "run": ("influence_trace.run.entry", "main", "run a trace on this machine (CPU or GPUs)"),
+    "estimate": ("influence_trace.planning.estimate_command", "main", "predict memory and pick a GPU pool"),
     "operator": ("influence_trace_operator.main", "main", "run the Kubernetes operator (kopf)"),
-    "demo": ("influence_trace.demo", "main", "build a small model and rollouts and trace them"),
-    "report": ("influence_trace.report", "main", "write a self-contained HTML report of a run"),
-    "compare": ("influence_trace.compare", "main", "put several runs side by side"),
-    "crd": ("influence_trace.crd", "main", "print the CRD generated from the spec"),
+    "demo": ("influence_trace.demo.command", "main", "build a small model and rollouts and trace them"),
+    "report": ("influence_trace.report.html", "main", "write a self-contained HTML report of a run"),
+    "compare": ("influence_trace.report.compare", "main", "put several runs side by side"),
+    "crd": ("influence_trace.api.crd", "main", "print the CRD generated from the spec"),
 }
 
 

@@ -1,0 +1,111 @@
+"""The memory model on the seed's facts: module sizes, monotonicity, identity, scopes, placements."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from influence_trace.api.spec import load_manifest
+from influence_trace.planning.memory_model import DEFAULT_CHUNK_BYTES, estimate
+from influence_trace.planning.placement import place
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+SEED = {  # example file -> the user's pipeline: (GPU GB, host GB, pool)
+    "qwen15b-f64-per-prompt.yaml": (91, 436, "h100"),
+    "qwen15b-f64-all-selected.yaml": (91, 436, "h100"),
+    "qwen15b-f32-per-prompt.yaml": (92, 753, "h100"),
+    "qwen15b-f32-all-selected.yaml": (190, 767, "h200 after OOM on h100"),
+}
+
+
+def seed_spec(name: str = "qwen15b-f32-all-selected.yaml", **trace):
+    spec = load_manifest(EXAMPLES / name).spec
+    return spec.model_copy(update={"trace": spec.trace.model_copy(update=trace)}) if trace else spec
+
+
+@pytest.mark.parametrize(
+    ("factor", "dims"),
+    [(32, [2304, 384, 384, 2304, 13440, 13440, 13440]), (64, [576, 96, 96, 576, 3360, 3360, 3360])],
+)
+def test_qwen15b_modules_match_the_seed(factor: int, dims: list[int]) -> None:
+    est = estimate(seed_spec(factor=factor))
+    assert len(est.modules) == 196
+    assert [m.dim for m in est.modules[:7]] == dims
+    assert [m.dim for m in est.modules] == dims * 28
+    assert est.modules[4].hessian_bytes == 13440**2 * 4 if factor == 32 else 3360**2 * 4
+
+
+def test_monotone_in_factor_and_max_hessian_dim() -> None:
+    gpu = [estimate(seed_spec(factor=f)).gpu_bytes for f in (1, 2, 4, 8, 16, 32, 64, 128)]
+    host = [estimate(seed_spec(factor=f)).host_bytes for f in (1, 2, 4, 8, 16, 32, 64, 128)]
+    assert gpu == sorted(gpu, reverse=True) and host == sorted(host, reverse=True)
+    capped = [estimate(seed_spec(factor=8, max_hessian_dim=d)).gpu_bytes for d in (-1, 100000, 10000, 1000)]
+    assert capped == sorted(capped, reverse=True)
+
+
+def test_identity_needs_no_hessian() -> None:
+    est = estimate(seed_spec(factor=8, hessian_mode="identity"))
+    assert all(m.hessian_bytes == 0 for m in est.modules)
+    assert not {"hessian", "cholesky", "solutions", "chunk"} & set(est.gpu_breakdown)
+    assert est.stages["hessian"] < estimate(seed_spec(factor=8)).stages["hessian"]
+
+
+def test_per_prompt_needs_no_more_than_all_selected(tmp_path: Path) -> None:
+    from influence_trace.demo.rollouts import make_rollouts
+    from influence_trace.planning.workload import from_rollouts_file
+
+    work = from_rollouts_file(make_rollouts(tmp_path / "r.jsonl", num_prompts=20, responses_per_prompt=8))
+    per = estimate(seed_spec(factor=8, scope="per_prompt"), workload=work)
+    all_ = estimate(seed_spec(factor=8, scope="all_selected"), workload=work)
+    assert per.gpu_breakdown["solutions"] * 20 == all_.gpu_breakdown["solutions"]
+    assert per.stages["hessian"] <= all_.stages["hessian"]  # equal when H + L outweighs the solves
+
+
+def test_response_source_has_no_chunk() -> None:
+    assert "chunk" not in estimate(seed_spec(hessian_source="response")).gpu_breakdown
+    assert estimate(seed_spec()).gpu_breakdown["chunk"] <= DEFAULT_CHUNK_BYTES
+
+
+@pytest.mark.parametrize("name", list(SEED))
+def test_seed_configurations_fit_an_h100(name: str) -> None:
+    """Our worker keeps factors (k_in + k_out per token) instead of T x D gradients: every one of the
+    seed's configurations, f32 all_selected included, is predicted to fit an H100."""
+    est, placement = place(seed_spec(name))
+    assert placement.pool is not None and placement.pool.name == "h100"
+    assert est.gpu_bytes < 80e9 and est.host_bytes < SEED[name][1] * 1e9
+    assert est.peak_stage == "capture"  # the largest capture batch, not any Hessian
+
+
+def test_pure_modules_do_not_import_torch() -> None:
+    code = (
+        "import sys, influence_trace.planning.memory_model, influence_trace.planning.placement\n"
+        "import influence_trace.planning.estimate_command\n"
+        "assert 'torch' not in sys.modules, 'torch imported'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_seed_table_for_the_docs() -> None:
+    """Prints the README/doc table from the live model (pytest -s shows it)."""
+    print("\n| configuration | our GPU/process | our host/pod | our pool "
+          "| pipeline GPU | pipeline host | pipeline pool |")
+    for name, (gpu, host, pool) in SEED.items():
+        est, placement = place(seed_spec(name))
+        print(f"| {name[8:-5]} | {est.gpu_bytes / 1e9:.1f} GB | {est.host_bytes / 1e9:.0f} GB | "
+              f"{placement.pool.name} | {gpu} GB | {host} GB | {pool} |")
+
+
+def test_generation_is_its_own_stage_with_the_kv_cache() -> None:
+    spec = seed_spec()
+    generate = {"promptsPath": "/workspace/data/prompts.jsonl", "responsesPerPrompt": 16,
+                "maxResponseTokens": 4096, "batchSize": 16}
+    rollouts = spec.rollouts.model_validate({"tokensEstimate": 5870960, "generate": generate})
+    est = estimate(spec.model_copy(update={"rollouts": rollouts}))
+    # Qwen2.5-1.5B: 28 layers x (K and V) x 2 KV heads x 128, bfloat16; 1,024 assumed prompt tokens
+    kv = 16 * 2 * 28 * 2 * 128 * (1024 + 4096) * 2
+    logits = 16 * 151936 * 4
+    assert est.gpu_breakdown["generation_cache"] == kv + logits
+    assert est.stages["generate"] == est.gpu_breakdown["weights"] + kv + logits
+    assert "generate" not in estimate(spec).stages and estimate(spec).gpu_breakdown["generation_cache"] == 0

@@ -1,0 +1,296 @@
+"""The InfluenceTrace manifest: the one definition of the API.
+
+The worker validates manifests with these models, the operator reads resources through them, and the
+CRD schema in ``crds/`` is generated from them (``influence_trace.api.crd``). Field names are the API's
+camelCase names; Python code uses the snake_case attribute names. Unknown fields are errors and no
+value is silently replaced: what is not given takes the documented default, and anything else fails
+with the field's path.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic.alias_generators import to_camel
+
+from influence_trace.api.architectures import PRESETS
+from influence_trace.api.rules import SET, Rule, check_rules, column, validations
+
+API_GROUP = "influencetrace.dev"
+API_VERSION = "v1alpha1"
+KIND = "InfluenceTrace"
+PLURAL = "influencetraces"
+
+ModelDType = Literal["bfloat16", "float16", "float32", "float64"]
+CaptureDType = Literal["bfloat16", "float32", "float64"]
+HessianDType = Literal["float32", "float64"]
+PresetName = Literal[tuple(PRESETS)]  # type: ignore[valid-type]
+
+DEFAULT_MODULES = (
+    "self_attn.q_proj",
+    "self_attn.k_proj",
+    "self_attn.v_proj",
+    "self_attn.o_proj",
+    "mlp.gate_proj",
+    "mlp.up_proj",
+    "mlp.down_proj",
+)
+
+
+class ApiModel(BaseModel):
+    """Base for every manifest section: camelCase on the wire, unknown fields refused."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        validate_by_alias=True,
+        validate_by_name=False,
+        serialize_by_alias=True,
+        extra="forbid",
+        frozen=True,
+    )
+
+
+class Architecture(ApiModel):
+    """Explicit model shapes, for the memory model when no preset or config.json is at hand."""
+
+    hidden_size: int = Field(ge=1, description="Width of the residual stream.")
+    intermediate_size: int = Field(ge=1, description="Width of the MLP's gate/up projections.")
+    num_layers: int = Field(ge=1, description="Number of decoder blocks.")
+    num_attention_heads: int = Field(ge=1, description="Query heads per block.")
+    num_key_value_heads: int = Field(ge=1, description="Key/value heads per block (GQA).")
+    head_dim: int = Field(ge=1, description="Width of one attention head.")
+    vocab_size: int = Field(ge=1, description="Vocabulary size (embedding and LM head rows).")
+    tie_word_embeddings: bool = Field(False, description="Whether the LM head shares the embedding.")
+
+
+class ModelSpec(ApiModel):
+    """Which causal LM to trace and in which precision."""
+
+    path: str = Field(min_length=1, description="Hugging Face model directory as the worker sees it.")
+    preset: PresetName | None = Field(None, description="Named architecture for the memory model.")
+    architecture: Architecture | None = Field(None, description="Explicit shapes instead of a preset.")
+    dtype: ModelDType = Field("bfloat16", description="Precision the model is loaded in.")
+
+
+class GenerateSpec(ApiModel):
+    """Sample the rollouts with the model before tracing them."""
+
+    prompts_path: str = Field(min_length=1, description="JSONL or Parquet prompts file.")
+    responses_per_prompt: int = Field(8, ge=2, description="Responses sampled per prompt (a group).")
+    max_response_tokens: int = Field(1024, ge=1, description="At most this many new tokens each.")
+    temperature: float = Field(1.0, ge=0.0, description="Sampling temperature (0 = greedy).")
+    top_p: float = Field(1.0, gt=0.0, le=1.0, description="Nucleus sampling threshold.")
+    batch_size: int = Field(16, ge=1, description="Sequences generated together.")
+    use_chat_template: bool = Field(True, description="Apply the tokenizer's chat template if it has one.")
+    reward_column: str | None = Field(
+        None,
+        min_length=1,
+        description=(
+            "Prompts column with a per-prompt mapping {answer: reward} used instead of the built-in "
+            "0/1 verifier: a response earns the reward of the entry its final answer matches, else 0."
+        ),
+    )
+
+
+PATH_OR_GENERATE = Rule(
+    cel="has(self.path) || has(self.generate)",
+    holds=lambda r: r.path is not None or r.generate is not None,
+    message="give rollouts.path, rollouts.generate, or both",
+    reason="FieldValueRequired",
+)
+SELF_SCALE_NEEDS_EXCLUSION = Rule(
+    cel="!has(self.selfInfluenceScale) || self.selfInfluenceScale == 0.0 "
+    "|| !has(self.excludeSelfResponse) || self.excludeSelfResponse",
+    holds=lambda t: t.self_influence_scale == 0 or t.exclude_self_response,
+    message="selfInfluenceScale > 0 needs excludeSelfResponse: true",
+    field_path=".selfInfluenceScale",
+)
+
+
+class RolloutsSpec(ApiModel):
+    """The responses to trace: read from a file, or generated first."""
+
+    model_config = ConfigDict(json_schema_extra=validations(PATH_OR_GENERATE))
+
+    path: str | None = Field(None, min_length=1, description="JSONL or Parquet, one row per response.")
+    tokens_estimate: int | None = Field(None, ge=1, description="Response tokens, for the memory model.")
+    max_prompts: int = Field(0, ge=0, description="Trace at most this many selected groups (0 = all).")
+    generate: GenerateSpec | None = Field(None, description="Generate the rollouts with the model first.")
+
+    @model_validator(mode="after")
+    def _rules(self) -> RolloutsSpec:
+        check_rules(self, (PATH_OR_GENERATE,))
+        return self
+
+
+class TraceSettings(ApiModel):
+    """The influence computation's settings (see docs/algorithm.md)."""
+
+    model_config = ConfigDict(json_schema_extra=validations(SELF_SCALE_NEEDS_EXCLUSION))
+
+    factor: int = Field(32, ge=1, description="Projection factor: k = max(1, width // factor); 1 = exact.",
+                        json_schema_extra=column("Factor", 3))
+    scope: Literal["per_prompt", "all_selected"] = Field(
+        "per_prompt", description="One Hessian and contrast per group, or one over all selected groups.",
+        json_schema_extra=column("Scope", 4),
+    )
+    output_function: Literal["log_prob", "log_prob_reward", "log_prob_advantage"] = Field(
+        "log_prob_reward", description="Response objective; log_prob_reward is an alias of log_prob."
+    )
+    loss_aggregation: Literal["token_mean", "sum"] = Field(
+        "token_mean", description="How a response's token log-probabilities are combined."
+    )
+    contrastive_agg: Literal["sum", "mean", "advantage"] = Field(
+        "mean", description="How accepted and rejected influences are contrasted."
+    )
+    hessian_source: Literal["token", "response"] = Field(
+        "token", description="Build H from per-token or per-response gradients."
+    )
+    hessian_mode: Literal["inverse", "identity"] = Field(
+        "inverse", description="inverse: g_r^T (H + lambda I)^-1 g_t; identity: plain dot products."
+    )
+    max_hessian_dim: int = Field(-1, ge=-1, description="Cap on k_in * k_out per module (-1 = uncapped).")
+    exclude_self_response: bool = Field(True, description="Leave the token's own response out.")
+    self_influence_scale: float = Field(
+        0.0, ge=0.0, le=1.0, description="Blend back a share of the self term (needs exclusion)."
+    )
+    reg_lambda: float = Field(-1.0, description="Damping; <= 0 means 0.1 * trace(H) / D.")
+    modules: list[Annotated[str, Field(min_length=1)]] = Field(
+        default_factory=lambda: list(DEFAULT_MODULES),
+        min_length=1,
+        description="Suffixes of the traced nn.Linear modules' qualified names.",
+        json_schema_extra=SET,
+    )
+    capture_dtype: CaptureDType = Field("bfloat16", description="Precision of the stored factors.")
+    hessian_dtype: HessianDType = Field("float32", description="Precision of H, Cholesky and solves.")
+    seed: int = Field(0, ge=0, description="Seeds the projections and generation.")
+    debug_hessian_similarity: bool = Field(False, description="Also compute the HINV_DOT diagnostic.")
+    allow_tf32: bool = Field(False, description="Let CUDA matmuls use TF32 (faster, less exact).")
+    max_damping_retries: int = Field(
+        6, ge=0, description="Cholesky retries, each with ten times the damping, before failing."
+    )
+
+    @model_validator(mode="after")
+    def _check_combinations(self) -> TraceSettings:
+        check_rules(self, (SELF_SCALE_NEEDS_EXCLUSION,))
+        if len(set(self.modules)) != len(self.modules):
+            raise ValueError("modules must not repeat a suffix")
+        return self
+
+
+class ResourcesSpec(ApiModel):
+    """What the worker runs on, and how far the operator may escalate."""
+
+    gpus: int = Field(1, ge=1, le=16, description="GPUs per worker pod (one process per GPU).")
+    nodes: int = Field(1, ge=1, description="Worker pods (more than one makes an Indexed Job).")
+    pools: list[Annotated[str, Field(min_length=1)]] | None = Field(
+        None, description="Allowed GPU pools in escalation order (default: all, smallest first).",
+        json_schema_extra=SET,
+    )
+    max_attempts: int | None = Field(
+        None, ge=1, le=20,
+        description="Jobs the operator may launch in all (unset: the operator's default, 3 by default).",
+    )
+
+
+class StorageSpec(ApiModel):
+    """Where the worker's data lives in the cluster."""
+
+    volume_claim: str | None = Field(None, min_length=1, description="PVC mounted at /workspace.")
+
+
+class OutputSpec(ApiModel):
+    """Where the worker writes rows.parquet and summary.json."""
+
+    path: str = Field(min_length=1, description="Output directory as the worker sees it.")
+    keep_factors: bool = Field(
+        False,
+        description=(
+            "Save the captured per-token factors (large) so a relaunched run, e.g. on a larger GPU "
+            "after running out of memory, skips capture."
+        ),
+    )
+
+
+class PodSpecExtras(ApiModel):
+    """Labels and annotations copied onto the worker's pods."""
+
+    labels: dict[str, str] = Field(default_factory=dict, description="Extra pod labels.")
+    annotations: dict[str, str] = Field(default_factory=dict, description="Extra pod annotations.")
+
+
+class InfluenceTraceSpec(ApiModel):
+    """The spec of an InfluenceTrace."""
+
+    model: ModelSpec
+    rollouts: RolloutsSpec
+    trace: TraceSettings = Field(default_factory=TraceSettings)
+    resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
+    storage: StorageSpec = Field(default_factory=StorageSpec)
+    output: OutputSpec
+    pod: PodSpecExtras = Field(default_factory=PodSpecExtras)
+
+
+class ObjectMeta(BaseModel):
+    """The part of Kubernetes metadata a manifest may carry (the rest is the API server's)."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    name: str = Field("trace", min_length=1, max_length=63)
+    namespace: str | None = None
+    labels: dict[str, str] = Field(default_factory=dict)
+    annotations: dict[str, str] = Field(default_factory=dict)
+
+
+class InfluenceTrace(ApiModel):
+    """A whole manifest, as `kubectl apply` and `influence-trace run` take it."""
+
+    api_version: Literal["influencetrace.dev/v1alpha1"] = Field(
+        "influencetrace.dev/v1alpha1", alias="apiVersion"
+    )
+    kind: Literal["InfluenceTrace"] = "InfluenceTrace"
+    metadata: ObjectMeta = Field(default_factory=ObjectMeta)
+    spec: InfluenceTraceSpec
+    status: dict[str, Any] | None = Field(None, description="Written by the operator; ignored here.")
+
+
+class ManifestError(ValueError):
+    """A manifest that cannot be used; the message names the file and each bad field."""
+
+
+def format_validation_error(err: ValidationError, source: str) -> str:
+    """One line per problem: the field path as written in the manifest, and what was expected."""
+    lines = [f"{source}: invalid InfluenceTrace manifest"]
+    for item in err.errors():
+        path = ".".join(str(p) for p in item["loc"]) or "(root)"
+        got = item.get("input")
+        shown = "" if isinstance(got, dict | list) or got is None else f" (got {got!r})"
+        lines.append(f"  {path}: {item['msg']}{shown}")
+    return "\n".join(lines)
+
+
+def parse_manifest(data: Any, source: str = "manifest") -> InfluenceTrace:
+    """Validate a decoded manifest; raise ManifestError with every bad field named."""
+    if not isinstance(data, dict):
+        raise ManifestError(f"{source}: expected a YAML mapping with apiVersion, kind, spec")
+    try:
+        return InfluenceTrace.model_validate(data)
+    except ValidationError as err:
+        raise ManifestError(format_validation_error(err, source)) from None
+
+
+def load_manifest(path: str | Path) -> InfluenceTrace:
+    """Read and validate a manifest file (YAML or JSON)."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise ManifestError(f"{path}: cannot read manifest ({err.strerror})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ManifestError(f"{path}: not valid YAML: {err}") from None
+    return parse_manifest(data, str(path))

@@ -1,0 +1,102 @@
+"""``influence-trace estimate MANIFEST [--pools FILE] [--json]``: the memory estimate and the pool.
+
+Exit codes: 0 a pool fits; 3 no allowed pool fits (the reason names a factor or maxHessianDim that
+would); 65 the manifest is invalid or gives nothing to estimate from (the message names the field);
+78 the pool table is invalid (the message names the file and field). No torch is imported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from influence_trace.api.spec import ManifestError, load_manifest
+from influence_trace.planning.memory_model import Estimate, ShapesError
+from influence_trace.planning.placement import (
+    DEFAULT_HEADROOM,
+    DEFAULT_POOLS,
+    Placement,
+    PoolsError,
+    load_pools,
+    place,
+)
+from influence_trace.planning.workload import WorkloadError
+
+EXIT_FITS = 0
+EXIT_NO_POOL = 3
+EXIT_INVALID_MANIFEST = 65
+EXIT_INVALID_POOLS = 78
+
+
+def to_json(est: Estimate, placement: Placement) -> dict[str, Any]:
+    """The JSON answer: pool, reason, bytes, breakdowns, stages, modules and assumptions."""
+    return {
+        "pool": placement.pool.name if placement.pool else None,
+        "reason": placement.reason,
+        "gpuBytes": est.gpu_bytes,
+        "hostBytes": est.host_bytes,
+        "headroom": placement.headroom,
+        "breakdown": {"gpu": est.gpu_breakdown, "host": est.host_breakdown, "stages": est.stages},
+        "largestModule": est.largest_module,
+        "tokens": est.workload.response_tokens,
+        "tokensPerGpu": est.tokens_per_gpu,
+        "responses": est.workload.responses,
+        "pools": [{"name": f.pool, "fits": f.fits, "why": f.why} for f in placement.fits],
+        "modules": [
+            {"name": m.name, "kIn": m.k_in, "kOut": m.k_out, "D": m.dim, "hessianBytes": m.hessian_bytes}
+            for m in est.modules
+        ],
+        "assumptions": est.assumptions,
+    }
+
+
+def _gb(n: int) -> str:
+    return f"{n / 1e9:10.2f} GB"
+
+
+def to_table(est: Estimate, placement: Placement) -> str:
+    """A readable summary: the pool, the two peaks with their parts, and per-suffix module sizes."""
+    lines = [f"pool: {placement.pool.name if placement.pool else 'none'}", f"reason: {placement.reason}", ""]
+    lines.append(f"GPU per process {_gb(est.gpu_bytes)}   (peak stage: {est.peak_stage})")
+    lines += [f"  {k:<16}{_gb(v)}" for k, v in est.gpu_breakdown.items()]
+    lines += [f"  stage {k:<10}{_gb(v)}" for k, v in est.stages.items()]
+    lines.append(f"host per pod    {_gb(est.host_bytes)}")
+    lines += [f"  {k:<16}{_gb(v)}" for k, v in est.host_breakdown.items()]
+    lines += ["", f"modules: {len(est.modules)} (largest: {est.largest_module})",
+              f"  {'suffix':<18}{'kIn':>7}{'kOut':>7}{'D':>10}{'Hessian':>14}"]
+    seen: set[str] = set()
+    for m in est.modules:
+        suffix = m.name.split(".", 3)[-1]
+        if suffix not in seen:
+            seen.add(suffix)
+            lines.append(f"  {suffix:<18}{m.k_in:>7}{m.k_out:>7}{m.dim:>10}{_gb(m.hessian_bytes):>14}")
+    lines += ["", "pools:"] + [f"  {f.pool:<8} {f.why}" for f in placement.fits]
+    lines += ["", "assumptions:"] + [f"  - {a}" for a in est.assumptions]
+    return "\n".join(lines)
+
+
+def run(manifest: str, pools_file: str | None, as_json: bool) -> tuple[int, str]:
+    """(exit code, text to print); errors come back as text with their exit code."""
+    try:
+        table = load_pools(pools_file) if pools_file else None
+    except PoolsError as err:
+        return EXIT_INVALID_POOLS, str(err)
+    try:
+        spec = load_manifest(manifest).spec
+        pools = table.pools if table else DEFAULT_POOLS
+        headroom = table.headroom if table and table.headroom is not None else DEFAULT_HEADROOM
+        est, placement = place(spec, pools, headroom)
+    except (ManifestError, ShapesError, WorkloadError) as err:
+        return EXIT_INVALID_MANIFEST, f"{manifest}: {err}" if not str(err).startswith(manifest) else str(err)
+    except (PoolsError, ValueError) as err:
+        return EXIT_INVALID_MANIFEST, f"{manifest}: {err}"
+    text = json.dumps(to_json(est, placement), indent=2) if as_json else to_table(est, placement)
+    return (EXIT_FITS if placement.pool else EXIT_NO_POOL), text
+
+
+def main(args: argparse.Namespace) -> int:
+    code, text = run(args.manifest, args.pools, args.json)
+    print(text, file=sys.stdout if code in (EXIT_FITS, EXIT_NO_POOL) else sys.stderr)
+    return code

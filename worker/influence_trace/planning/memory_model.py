@@ -1,0 +1,329 @@
+"""Predicted peak memory of a trace: GPU bytes per process and host bytes per pod, with reasons.
+
+The operator picks a node pool from this estimate before anything runs, so it imports no torch and
+models the project's own worker (docs/memory-model.md), not the research pipeline that ran out of
+memory: per-token gradients (T x D) never exist here. The worker's large buffers are the terms below,
+named as the worker's ``MemoryLedger`` names them, so a run's ledger can be checked against them.
+
+Two stages hold the device at different times:
+  capture  weights + projections + one capture batch (activations kept for backward, logits)
+  hessian  weights + projections + one module's factors, response gradients and, per scope, the
+           Hessian (built from chunks), its Cholesky factor and the solutions
+The peak is the larger of the two; every category is reported either way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Literal
+
+from influence_trace.api.architectures import (
+    PRESETS,
+    ModuleDims,
+    Shapes,
+    read_config_shapes,
+    traced_module_dims,
+)
+from influence_trace.api.spec import InfluenceTraceSpec, TraceSettings
+
+# The worker's own defaults; options.py imports no torch, so this module stays torch-free.
+from influence_trace.planning.options import DEFAULT_CAPTURE_TOKENS, DEFAULT_CHUNK_BYTES
+from influence_trace.planning.workload import Workload, resolve_workload
+
+DTYPE_BYTES = {"bfloat16": 2, "float16": 2, "float32": 4, "float64": 8}
+GIB = 2**30
+
+
+# Per-process constants that are not the worker's own buffers (documented in docs/memory-model.md).
+CUDA_CONTEXT_BYTES = 1 * GIB  # CUDA context, cuBLAS/cuSOLVER workspaces: outside max_memory_allocated
+PROCESS_HOST_BYTES = 3 * GIB  # Python + torch + CUDA libraries + transformers, per worker process
+ROLLOUT_BYTES_PER_TOKEN = 40  # a token id kept as a Python int in a tuple, plus its score
+
+
+class ShapesError(ValueError):
+    """No shapes for the model; the message names the manifest fields that would give them."""
+
+
+@dataclass(frozen=True)
+class EstimateOptions:
+    """The worker's run-time knobs and the per-process constants the estimate assumes."""
+
+    device: Literal["cuda", "cpu"] = "cuda"
+    chunk_bytes: int = DEFAULT_CHUNK_BYTES
+    capture_tokens: int = DEFAULT_CAPTURE_TOKENS
+    process_host_bytes: int = PROCESS_HOST_BYTES  # calibration passes the measured baseline
+    cuda_context_bytes: int = CUDA_CONTEXT_BYTES
+
+
+@dataclass(frozen=True)
+class ModuleEstimate:
+    """One traced module: projection sizes and its Hessian's bytes (0 without a Hessian)."""
+
+    name: str
+    k_in: int
+    k_out: int
+    dim: int
+    hessian_bytes: int
+    peak_bytes: int  # this module's Hessian-stage buffers at their largest
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """The prediction: peaks, what makes them up, and what was assumed to get them."""
+
+    gpu_bytes: int  # per GPU process, CUDA context included
+    host_bytes: int  # per pod
+    gpu_breakdown: dict[str, int]  # every device category at its largest
+    host_breakdown: dict[str, int]  # per pod
+    stages: dict[str, int]  # device total of each stage; gpu_bytes is the largest plus the context
+    modules: list[ModuleEstimate]
+    largest_module: str
+    workload: Workload
+    tokens_per_gpu: int
+    gpus: int
+    assumptions: list[str] = field(default_factory=list)
+
+    @property
+    def ledger_bytes(self) -> int:
+        """What the worker's MemoryLedger should peak at (the device peak without the CUDA context)."""
+        return max(self.stages.values())
+
+    @property
+    def peak_stage(self) -> str:
+        return max(self.stages, key=lambda k: self.stages[k])
+
+
+def resolve_shapes(spec: InfluenceTraceSpec) -> Shapes:
+    """spec.model.architecture, else spec.model.preset, else config.json under spec.model.path."""
+    arch = spec.model.architecture
+    if arch is not None:
+        return Shapes(
+            arch.hidden_size, arch.intermediate_size, arch.num_layers, arch.num_attention_heads,
+            arch.num_key_value_heads, arch.head_dim, arch.vocab_size, arch.tie_word_embeddings,
+        )
+    if spec.model.preset is not None:
+        return PRESETS[spec.model.preset]
+    shapes = read_config_shapes(spec.model.path)
+    if shapes is None:
+        raise ShapesError(
+            f"spec.model: no shapes for the memory model: give spec.model.preset (one of "
+            f"{', '.join(PRESETS)}) or spec.model.architecture, or make {spec.model.path}/config.json "
+            "readable here"
+        )
+    return shapes
+
+
+# ---- the worker's buffers, one function per ledger category ---------------------------------------
+
+
+def weight_bytes(shapes: Shapes, model_dtype: str) -> int:
+    """"weights": every parameter in the model's dtype, resident for the whole run."""
+    return shapes.parameter_count() * DTYPE_BYTES[model_dtype]
+
+
+def projection_bytes(dims: list[ModuleDims], factor: int, capture_dtype: str) -> int:
+    """"projections": P_in (k_in x in) and P_out (k_out x out) per module, in the compute dtype.
+
+    Factor 1 keeps a side at full width as the identity, with no matrix at all.
+    """
+    itemsize = 8 if capture_dtype == "float64" else 4
+    total = 0
+    for d in dims:
+        if not (factor == 1 and d.k_in == d.in_features):
+            total += d.k_in * d.in_features
+        if not (factor == 1 and d.k_out == d.out_features):
+            total += d.k_out * d.out_features
+    return total * itemsize
+
+
+def activation_bytes_per_token(shapes: Shapes, model_dtype: str) -> int:
+    """Saved-for-backward bytes per padded token in all layers (frozen weights: no Linear saves its
+    input, since its backward needs only W).
+
+    Per layer, in model-dtype elements: the two RMSNorms' float32 copies (4h), attention's q, k, v
+    and output (flash or memory-efficient attention, no seq x seq matrix: 2q + 2kv, at least the 4h
+    the worker's own rule reserves) and the MLP's gate, SiLU output and up (3i). For Qwen2/Llama
+    this is the worker's ``8h + 3i``; it is larger where q is wide (Qwen3-0.6B).
+    """
+    h, i = shapes.hidden_size, shapes.intermediate_size
+    q = shapes.num_attention_heads * shapes.head_dim
+    kv = shapes.num_key_value_heads * shapes.head_dim
+    per_layer = 4 * h + max(4 * h, 2 * q + 2 * kv) + 3 * i
+    return shapes.num_layers * per_layer * DTYPE_BYTES[model_dtype]
+
+
+def logit_bytes_per_token(shapes: Shapes, model_dtype: str) -> int:
+    """Per response position: the logits in at least float32, the log-softmax and its gradient, plus
+    the model-dtype output (and its gradient) when the model computes in a narrower dtype."""
+    item = DTYPE_BYTES[model_dtype]
+    compute = max(item, 4)
+    return shapes.vocab_size * (3 * compute + (item if item != compute else 0))
+
+
+def capture_batch_bytes(shapes: Shapes, padded_tokens: int, response_tokens: int, model_dtype: str) -> int:
+    """"capture_batch": one forward/backward's activations plus the response positions' logits."""
+    return (padded_tokens * activation_bytes_per_token(shapes, model_dtype)
+            + response_tokens * logit_bytes_per_token(shapes, model_dtype))
+
+
+def generation_cache_bytes(shapes: Shapes, batch: int, tokens: int, model_dtype: str) -> int:
+    """"generation_cache": one generate() batch's KV cache (keys and values of every layer for
+    ``tokens`` positions) and the last step's float32 logits."""
+    kv_per_token = 2 * shapes.num_layers * shapes.num_key_value_heads * shapes.head_dim
+    return batch * (kv_per_token * tokens * DTYPE_BYTES[model_dtype] + shapes.vocab_size * 4)
+
+
+def stored_factor_bytes(dims: list[ModuleDims], tokens: int, capture_dtype: str) -> int:
+    """Host "factors": u (k_out) and v (k_in) per token and module, kept for the whole trace."""
+    return tokens * sum(d.k_in + d.k_out for d in dims) * DTYPE_BYTES[capture_dtype]
+
+
+def chunk_tokens(scope_tokens: int, dim: int, itemsize: int, chunk_bytes: int) -> int:
+    """Tokens per Hessian chunk, as the worker cuts them: at most chunk_bytes of g_t rows."""
+    return max(1, min(scope_tokens, chunk_bytes // (dim * itemsize)))
+
+
+def module_stage_bytes(d: ModuleDims, w: Workload, trace: TraceSettings, chunk_bytes: int) -> dict[str, int]:
+    """One module's Hessian-stage buffers at their largest (ledger names), for the worst scope.
+
+    per_prompt's worst scope is the largest group; all_selected's (and HINV_DOT's global Hessian)
+    is every token. hessianMode identity needs no Hessian, Cholesky factor or solutions.
+    """
+    s = DTYPE_BYTES[trace.hessian_dtype]
+    dim = d.dim
+    whole = trace.scope == "all_selected" or trace.debug_hessian_similarity
+    scope_t = w.response_tokens if whole else w.scope_tokens
+    scope_r = w.responses if whole else w.scope_responses
+    out = {
+        "factors": w.response_tokens * (d.k_in + d.k_out) * s,
+        "response_grads": w.responses * dim * s,
+        "directions": (w.responses if trace.scope == "all_selected" else w.scope_responses) * dim * s,
+    }
+    if trace.hessian_mode == "identity":
+        return out
+    out["hessian"] = dim * dim * s
+    out["cholesky"] = dim * dim * s
+    out["solutions"] = scope_r * dim * s
+    if trace.hessian_source == "token":
+        out["chunk"] = chunk_tokens(scope_t, dim, s, chunk_bytes) * dim * s
+    return out
+
+
+def module_peak(parts: dict[str, int]) -> int:
+    """The largest moment of a module: H with a chunk, H with its Cholesky factor (factored out of
+    place), L with the solutions, or the solutions with the contrast directions."""
+    base = parts["factors"] + parts["response_grads"]
+    g = parts.get
+    phases = (
+        g("hessian", 0) + g("chunk", 0),
+        g("hessian", 0) + g("cholesky", 0),
+        g("cholesky", 0) + g("solutions", 0),
+        g("solutions", 0) + g("directions", 0),
+    )
+    return base + max(phases)
+
+
+def resident_bytes(w: Workload, trace: TraceSettings) -> dict[str, int]:
+    """Held through the whole Hessian stage: the float64 token scores (and the HINV_DOT matrix)."""
+    out = {"token_scores": w.response_tokens * 8}
+    if trace.debug_hessian_similarity:
+        out["similarity"] = w.responses * w.responses * 8
+    return out
+
+
+# ---- putting it together -----------------------------------------------------------------------------
+
+
+def _per_gpu(workload: Workload, gpus: int, nodes: int) -> Workload:
+    """The capture pass is data parallel: each process sees its share of the rows (rounded up)."""
+    n = gpus * nodes
+
+    def share(x: int) -> int:
+        return -(-x // n)
+
+    return replace(workload, response_tokens=share(workload.response_tokens),
+                   responses=share(workload.responses), prompt_tokens=share(workload.prompt_tokens))
+
+
+def _capture_stage(shapes: Shapes, local: Workload, spec: InfluenceTraceSpec, opts: EstimateOptions) -> int:
+    """The largest capture batch: padded to capture_tokens, or one longest sequence on its own."""
+    longest = local.max_sequence_tokens
+    padded = min(max(opts.capture_tokens, longest), local.responses * longest)
+    return capture_batch_bytes(shapes, padded, min(padded, local.response_tokens), spec.model.dtype)
+
+
+def _host_pod(spec: InfluenceTraceSpec, w: Workload, dims: list[ModuleDims], shapes: Shapes,
+              opts: EstimateOptions, device_peak: int) -> dict[str, int]:
+    """Per pod: each process's baseline and weights copy, every stored factor, the rollouts."""
+    procs = spec.resources.gpus
+    pod_tokens = -(-w.response_tokens // spec.resources.nodes)
+    out = {
+        "process": procs * opts.process_host_bytes,
+        "weights": procs * weight_bytes(shapes, spec.model.dtype),
+        "factors": stored_factor_bytes(dims, pod_tokens, spec.trace.capture_dtype),
+        "rollouts": procs * (w.response_tokens + w.prompt_tokens) * ROLLOUT_BYTES_PER_TOKEN,
+    }
+    if opts.device == "cpu":  # the device is the host: its buffers land here, weights counted once
+        out["device"] = procs * (device_peak - weight_bytes(shapes, spec.model.dtype))
+    return out
+
+
+def estimate(spec: InfluenceTraceSpec, shapes: Shapes | None = None, options: EstimateOptions | None = None,
+             workload: Workload | None = None) -> Estimate:
+    """Predict the peak GPU bytes per process and host bytes per pod for ``spec``."""
+    opts = options or EstimateOptions()
+    shapes = shapes or resolve_shapes(spec)
+    w = workload or resolve_workload(spec)
+    trace = spec.trace
+    dims = traced_module_dims(shapes, trace.modules, trace.factor, trace.max_hessian_dim)
+    local = _per_gpu(w, spec.resources.gpus, spec.resources.nodes)
+    fixed = {"weights": weight_bytes(shapes, spec.model.dtype),
+             "projections": projection_bytes(dims, trace.factor, trace.capture_dtype)}
+    capture = _capture_stage(shapes, local, spec, opts)
+    parts = {d.name: module_stage_bytes(d, w, trace, opts.chunk_bytes) for d in dims}
+    modules = [_module_estimate(d, parts[d.name]) for d in dims]
+    largest = max(modules, key=lambda m: m.peak_bytes)
+    resident = resident_bytes(w, trace)
+    stages = {"capture": sum(fixed.values()) + capture,
+              "hessian": sum(fixed.values()) + sum(resident.values()) + largest.peak_bytes}
+    gen = spec.rollouts.generate
+    generation = 0
+    if gen is not None:  # rank 0 samples the rollouts first, batch by batch, holding only the weights
+        generation = generation_cache_bytes(shapes, gen.batch_size, w.max_sequence_tokens, spec.model.dtype)
+        stages["generate"] = fixed["weights"] + generation
+    context = opts.cuda_context_bytes if opts.device == "cuda" else 0
+    gpu_breakdown = {**fixed, "generation_cache": generation, "capture_batch": capture,
+                     **parts[largest.name], **resident, "cuda_context": context}
+    host = _host_pod(spec, w, dims, shapes, opts, max(stages.values()))
+    return Estimate(
+        gpu_bytes=max(stages.values()) + context,
+        host_bytes=sum(host.values()),
+        gpu_breakdown=gpu_breakdown,
+        host_breakdown=host,
+        stages=stages,
+        modules=modules,
+        largest_module=largest.name,
+        workload=w,
+        tokens_per_gpu=local.response_tokens,
+        gpus=spec.resources.gpus,
+        assumptions=_assumptions(spec, w, opts),
+    )
+
+
+def _module_estimate(d: ModuleDims, parts: dict[str, int]) -> ModuleEstimate:
+    return ModuleEstimate(d.name, d.k_in, d.k_out, d.dim, parts.get("hessian", 0), module_peak(parts))
+
+
+def _assumptions(spec: InfluenceTraceSpec, w: Workload, opts: EstimateOptions) -> list[str]:
+    out = [
+        f"workload: {w.source}",
+        f"capture pass data parallel over {spec.resources.gpus * spec.resources.nodes} processes; "
+        "each module's Hessian work on one GPU with every token's factors",
+        f"capture batches of at most {opts.capture_tokens} padded tokens; "
+        f"Hessian chunks of at most {opts.chunk_bytes} bytes",
+        "all rollouts counted as selected (skipped groups only lower the need)",
+    ]
+    if opts.device == "cuda":
+        out.append(f"{opts.cuda_context_bytes} bytes of CUDA context per GPU; "
+                   f"{opts.process_host_bytes} host bytes per process for Python, torch and CUDA")
+    return out

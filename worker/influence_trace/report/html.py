@@ -1,0 +1,210 @@
+"""``influence-trace report OUTPUT_DIR``: one self-contained HTML file to judge a trace by eye.
+
+Researchers decide whether a trace is any good by looking at which tokens light up in accepted versus
+rejected responses, so the page shows every scored response with its tokens coloured on a diverging
+scale, next to the run's configuration, timings, resources and quality metrics. Everything is inline
+(styles, script, SVG figures, data) and a Content-Security-Policy forbids any request, so the file
+can be mailed around or opened offline. The responses travel as compact JSON (token ids, a table of
+the token texts used, scores at 4 significant digits) and the page's script renders 50 at a time, so
+large traces stay small on disk and quick to open.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from html import escape
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from influence_trace.report import svg as report_svg
+from influence_trace.report.run_view import (
+    Row,
+    Run,
+    flatten,
+    fmt_setting,
+    metric_rows,
+    open_run,
+    resource_rows,
+    timing_rows,
+)
+
+PAGE_SIZE = 50  # responses per page
+COLLAPSE_AT = 400  # tokens shown before a response's "show all" button
+CLIP_PERCENTILE = 99.0
+SUMMARY_SECTIONS = ("spec", "config", "configuration", "manifest", "timings", "resources", "metrics")
+
+
+def main(args: argparse.Namespace) -> int:
+    out = build_report(args.output_dir, args.out)
+    print(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB)")
+    return 0
+
+
+def build_report(output_dir: str | Path, out: str | Path | None = None) -> Path:
+    """Render the report of a finished run to ``out`` (default OUTPUT_DIR/report.html)."""
+    run = open_run(output_dir)
+    target = Path(out) if out else run.path / "report.html"
+    target.write_text(render(run, load_tokenizer(run)), encoding="utf-8")
+    return target
+
+
+def render(run: Run, tokenizer: Any = None) -> str:
+    """The whole page as a string; ``tokenizer`` (or None: token ids are shown) decodes token texts."""
+    all_scores = np.concatenate(run.scores) if run.scores else np.zeros(0)
+    clip = clip_value(all_scores)
+    template = resources.files("influence_trace.report").joinpath("template.html").read_text("utf-8")
+    fields = {
+        "TITLE": escape(f"InfluenceTrace report: {run.name}"),
+        "SUBTITLE": escape(subtitle(run)),
+        "BODY": body(run, all_scores, clip),
+        "CLIP": f"{clip:.3g}",
+        "CLIP_NEG": f"{-clip:.3g}",
+        "CLIP_POS": f"{clip:.3g}",
+        "DATA": script_json(payload(run, clip, tokenizer)),
+    }
+    for key, value in fields.items():
+        template = template.replace("{{" + key + "}}", value)
+    return template
+
+
+def clip_value(scores: np.ndarray) -> float:
+    """Colour-scale limit: the 99th percentile of |score|, so one outlier does not wash out the rest."""
+    finite = np.abs(scores[np.isfinite(scores)])
+    clip = float(np.percentile(finite, CLIP_PERCENTILE)) if finite.size else 0.0
+    return clip if clip > 0 else (float(finite.max()) if finite.size and finite.max() > 0 else 1.0)
+
+
+def subtitle(run: Run) -> str:
+    trace = run.spec.get("trace") or {}
+    n_acc = sum(run.accepted)
+    settings = ", ".join(f"{k}={trace[k]}" for k in ("hessianMode", "factor", "scope") if k in trace)
+    return (f"{run.path} · {len(run.accepted)} responses ({n_acc} accepted, {len(run.accepted) - n_acc} "
+            f"rejected) over {len(set(run.prompt_ids))} prompts · {settings}")
+
+
+# ---- the static part: tables and figures ---------------------------------------------------------
+
+
+def body(run: Run, all_scores: np.ndarray, clip: float) -> str:
+    means = np.array([s[np.isfinite(s)].mean() if np.isfinite(s).any() else np.nan for s in run.scores])
+    acc = np.array(run.accepted, dtype=bool)
+    runs = [run]
+    return "\n".join([
+        "<h2>Quality metrics</h2>",
+        html_table(["Metric", run.name], metric_rows(runs)),
+        f'<p class="sub">Metrics from {escape(run.metrics_source)}; definitions in docs/report.md.</p>',
+        "<h2>Timing and resources</h2>",
+        '<div class="tables">',
+        "<div><h3>Timing (seconds)</h3>" + html_table(["Metric", run.name], timing_rows(runs)) + "</div>",
+        "<div><h3>Resources</h3>" + html_table(["Metric", run.name], resource_rows(runs)) + "</div>",
+        "</div>",
+        "<h2>Scores</h2>",
+        report_svg.token_histogram(all_scores, clip),
+        report_svg.mean_histogram(means[acc], means[~acc]) if means.size else "",
+        "<h2>Configuration</h2>",
+        settings_table(flatten(run.spec), "Setting"),
+        details("Everything else in summary.json", settings_table(other_summary(run.summary), "Field")),
+    ])
+
+
+def html_table(header: list[str], rows: list[Row]) -> str:
+    head = "".join(f"<th>{escape(h)}</th>" for h in header)
+    lines = []
+    for label, cells, bold in rows:
+        wrap = (lambda s: f"<b>{s}</b>") if bold else (lambda s: s)
+        tds = "".join(f'<td class="num">{wrap(escape(c))}</td>' for c in cells)
+        lines.append(f"<tr><td>{wrap(escape(label))}</td>{tds}</tr>")
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(lines)}</tbody></table>"
+
+
+def settings_table(flat: dict[str, Any], key_name: str) -> str:
+    if not flat:
+        return '<p class="sub">(none recorded)</p>'
+    rows = "".join(f"<tr><td>{escape(k)}</td><td>{escape(fmt_setting(v))}</td></tr>" for k, v in flat.items())
+    return f"<table><thead><tr><th>{key_name}</th><th>Value</th></tr></thead><tbody>{rows}</tbody></table>"
+
+
+def other_summary(summary: dict[str, Any], limit: int = 300) -> dict[str, Any]:
+    """Summary fields not shown elsewhere (rows, skipped groups, module sizes, damping...), capped."""
+    rest = {k: v for k, v in summary.items() if k not in SUMMARY_SECTIONS}
+    flat = flatten(rest)
+    return dict(list(flat.items())[:limit])
+
+
+def details(title: str, inner: str) -> str:
+    return f"<details><summary>{escape(title)}</summary>{inner}</details>"
+
+
+# ---- the data the page's script renders ----------------------------------------------------------
+
+
+def payload(run: Run, clip: float, tokenizer: Any = None) -> dict[str, Any]:
+    """Compact response data: prompts indexed once, token texts once per distinct id."""
+    prompts = list(dict.fromkeys(run.prompt_ids))
+    prompt_index = {p: i for i, p in enumerate(prompts)}
+    vocab, sep = token_texts(tokenizer, run.token_ids)
+    responses = [
+        {
+            "p": prompt_index[pid],
+            "r": rid,
+            "w": _num(reward),
+            "a": bool(acc),
+            "m": _num(float(s[np.isfinite(s)].mean()) if np.isfinite(s).any() else None),
+            "i": [int(t) for t in ids],
+            "s": [_num(x) for x in s.tolist()],
+        }
+        for pid, rid, reward, acc, ids, s in zip(run.prompt_ids, run.response_ids, run.rewards, run.accepted,
+                                                 run.token_ids, run.scores, strict=True)
+    ]
+    return {"clip": clip, "page_size": PAGE_SIZE, "collapse_at": COLLAPSE_AT, "prompts": prompts,
+            "vocab": vocab, "sep": sep, "responses": responses}
+
+
+def _num(x: Any) -> float | None:
+    """4 significant digits (what the eye can use) keeps the file small; non-finite becomes null."""
+    if x is None or not math.isfinite(x):
+        return None
+    return float(f"{x:.4g}")
+
+
+def script_json(data: dict[str, Any]) -> str:
+    """JSON safe inside a <script> element: no '<' can close the element or open a comment."""
+    return json.dumps(data, separators=(",", ":"), allow_nan=False).replace("<", "\\u003c")
+
+
+def token_texts(tokenizer: Any, token_ids: list[np.ndarray]) -> tuple[dict[str, str], str]:
+    """Text of every distinct token id, and the separator to put between tokens.
+
+    Byte-level BPE pieces carry their own spaces (separator ""); word-level tokenizers decode each
+    word bare and join words with spaces, which a sample response tells apart.
+    """
+    if tokenizer is None:
+        return {}, " "
+    distinct = sorted({int(t) for ids in token_ids for t in ids})
+    vocab = {str(t): tokenizer.decode([t]) for t in distinct}
+    sample = next((ids for ids in token_ids if len(ids) > 1), None)
+    sep = ""
+    if sample is not None:
+        whole = tokenizer.decode([int(t) for t in sample])
+        pieces = [vocab[str(int(t))] for t in sample]
+        sep = " " if "".join(pieces) != whole and " ".join(pieces) == whole else ""
+    return vocab, sep
+
+
+def load_tokenizer(run: Run) -> Any:
+    """The run's tokenizer from spec.model.path (local files only), or None: the page shows ids."""
+    model = run.spec.get("model")
+    if not isinstance(model, dict) or not model.get("path") or not Path(model["path"]).is_dir():
+        return None
+    try:
+        from influence_trace.api.spec import ModelSpec
+        from influence_trace.io.model_io import load_tokenizer as load
+
+        return load(ModelSpec.model_validate(model))
+    except Exception:  # no transformers, no tokenizer files, an unreadable spec: fall back to ids
+        return None

@@ -1,0 +1,253 @@
+"""The token influence computation, start to finish, for one loaded model and one selection.
+
+Order of work (ALGORITHM.md, "Doing it fast"): capture every module's projected factors in one pass
+over the responses; then, one module at a time, stage its factors on the device, form the response
+gradients, and per scope build the Hessian, factor it, solve for the scope's response gradients and
+score the scope's tokens. Only one module's Hessian exists at a time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from influence_trace.api.spec import TraceSettings
+from influence_trace.planning.options import WorkerOptions
+from influence_trace.trace.capture import Factors, capture_factors, compute_dtype
+from influence_trace.trace.diagnostics import summarize_hinv_dot
+from influence_trace.trace.hessian import build_hessian, response_gradients
+from influence_trace.trace.ledger import MemoryLedger
+from influence_trace.trace.projection import (
+    TracedModule,
+    build_traced_modules,
+    move_projections,
+    projection_bytes,
+)
+from influence_trace.trace.records import ModuleReport, TraceResult
+from influence_trace.trace.scoring import contrast_directions, contrast_matrix, score_tokens
+from influence_trace.trace.selection import Selection
+from influence_trace.trace.solve import damped_cholesky, solve_responses
+from influence_trace.trace.timing import StageTimer
+
+HESSIAN_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+@dataclass
+class Scope:
+    """A contiguous run of responses (and so of token rows) with its contrast coefficients."""
+
+    label: str
+    first: int  # first response index (scope order)
+    last: int  # one past the last response index
+    coeffs: np.ndarray  # R_s x R_s
+
+
+def build_scopes(selection: Selection, trace: TraceSettings) -> list[Scope]:
+    """per_prompt: one scope per group; all_selected: one scope, counts over every selected group."""
+    groups = selection.groups
+    if trace.scope == "all_selected":
+        acc = np.concatenate([g.accepted for g in groups])
+        adv = np.concatenate([g.advantages for g in groups])
+        return [Scope("all_selected", 0, len(acc), contrast_matrix(acc, adv, trace))]
+    scopes, first = [], 0
+    for g in groups:
+        last = first + len(g.responses)
+        coeffs = contrast_matrix(g.accepted, g.advantages, trace)
+        scopes.append(Scope(f"prompt {g.prompt_id!r}", first, last, coeffs))
+        first = last
+    return scopes
+
+
+@contextmanager
+def frozen_weights(model: nn.Module) -> Iterator[None]:
+    """No parameter gets a gradient during capture; flags are restored afterwards."""
+    flags = [p.requires_grad for p in model.parameters()]
+    for p in model.parameters():
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, flag in zip(model.parameters(), flags, strict=True):
+            p.requires_grad_(flag)
+
+
+@contextmanager
+def tf32_matmuls(device: torch.device, allow: bool) -> Iterator[None]:
+    """TF32 matmuls on CUDA exactly when trace.allowTf32 says so, restored afterwards."""
+    if device.type != "cuda":
+        yield
+        return
+    previous = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = allow
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = previous
+
+
+@dataclass
+class _Staged:
+    """One module's factors and response gradients on the device, in the Hessian dtype."""
+
+    u: torch.Tensor  # T x k_out
+    v: torch.Tensor  # T x k_in
+    grads: torch.Tensor  # R x D
+    offsets: list[int]  # R + 1 token offsets
+
+
+def _stage(mod: TracedModule, factors: Factors, dtype: torch.dtype, device: torch.device,
+           ledger: MemoryLedger) -> _Staged:
+    """Copy the module's factors to the device and form G (stage grad_staging)."""
+    host_u, host_v = factors.u[mod.name], factors.v[mod.name]
+    itemsize = torch.finfo(dtype).bits // 8
+    ledger.allocate("factors", (host_u.numel() + host_v.numel()) * itemsize, "grad_staging")
+    u = host_u.to(device=device, dtype=dtype, non_blocking=True)
+    v = host_v.to(device=device, dtype=dtype, non_blocking=True)
+    offsets = [int(x) for x in factors.token_offsets]
+    ledger.allocate("response_grads", (len(offsets) - 1) * mod.dims.dim * itemsize, "grad_staging")
+    return _Staged(u, v, response_gradients(u, v, offsets), offsets)
+
+
+def _inverse_solutions(staged: _Staged, first: int, last: int, trace: TraceSettings, chunk_bytes: int,
+                       ledger: MemoryLedger, where: str) -> tuple[torch.Tensor, float, int]:
+    """(W = H~^-1 G_s^T as D x R_s, damping, retries) for responses [first, last)."""
+    grads = staged.grads[first:last]
+    a, b = staged.offsets[first], staged.offsets[last]
+    hessian = build_hessian(trace.hessian_source, staged.u[a:b], staged.v[a:b], grads, chunk_bytes, ledger)
+    fact = damped_cholesky(hessian, trace.reg_lambda, trace.max_damping_retries, ledger, where)
+    del hessian
+    ledger.free("hessian")
+    solved = solve_responses(fact, grads, ledger)
+    ledger.free("cholesky")
+    return solved, fact.damping, fact.retries
+
+
+def _score_scope(scope: Scope, solved: torch.Tensor, staged: _Staged, scores: torch.Tensor,
+                 ledger: MemoryLedger) -> None:
+    """Add the scope's token scores for this module: M = C W^T, then u_t^T M_o v_t."""
+    dim = staged.grads.shape[1]
+    ledger.allocate("directions", (scope.last - scope.first) * dim * solved.element_size(), "token_scoring")
+    directions = contrast_directions(scope.coeffs, solved.T)
+    a, b = staged.offsets[scope.first], staged.offsets[scope.last]
+    local = [o - a for o in staged.offsets[scope.first : scope.last + 1]]
+    score_tokens(directions, staged.u[a:b], staged.v[a:b], local, scores[a:b])
+    del directions
+    ledger.free("directions")
+
+
+def _global_hinv_dot(staged: _Staged, trace: TraceSettings, chunk_bytes: int, ledger: MemoryLedger,
+                     name: str) -> torch.Tensor:
+    """G H~^-1 G^T over every selected response, with one global Hessian (HINV_DOT)."""
+    count = len(staged.offsets) - 1
+    solved, _, _ = _inverse_solutions(staged, 0, count, trace, chunk_bytes, ledger,
+                                      f"module {name}, HINV_DOT global Hessian")
+    product = (staged.grads @ solved).to(torch.float64)
+    ledger.free("solutions")
+    return product
+
+
+def trace_module(mod: TracedModule, factors: Factors, scopes: list[Scope], trace: TraceSettings,
+                  options: WorkerOptions, ledger: MemoryLedger, timer: StageTimer,
+                  scores: torch.Tensor, hinv_dot: torch.Tensor | None) -> ModuleReport:
+    """All of one module's work; its device buffers are freed before the next module starts."""
+    report = empty_report(mod)
+    device = torch.device(options.device)
+    with timer.stage("grad_staging"):
+        staged = _stage(mod, factors, HESSIAN_DTYPES[trace.hessian_dtype], device, ledger)
+    # Under all_selected the scope's Hessian is the global one: reuse its solutions for HINV_DOT.
+    reuse_for_diag = (
+        hinv_dot is not None and trace.scope == "all_selected" and trace.hessian_mode == "inverse"
+    )
+    for scope in scopes:
+        if trace.hessian_mode == "identity":
+            solved = staged.grads[scope.first : scope.last].T
+        else:
+            with timer.stage("hessian_solve"):
+                where = f"module {mod.name}, scope {scope.label}"
+                solved, damping, retries = _inverse_solutions(
+                    staged, scope.first, scope.last, trace, options.chunk_bytes, ledger, where
+                )
+            report.damping.append(damping)
+            report.retries += retries
+            if reuse_for_diag:
+                hinv_dot += (staged.grads @ solved).to(torch.float64)
+        with timer.stage("token_scoring"):
+            _score_scope(scope, solved, staged, scores, ledger)
+        del solved
+        ledger.free("solutions")
+    if hinv_dot is not None and not reuse_for_diag:
+        with timer.stage("hessian_solve"):
+            hinv_dot += _global_hinv_dot(staged, trace, options.chunk_bytes, ledger, mod.name)
+    del staged
+    ledger.free("factors")
+    ledger.free("response_grads")
+    return report
+
+
+def _progress(items: list, enabled: bool, desc: str):
+    if not enabled:
+        return items
+    from tqdm.auto import tqdm
+
+    return tqdm(items, desc=desc, unit="module", leave=False)
+
+
+def run_trace(model: nn.Module, selection: Selection, trace: TraceSettings, options: WorkerOptions,
+              ledger: MemoryLedger, timer: StageTimer, factors: Factors | None = None,
+              on_captured: Callable[[Factors], None] | None = None) -> TraceResult:
+    """Scores for every token of every selected response (float64, summed over traced modules).
+
+    Resume seam: ``factors`` (captured earlier for the same selection and settings) skips capture;
+    ``on_captured`` receives freshly captured factors before the Hessian work that may run out of memory.
+    """
+    device = torch.device(options.device)
+    responses = selection.responses
+    accepted = {
+        r.response_id: bool(a) for g in selection.groups for r, a in zip(g.responses, g.accepted, strict=True)
+    }
+    traced = build_traced_modules(model, list(trace.modules), trace.factor, trace.max_hessian_dim,
+                                  trace.seed, compute_dtype(trace))
+    ledger.allocate("weights", sum(p.numel() * p.element_size() for p in model.parameters()), "setup")
+    if not responses:
+        return TraceResult({}, accepted, [empty_report(t) for t in traced], 0)
+    ledger.allocate("projections", projection_bytes(traced), "setup")
+    move_projections(traced, device)
+    scopes = build_scopes(selection, trace)
+    with tf32_matmuls(device, trace.allow_tf32):
+        if factors is None:
+            with timer.stage("logprob_backward"), frozen_weights(model):
+                factors = capture_factors(model, selection, traced, trace, options, ledger)
+            ledger.free("capture_batch")
+            if on_captured is not None:
+                on_captured(factors)
+        total = int(factors.token_offsets[-1])
+        ledger.allocate("token_scores", total * 8, "token_scoring")
+        scores = torch.zeros(total, dtype=torch.float64, device=device)
+        hinv_dot = None
+        if trace.debug_hessian_similarity:
+            hinv_dot = torch.zeros((len(responses), len(responses)), dtype=torch.float64, device=device)
+        reports = [
+            trace_module(mod, factors, scopes, trace, options, ledger, timer, scores, hinv_dot)
+            for mod in _progress(traced, options.progress, "modules")
+        ]
+    host = scores.cpu().numpy()
+    offsets = factors.token_offsets
+    result = TraceResult(
+        {r.response_id: host[offsets[i] : offsets[i + 1]].copy() for i, r in enumerate(responses)},
+        accepted,
+        reports,
+        len(scopes),
+    )
+    if hinv_dot is not None:
+        result.diagnostics = summarize_hinv_dot(hinv_dot.cpu().numpy(), selection)
+    return result
+
+
+def empty_report(mod: TracedModule) -> ModuleReport:
+    d = mod.dims
+    return ModuleReport(d.name, d.in_features, d.out_features, d.k_in, d.k_out)

@@ -1,1 +1,0 @@
-"""The GPU worker: the token influence computation (torch). One module per step of ALGORITHM.md."""
