@@ -62,3 +62,20 @@ def test_bad_pools_file(tmp_path: Path) -> None:
     pools.write_text("pools:\n  - name: x\n")
     out = cli(str(EXAMPLE), "--pools", str(pools))
     assert out.returncode == 78 and str(pools) in out.stderr and "gpuMemoryBytes" in out.stderr
+
+
+def test_several_manifests(tmp_path: Path) -> None:
+    examples = sorted(EXAMPLE.parent.glob("*.yaml"))
+    out = cli(*map(str, examples), "--json")
+    assert out.returncode == 0, out.stderr
+    answers = json.loads(out.stdout)
+    assert [a["manifest"] for a in answers] == [str(p) for p in examples]
+    assert all(a["pool"] == "h100" for a in answers)
+    table = cli(*map(str, examples))
+    assert table.stdout.count("== ") == len(examples) and table.stdout.count("pool: h100") == len(examples)
+    data = yaml.safe_load(EXAMPLE.read_text())
+    data["spec"]["trace"]["factor"] = 0
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(data))
+    mixed = cli(str(EXAMPLE), str(bad))
+    assert mixed.returncode == 65 and "pool: h100" in mixed.stdout and "spec.trace.factor" in mixed.stderr

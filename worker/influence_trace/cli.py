@@ -18,7 +18,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "demo": ("influence_trace.demo.command", "main", "build a small model and rollouts and trace them"),
     "report": ("influence_trace.report.html", "main", "write a self-contained HTML report of a run"),
     "compare": ("influence_trace.report.compare", "main", "put several runs side by side"),
-    "crd": ("influence_trace.api.crd", "main", "print the CRD generated from the spec"),
+    "crd": ("influence_trace.api.crd", "main", "print the CRD (or --reference) generated from the spec"),
 }
 
 
@@ -28,7 +28,7 @@ def _add_arguments(name: str, sub: argparse.ArgumentParser) -> None:
         sub.add_argument("--nproc", type=int, default=None, help="processes (default: resources.gpus)")
         sub.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     elif name == "estimate":
-        sub.add_argument("manifest", help="InfluenceTrace manifest (YAML)")
+        sub.add_argument("manifests", nargs="+", metavar="manifest", help="InfluenceTrace manifests (YAML)")
         sub.add_argument("--pools", default=None, help="YAML file with the pool table")
         sub.add_argument("--json", action="store_true", help="print JSON instead of a table")
     elif name == "operator":
@@ -46,6 +46,8 @@ def _add_arguments(name: str, sub: argparse.ArgumentParser) -> None:
         sub.add_argument("--json", action="store_true", help="print JSON instead of markdown")
     elif name == "crd":
         sub.add_argument("--out", default=None, help="write to this file instead of stdout")
+        sub.add_argument("--reference", action="store_true",
+                         help="the manifest's field reference (Markdown) instead of the CRD")
 
 
 def build_parser() -> argparse.ArgumentParser:

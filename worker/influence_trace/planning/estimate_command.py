@@ -1,5 +1,7 @@
-"""``influence-trace estimate MANIFEST [--pools FILE] [--json]``: the memory estimate and the pool.
+"""``influence-trace estimate MANIFEST... [--pools FILE] [--json]``: the memory estimate and the pool.
 
+Several manifests are estimated one after another: the tables each under a ``== FILE ==`` line, the
+JSON as a list of answers each with its ``manifest``; the exit code is the highest of theirs.
 Exit codes: 0 a pool fits; 3 no allowed pool fits (the reason names a factor or maxHessianDim that
 would); 65 the manifest is invalid or gives nothing to estimate from (the message names the field);
 78 the pool table is invalid (the message names the file and field). No torch is imported.
@@ -96,7 +98,26 @@ def run(manifest: str, pools_file: str | None, as_json: bool) -> tuple[int, str]
     return (EXIT_FITS if placement.pool else EXIT_NO_POOL), text
 
 
-def main(args: argparse.Namespace) -> int:
-    code, text = run(args.manifest, args.pools, args.json)
+def _print(code: int, text: str) -> None:
     print(text, file=sys.stdout if code in (EXIT_FITS, EXIT_NO_POOL) else sys.stderr)
-    return code
+
+
+def main(args: argparse.Namespace) -> int:
+    manifests: list[str] = args.manifests
+    if len(manifests) == 1:
+        code, text = run(manifests[0], args.pools, args.json)
+        _print(code, text)
+        return code
+    codes, answers = [], []
+    for manifest in manifests:
+        code, text = run(manifest, args.pools, args.json)
+        codes.append(code)
+        if code not in (EXIT_FITS, EXIT_NO_POOL):
+            _print(code, text)
+        elif args.json:
+            answers.append({"manifest": manifest, **json.loads(text)})
+        else:
+            _print(code, f"== {manifest} ==\n{text}\n")
+    if args.json:
+        print(json.dumps(answers, indent=2))
+    return max(codes)
