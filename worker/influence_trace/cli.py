@@ -18,7 +18,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "demo": ("influence_trace.demo.command", "main", "build a small model and rollouts and trace them"),
     "report": ("influence_trace.report.html", "main", "write a self-contained HTML report of a run"),
     "compare": ("influence_trace.report.compare", "main", "put several runs side by side"),
-    "crd": ("influence_trace.api.crd", "main", "print the CRD (or --reference) generated from the spec"),
+    "crd": ("influence_trace.api.reference", "main", "print the CRD (or --reference) made from the spec"),
 }
 
 

@@ -203,13 +203,8 @@ def render() -> str:
 
 
 def main(args: argparse.Namespace) -> int:
-    """``influence-trace crd [--reference] [--out FILE]``: print or write the CRD (or the field reference)."""
-    if getattr(args, "reference", False):
-        from influence_trace.api import reference  # imports this module
-
-        text = reference.render()
-    else:
-        text = render()
+    """``influence-trace crd [--out FILE]``: print or write the generated CRD."""
+    text = render()
     if getattr(args, "out", None):
         Path(args.out).write_text(text)
     else:

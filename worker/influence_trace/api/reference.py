@@ -7,10 +7,13 @@ test fails when the committed file is stale, as for the CRD.
 
 from __future__ import annotations
 
+import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
+from influence_trace.api import crd
 from influence_trace.api.crd import openapi_schema
 
 REFERENCE_PATH = Path(__file__).resolve().parents[3] / "docs" / "reference.md"
@@ -111,3 +114,15 @@ def render() -> str:
                       "Written by the operator only (the status subresource).")
     return "\n".join(lines)
 
+
+
+def main(args: argparse.Namespace) -> int:
+    """``influence-trace crd [--reference] [--out FILE]``: the CRD, or with --reference this reference."""
+    if not getattr(args, "reference", False):
+        return crd.main(args)
+    text = render()
+    if getattr(args, "out", None):
+        Path(args.out).write_text(text)
+    else:
+        sys.stdout.write(text)
+    return 0
