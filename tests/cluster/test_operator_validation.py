@@ -45,6 +45,9 @@ CASES = [
     ("spec.trace.maxHessianDim", -2, "spec.trace.maxHessianDim"),
     ("spec.rollouts.generate", {"promptsPath": "/p.jsonl", "topP": 0}, "spec.rollouts.generate.topP"),
     ("spec.trace.hessianDtype", "bfloat16", "spec.trace.hessianDtype"),
+    ("spec.training", {"steps": 3}, "spec.training.steps"),
+    ("spec.training", {"optimizer": {"betas": [0.9]}}, "spec.training.optimizer.betas"),
+    ("spec.rollouts.stepPaths", ["/a.jsonl", "/b.jsonl"], "spec.rollouts.stepPaths"),
 ]
 
 

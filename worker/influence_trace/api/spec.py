@@ -96,10 +96,16 @@ class GenerateSpec(ApiModel):
 
 
 PATH_OR_GENERATE = Rule(
-    cel="has(self.path) || has(self.generate)",
-    holds=lambda r: r.path is not None or r.generate is not None,
-    message="give rollouts.path, rollouts.generate, or both",
+    cel="has(self.path) || has(self.generate) || has(self.stepPaths)",
+    holds=lambda r: r.path is not None or r.generate is not None or r.step_paths is not None,
+    message="give rollouts.path, rollouts.generate, or both (or rollouts.stepPaths, a file per step)",
     reason="FieldValueRequired",
+)
+STEP_PATHS_ALONE = Rule(
+    cel="!has(self.stepPaths) || (!has(self.path) && !has(self.generate))",
+    holds=lambda r: r.step_paths is None or (r.path is None and r.generate is None),
+    message="rollouts.stepPaths replaces rollouts.path and rollouts.generate; give only one of them",
+    field_path=".stepPaths",
 )
 SELF_SCALE_NEEDS_EXCLUSION = Rule(
     cel="!has(self.selfInfluenceScale) || self.selfInfluenceScale == 0.0 "
@@ -113,16 +119,20 @@ SELF_SCALE_NEEDS_EXCLUSION = Rule(
 class RolloutsSpec(ApiModel):
     """The responses to trace: read from a file, or generated first."""
 
-    model_config = ConfigDict(json_schema_extra=validations(PATH_OR_GENERATE))
+    model_config = ConfigDict(json_schema_extra=validations(PATH_OR_GENERATE, STEP_PATHS_ALONE))
 
     path: str | None = Field(None, min_length=1, description="JSONL or Parquet, one row per response.")
     tokens_estimate: int | None = Field(None, ge=1, description="Response tokens, for the memory model.")
     max_prompts: int = Field(0, ge=0, description="Trace at most this many selected groups (0 = all).")
     generate: GenerateSpec | None = Field(None, description="Generate the rollouts with the model first.")
+    step_paths: list[Annotated[str, Field(min_length=1)]] | None = Field(
+        None, min_length=1, max_length=10000,
+        description="One rollouts file per training step (training.steps entries).",
+    )
 
     @model_validator(mode="after")
     def _rules(self) -> RolloutsSpec:
-        check_rules(self, (PATH_OR_GENERATE,))
+        check_rules(self, (PATH_OR_GENERATE, STEP_PATHS_ALONE))
         return self
 
 
@@ -222,8 +232,57 @@ class PodSpecExtras(ApiModel):
     annotations: dict[str, str] = Field(default_factory=dict, description="Extra pod annotations.")
 
 
+class AdamWSpec(ApiModel):
+    """The policy update's optimizer (torch's AdamW with decoupled weight decay, then norm clipping)."""
+
+    lr: float = Field(1e-6, ge=0.0, le=1.0, description="Learning rate.")
+    betas: list[Annotated[float, Field(ge=0.0, lt=1.0)]] = Field(
+        default_factory=lambda: [0.9, 0.999], min_length=2, max_length=2,
+        description="Decay rates of the first and second moment estimates.",
+    )
+    eps: float = Field(1e-8, gt=0.0, le=1.0, description="Added to the second moment's square root.")
+    weight_decay: float = Field(0.0, ge=0.0, le=1.0, description="Decoupled weight decay.")
+    grad_clip: float = Field(1.0, ge=0.0, description="Clip the global gradient norm to this (0 = none).")
+
+
+class TrainingSpec(ApiModel):
+    """Several RL steps: trace on the current weights, then update the policy (docs/algorithm.md)."""
+
+    steps: int = Field(1, ge=1, le=10000, description="Training steps, each traced.")
+    ppo_epochs: int = Field(1, ge=1, le=64, description="Passes over a step's mini-batches.")
+    skip_optimizer_step: bool = Field(False, description="Trace every step without updating the weights.")
+    mini_batch_size: int = Field(
+        0, ge=0, description="Responses per optimizer step (0 = all of a step's traced responses)."
+    )
+    optimizer: AdamWSpec = Field(default_factory=AdamWSpec, description="AdamW settings.")
+    checkpoint_every: int = Field(
+        1, ge=1, description="Save weights and optimizer state every this many steps (and after the last)."
+    )
+
+
+STEPS_NEED_ROLLOUTS = Rule(
+    cel="!has(self.training) || !has(self.training.steps) || self.training.steps <= 1 "
+    "|| has(self.rollouts.generate) || has(self.rollouts.stepPaths)",
+    holds=lambda s: s.training is None or s.training.steps <= 1 or s.rollouts.generate is not None
+    or s.rollouts.step_paths is not None,
+    message="training.steps > 1 needs rollouts.generate (each step samples from the current policy) "
+    "or rollouts.stepPaths (one rollouts file per step)",
+    field_path=".training.steps",
+)
+STEP_PATHS_MATCH_STEPS = Rule(
+    cel="!has(self.rollouts.stepPaths) || size(self.rollouts.stepPaths) == "
+    "(has(self.training) && has(self.training.steps) ? self.training.steps : 1)",
+    holds=lambda s: s.rollouts.step_paths is None
+    or len(s.rollouts.step_paths) == (s.training.steps if s.training else 1),
+    message="rollouts.stepPaths needs exactly one file per training step (training.steps entries)",
+    field_path=".rollouts.stepPaths",
+)
+
+
 class InfluenceTraceSpec(ApiModel):
     """The spec of an InfluenceTrace."""
+
+    model_config = ConfigDict(json_schema_extra=validations(STEPS_NEED_ROLLOUTS, STEP_PATHS_MATCH_STEPS))
 
     model: ModelSpec
     rollouts: RolloutsSpec
@@ -232,6 +291,12 @@ class InfluenceTraceSpec(ApiModel):
     storage: StorageSpec = Field(default_factory=StorageSpec)
     output: OutputSpec
     pod: PodSpecExtras = Field(default_factory=PodSpecExtras)
+    training: TrainingSpec | None = Field(None, description="Several traced RL steps (absent: one step).")
+
+    @model_validator(mode="after")
+    def _rules(self) -> InfluenceTraceSpec:
+        check_rules(self, (STEPS_NEED_ROLLOUTS, STEP_PATHS_MATCH_STEPS))
+        return self
 
 
 class ObjectMeta(BaseModel):
