@@ -17,10 +17,11 @@ from pathlib import Path
 
 import pytest
 import yaml
-from tests.conftest import manifest_dict
 from influence_trace.api.spec import parse_manifest
 from influence_trace.planning.memory_model import EstimateOptions, estimate, resolve_shapes, weight_bytes
 from influence_trace.planning.workload import from_rollouts_file
+
+from tests.conftest import manifest_dict
 
 pytestmark = pytest.mark.slow
 

@@ -129,8 +129,8 @@ def _schema_of(model: type[BaseModel]) -> dict[str, Any]:
     return _structural(schema, defs)
 
 
-def openapi_schema() -> dict[str, Any]:
-    """The openAPIV3Schema of the CRD's one version."""
+def _marked_schema() -> dict[str, Any]:
+    """The openAPIV3Schema with the fields' printer-column marks still in it."""
     schema: dict[str, Any] = {
         "type": "object",
         "description": "A token-influence trace of an LLM's RL rollouts, run by the operator.",
@@ -145,6 +145,18 @@ def openapi_schema() -> dict[str, Any]:
     }
     schema["x-kubernetes-validations"] = [dict(SPEC_IMMUTABLE)]
     return schema
+
+
+def openapi_schema() -> dict[str, Any]:
+    """The openAPIV3Schema of the CRD's one version."""
+    schema = _marked_schema()
+    pop_printer_columns(schema)
+    return schema
+
+
+def printer_columns() -> list[dict[str, Any]]:
+    """``kubectl get`` columns: the fields marked with rules.column, in their order, then Age."""
+    return [*pop_printer_columns(_marked_schema()), AGE_COLUMN]
 
 
 def pop_printer_columns(node: dict[str, Any], path: str = "") -> list[dict[str, Any]]:
@@ -164,8 +176,6 @@ def pop_printer_columns(node: dict[str, Any], path: str = "") -> list[dict[str, 
 
 def build_crd() -> dict[str, Any]:
     """The whole CustomResourceDefinition object."""
-    schema = openapi_schema()
-    columns = [*pop_printer_columns(schema), AGE_COLUMN]
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
@@ -187,8 +197,8 @@ def build_crd() -> dict[str, Any]:
                     "served": True,
                     "storage": True,
                     "subresources": {"status": {}},
-                    "additionalPrinterColumns": columns,
-                    "schema": {"openAPIV3Schema": schema},
+                    "additionalPrinterColumns": printer_columns(),
+                    "schema": {"openAPIV3Schema": openapi_schema()},
                 }
             ],
         },
