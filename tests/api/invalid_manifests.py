@@ -58,7 +58,13 @@ def pydantic_refusal(body: dict[str, Any]) -> str | None:
 
 
 def names_field(message: str, field: str) -> bool:
-    """Whether a refusal names the field: its full path, or its parent's path with the leaf's name
-    (pydantic reports a cross-field rule at the model that holds both fields)."""
-    parent, _, leaf = field.rpartition(".")
-    return field in message or any(f"{parent}:" in line and leaf in line for line in message.splitlines())
+    """Whether a refusal names the field: its full path, or, on the line of one of its ancestors (where
+    pydantic reports a cross-field rule), the rest of its path."""
+    if field in message:
+        return True
+    parts = field.split(".")
+    for cut in range(1, len(parts)):
+        ancestor, rest = ".".join(parts[:cut]), ".".join(parts[cut:])
+        if any(line.strip().startswith(f"{ancestor}:") and rest in line for line in message.splitlines()):
+            return True
+    return False

@@ -27,7 +27,7 @@ def test_the_valid_base_is_accepted() -> None:
 def test_each_rule_reaches_the_crd_once_with_the_pydantic_message() -> None:
     schema = crd.openapi_schema()
     spec = schema["properties"]["spec"]["properties"]
-    assert spec["rollouts"]["x-kubernetes-validations"] == [PATH_OR_GENERATE.openapi()]
+    assert spec["rollouts"]["x-kubernetes-validations"].count(PATH_OR_GENERATE.openapi()) == 1
     assert spec["trace"]["x-kubernetes-validations"] == [SELF_SCALE_NEEDS_EXCLUSION.openapi()]
     with pytest.raises(ValueError, match=PATH_OR_GENERATE.message):
         RolloutsSpec()
