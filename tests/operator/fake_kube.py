@@ -1,0 +1,118 @@
+"""An in-memory stand-in for the operator's ``Kube``, for faults the real API server will not produce on
+demand: a status write that loses a race (409) again and again, a Job name held by a foreign object, a
+Job that vanishes between two calls. Every cluster behaviour the operator relies on is also tested
+against the real control plane (tests/cluster/); this fake only has to be faithful where it is used.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+from typing import Any
+
+from influence_trace_operator import labels as L
+from kubernetes.client.rest import ApiException
+
+
+def conflict() -> ApiException:
+    return ApiException(status=409, reason="Conflict")
+
+
+class FakeKube:
+    """Traces, Jobs, Pods, ConfigMaps, Services and Events in dicts, with resourceVersions."""
+
+    def __init__(self) -> None:
+        self.traces: dict[tuple[str, str], dict[str, Any]] = {}
+        self.jobs: dict[tuple[str, str], dict[str, Any]] = {}
+        self.pods: dict[tuple[str, str], list[dict[str, Any]]] = {}  # by (namespace, job name)
+        self.configmaps: dict[tuple[str, str], dict[str, Any]] = {}
+        self.services: dict[tuple[str, str], dict[str, Any]] = {}
+        self.events: list[tuple[str, str, str]] = []
+        self.status_writes = 0
+        self.conflicts_to_inject = 0  # the next N status writes fail with 409
+        self._versions = itertools.count(1)
+        self._uids = itertools.count(1)
+
+    # ---- test set-up -------------------------------------------------------------------------
+    def add_trace(self, body: dict[str, Any]) -> dict[str, Any]:
+        obj = copy.deepcopy(body)
+        meta = obj["metadata"]
+        meta.setdefault("uid", f"trace-uid-{next(self._uids)}")
+        meta["resourceVersion"] = str(next(self._versions))
+        meta.setdefault("generation", 1)
+        self.traces[(meta["namespace"], meta["name"])] = obj
+        return obj
+
+    def finish_job(self, namespace: str, name: str, state: str, pod: dict[str, Any]) -> None:
+        """The Job controller's verdict (Complete/Failed) and the pod it ran."""
+        job = self.jobs[(namespace, name)]
+        job["status"] = {"conditions": [{"type": state, "status": "True"}]}
+        self.pods[(namespace, name)] = [pod]
+
+    def foreign_job(self, namespace: str, name: str) -> None:
+        """A Job of that name owned by some other object (e.g. a deleted trace of the same name)."""
+        self.jobs[(namespace, name)] = {
+            "metadata": {"name": name, "namespace": namespace, "uid": "other",
+                         "ownerReferences": [{"uid": "someone-else"}]},
+            "status": {},
+        }
+
+    def status_of(self, namespace: str, name: str) -> dict[str, Any]:
+        return self.traces[(namespace, name)].get("status") or {}
+
+    # ---- the Kube interface ------------------------------------------------------------------
+    def get_trace(self, namespace: str, name: str) -> dict[str, Any] | None:
+        obj = self.traces.get((namespace, name))
+        return copy.deepcopy(obj) if obj is not None else None
+
+    def list_traces(self, namespaces: list[str] | None) -> list[dict[str, Any]]:
+        return [copy.deepcopy(o) for (ns, _), o in self.traces.items() if not namespaces or ns in namespaces]
+
+    def replace_status(self, trace: dict[str, Any], status: dict[str, Any]) -> None:
+        meta = trace["metadata"]
+        current = self.traces[(meta["namespace"], meta["name"])]
+        if self.conflicts_to_inject > 0 or meta["resourceVersion"] != current["metadata"]["resourceVersion"]:
+            self.conflicts_to_inject = max(0, self.conflicts_to_inject - 1)
+            current["metadata"]["resourceVersion"] = str(next(self._versions))  # someone else wrote
+            raise conflict()
+        current["status"] = copy.deepcopy(status)
+        current["metadata"]["resourceVersion"] = str(next(self._versions))
+        self.status_writes += 1
+
+    def get_job(self, namespace: str, name: str) -> dict[str, Any] | None:
+        job = self.jobs.get((namespace, name))
+        return copy.deepcopy(job) if job is not None else None
+
+    def create_job(self, body: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+        key = (body["metadata"]["namespace"], body["metadata"]["name"])
+        if key in self.jobs:
+            return copy.deepcopy(self.jobs[key]), False
+        job = copy.deepcopy(body)
+        job["metadata"]["uid"] = f"job-uid-{next(self._uids)}"
+        job["status"] = {}
+        self.jobs[key] = job
+        return copy.deepcopy(job), True
+
+    def delete_job(self, namespace: str, name: str) -> None:
+        self.jobs.pop((namespace, name), None)
+        self.pods.pop((namespace, name), None)
+
+    def ensure_configmap(self, body: dict[str, Any]) -> None:
+        self.configmaps.setdefault((body["metadata"]["namespace"], body["metadata"]["name"]), body)
+
+    def ensure_service(self, body: dict[str, Any]) -> None:
+        self.services.setdefault((body["metadata"]["namespace"], body["metadata"]["name"]), body)
+
+    def job_pods(self, namespace: str, job: str) -> list[dict[str, Any]]:
+        return copy.deepcopy(self.pods.get((namespace, job), []))
+
+    def post_event(self, trace: dict[str, Any], kind: str, reason: str, message: str) -> None:
+        self.events.append((kind, reason, message))
+
+
+def owned_by(job: dict[str, Any], trace: dict[str, Any]) -> bool:
+    return any(o.get("uid") == trace["metadata"]["uid"] for o in job["metadata"].get("ownerReferences", []))
+
+
+def trace_name_of(job: dict[str, Any]) -> str | None:
+    return (job["metadata"].get("annotations") or {}).get(L.TRACE_NAME)

@@ -1,0 +1,146 @@
+"""The Reconciler's passes against an in-memory Kube (tests/operator/fake_kube.py): races, adoption,
+recreation, foreign owners and outcomes, decided without a cluster. The same flows run against the
+real control plane in tests/cluster/; these pin the decisions and the faults the API cannot stage."""
+
+from __future__ import annotations
+
+import inspect
+import json
+
+import pytest
+from influence_trace_operator.api import Kube
+from influence_trace_operator.reconcile import CONFLICT_RETRIES, Reconciler
+from influence_trace_operator.settings import OperatorSettings
+
+from tests.operator.fake_kube import FakeKube, owned_by, trace_name_of
+from tests.operator.operator_builders import H100, H200, pod, trace_dict
+
+NS, NAME = "team-a", "demo"
+
+
+@pytest.fixture()
+def kube() -> FakeKube:
+    fake = FakeKube()
+    fake.add_trace(trace_dict())
+    return fake
+
+
+@pytest.fixture()
+def reconciler(kube: FakeKube) -> Reconciler:
+    return Reconciler(kube, OperatorSettings(), [H100, H200])  # type: ignore[arg-type]
+
+
+def success_pod() -> dict:
+    message = {"rowsEmitted": 12, "outputPath": "/workspace/out", "timings": {"step_total": 3.0},
+               "peakGpuBytes": 1000, "peakHostBytes": 2000, "metrics": {"auc": 0.75}}
+    return pod("Succeeded", exit_code=0, reason="Completed", message=json.dumps(message))
+
+
+def gpu_oom_pod() -> dict:
+    message = {"reason": "GPUOutOfMemory", "stage": "hessian_solve", "message": "CUDA out of memory"}
+    return pod("Failed", exit_code=75, message=json.dumps(message))
+
+
+def test_first_pass_places_launches_and_writes_status_once(kube: FakeKube, reconciler: Reconciler) -> None:
+    reconciler.reconcile(NS, NAME)
+    status = kube.status_of(NS, NAME)
+    assert (status["phase"], status["attempt"], status["pool"]) == ("Pending", 1, "h100")
+    assert kube.status_writes == 1
+    (job,) = kube.jobs.values()
+    assert job["metadata"]["name"] == "demo-a1" and owned_by(job, kube.traces[(NS, NAME)])
+    assert trace_name_of(job) == NAME and len(kube.configmaps) == 1
+    assert [e[1] for e in kube.events] == ["JobCreated"]
+
+
+def test_a_second_pass_with_nothing_new_writes_nothing(kube: FakeKube, reconciler: Reconciler) -> None:
+    reconciler.reconcile(NS, NAME)
+    reconciler.reconcile(NS, NAME)
+    assert kube.status_writes == 1 and len(kube.jobs) == 1 and len(kube.events) == 1
+
+
+def test_a_lost_status_race_rereads_and_converges(kube: FakeKube, reconciler: Reconciler) -> None:
+    kube.conflicts_to_inject = 2
+    reconciler.reconcile(NS, NAME)
+    assert kube.status_writes == 1 and kube.status_of(NS, NAME)["attempt"] == 1
+    assert len(kube.jobs) == 1  # the passes that lost adopted the Job the first one created
+    assert [e[1] for e in kube.events] == ["JobAdopted"]
+
+
+def test_endless_conflicts_give_up_after_the_retries_without_writing(kube: FakeKube,
+                                                                    reconciler: Reconciler) -> None:
+    kube.conflicts_to_inject = CONFLICT_RETRIES
+    reconciler.reconcile(NS, NAME)
+    assert kube.status_writes == 0 and kube.status_of(NS, NAME) == {} and kube.events == []
+    reconciler.reconcile(NS, NAME)  # the next event or resync converges
+    assert kube.status_of(NS, NAME)["phase"] == "Pending"
+
+
+def test_a_job_created_before_a_crash_is_adopted(kube: FakeKube, reconciler: Reconciler) -> None:
+    reconciler.reconcile(NS, NAME)
+    trace = kube.traces[(NS, NAME)]
+    trace.pop("status")  # as if the operator died after creating the Job, before writing status
+    reconciler.reconcile(NS, NAME)
+    assert len(kube.jobs) == 1 and kube.status_of(NS, NAME)["attempt"] == 1
+    assert kube.events[-1][1] == "JobAdopted"
+
+
+def test_a_missing_job_named_in_status_is_recreated(kube: FakeKube, reconciler: Reconciler) -> None:
+    reconciler.reconcile(NS, NAME)
+    kube.jobs.clear()  # deleted, or the operator crashed between status and Job
+    reconciler.reconcile(NS, NAME)
+    assert list(kube.jobs) == [(NS, "demo-a1")]
+    assert "Created missing Job demo-a1" in kube.events[-1][2]
+
+
+def test_a_job_name_held_by_a_foreign_object_is_never_adopted(kube: FakeKube, reconciler: Reconciler) -> None:
+    kube.foreign_job(NS, "demo-a1")
+    reconciler.reconcile(NS, NAME)
+    assert kube.status_writes == 0  # waits; nothing is recorded as this trace's Job
+    assert kube.jobs[(NS, "demo-a1")]["metadata"]["uid"] == "other"
+
+
+def test_success_records_the_worker_result(kube: FakeKube, reconciler: Reconciler) -> None:
+    reconciler.reconcile(NS, NAME)
+    kube.finish_job(NS, "demo-a1", "Complete", success_pod())
+    reconciler.reconcile(NS, NAME)
+    status = kube.status_of(NS, NAME)
+    assert status["phase"] == "Succeeded"
+    assert status["result"]["rowsEmitted"] == 12 and status["result"]["metrics"] == {"auc": 0.75}
+    assert status["attempts"][0]["outcome"] == "Succeeded"
+
+
+def test_gpu_oom_escalates_to_the_next_pool(kube: FakeKube, reconciler: Reconciler) -> None:
+    reconciler.reconcile(NS, NAME)
+    kube.finish_job(NS, "demo-a1", "Failed", gpu_oom_pod())
+    reconciler.reconcile(NS, NAME)
+    status = kube.status_of(NS, NAME)
+    assert (status["phase"], status["attempt"], status["pool"]) == ("Escalating", 2, "h200")
+    assert [a["outcome"] for a in status["attempts"]] == ["GPUOutOfMemory", "Running"]
+    assert (NS, "demo-a2") in kube.jobs
+    kube.finish_job(NS, "demo-a2", "Failed", gpu_oom_pod())
+    reconciler.reconcile(NS, NAME)
+    assert kube.status_of(NS, NAME)["phase"] == "Failed"  # no larger pool is left
+
+
+def test_an_unparseable_spec_fails_with_a_reason_and_no_job(kube: FakeKube, reconciler: Reconciler) -> None:
+    kube.traces[(NS, NAME)]["spec"]["trace"] = {"factor": 0}
+    reconciler.reconcile(NS, NAME)
+    status = kube.status_of(NS, NAME)
+    assert status["phase"] == "Failed" and "spec.trace.factor" in status["message"]
+    assert kube.jobs == {}
+    assert any(c["type"] == "Failed" and c["reason"] == "InvalidSpec" for c in status["conditions"])
+
+
+def test_a_deleted_trace_is_left_alone(kube: FakeKube, reconciler: Reconciler) -> None:
+    kube.traces.clear()
+    reconciler.reconcile(NS, NAME)
+    assert kube.jobs == {} and kube.events == []
+
+
+def test_the_fake_offers_every_call_of_the_real_kube() -> None:
+    """The fake stays faithful to the interface: a call added to Kube must be added here too."""
+    real = {n: f for n, f in vars(Kube).items() if callable(f) and not n.startswith("_")}
+    for name, func in real.items():
+        assert hasattr(FakeKube, name), f"FakeKube lacks Kube.{name}"
+        assert list(inspect.signature(getattr(FakeKube, name)).parameters) == list(
+            inspect.signature(func).parameters), name
