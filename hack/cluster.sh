@@ -9,6 +9,9 @@
 # Usage: hack/cluster.sh <command>
 #   build       build the pinned binaries into the cache (no-op when present)
 #   up          build if needed, start or reuse the cluster, create GPU nodes, wait until ready
+#               (--with-kueue: also build and start Kueue, its CRDs, flavors h100/h200 and a ClusterQueue)
+#   build-kueue build the pinned Kueue controller into the cache (no-op when present)
+#   kueue-down  stop Kueue and strip its finalizers from Kueue objects (the cluster keeps running)
 #   down        stop the cluster and remove its state
 #   status      exit 0 when the cluster answers, 1 otherwise
 #   kubeconfig  print the kubeconfig path
@@ -24,6 +27,7 @@
 #   GPU_NODES_PER_POOL     fake nodes per GPU pool (default: 2)
 #   CPU_NODES              untainted CPU nodes (default: 1)
 #   BUILD_PARALLELISM      go build -p value (default: 2)
+#   KUEUE_CLUSTER_QUEUE    name of the ClusterQueue `up --with-kueue` creates (default: influencetrace)
 set -euo pipefail
 
 HACK_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -40,6 +44,7 @@ K8S_DIR="${CACHE_ROOT}/k8s-${KUBE_VERSION}"
 ETCD_DIR="${CACHE_ROOT}/etcd-${ETCD_VERSION}"
 KWOK_DIR="${CACHE_ROOT}/kwok-${KWOK_VERSION}"
 HELM_DIR="${CACHE_ROOT}/helm-${HELM_VERSION}"
+KUEUE_DIR="${CACHE_ROOT}/kueue-${KUEUE_VERSION}"
 BIN_DIR="${CACHE_ROOT}/bin/k8s-${KUBE_VERSION}_etcd-${ETCD_VERSION}_kwok-${KWOK_VERSION}_helm-${HELM_VERSION}"
 SRC_DIR="${CACHE_ROOT}/src"
 LOG_DIR="${CACHE_ROOT}/build-logs"
@@ -219,6 +224,39 @@ build_helm() {
     "helm.sh/helm/v3/cmd/helm@${HELM_VERSION}")
   rm -rf "${HELM_DIR}" && mv "${out}" "${HELM_DIR}"
   log "helm ${HELM_VERSION}: done"
+}
+
+# Kueue is optional (only `up --with-kueue` needs it), so it is built on its own,
+# under its own lock, and never as part of `build`: CI without Kueue tests pays nothing.
+build_kueue() {
+  have_all "${KUEUE_DIR}" kueue && [[ -d "${KUEUE_DIR}/crds" ]] && return 0
+  local out="${KUEUE_DIR}.tmp.$$" mod_dir
+  rm -rf "${out}" && mkdir -p "${out}/crds"
+  log "kueue ${KUEUE_VERSION}: compiling (-p ${BUILD_PARALLELISM})"
+  (cd "${SRC_DIR}" && GOFLAGS="-trimpath -buildvcs=false" GOBIN="${out}" go install -p "${BUILD_PARALLELISM}" \
+    -ldflags "-s -w -X sigs.k8s.io/kueue/pkg/version.GitVersion=${KUEUE_VERSION}" \
+    "sigs.k8s.io/kueue/cmd/kueue@${KUEUE_VERSION}")
+  mod_dir="$(cd "${SRC_DIR}" && go mod download -json "sigs.k8s.io/kueue@${KUEUE_VERSION}" |
+    sed -n 's/.*"Dir": "\(.*\)".*/\1/p' | head -n1)"
+  [[ -d "${mod_dir}/config/components/crd/bases" ]] || die "kueue CRDs not found in ${mod_dir}"
+  cp "${mod_dir}"/config/components/crd/bases/*.yaml "${out}/crds/"
+  rm -rf "${KUEUE_DIR}" && mv "${out}" "${KUEUE_DIR}"
+  log "kueue ${KUEUE_VERSION}: done"
+}
+
+cmd_build_kueue() {
+  mkdir -p "${CACHE_ROOT}" "${SRC_DIR}" "${LOG_DIR}"
+  have_all "${KUEUE_DIR}" kueue && [[ -d "${KUEUE_DIR}/crds" ]] && return 0
+  exec 7>"${CACHE_ROOT}/build-kueue.lock"
+  flock 7
+  command -v go >/dev/null || die "go not found on PATH (Go >= 1.26 is needed to build Kueue)"
+  go_env
+  local start=${SECONDS}
+  rm -rf "${KUEUE_DIR}".tmp.*
+  build_kueue 2>&1 | tee "${LOG_DIR}/kueue.log" >&2
+  have_all "${KUEUE_DIR}" kueue || die "kueue build failed (see ${LOG_DIR}/kueue.log)"
+  exec 7>&-
+  log "kueue build finished in $((SECONDS - start)) s"
 }
 
 link_bin_dir() {
@@ -459,7 +497,12 @@ wait_cluster_ready() {
 }
 
 cmd_up() {
-  local start=${SECONDS}
+  local start=${SECONDS} with_kueue=0
+  case "${1:-}" in
+    --with-kueue) with_kueue=1 ;;
+    "") ;;
+    *) die "up: unknown option $1 (known: --with-kueue)" ;;
+  esac
   cmd_build
   use_bin_path
   local want have=""
@@ -487,12 +530,185 @@ cmd_up() {
   fi
   wait_cluster_ready
   ensure_nodes
+  [[ ${with_kueue} -eq 0 ]] || ensure_kueue
   log "cluster ${CLUSTER_NAME} ready in $((SECONDS - start)) s; KUBECONFIG=${KUBECONFIG_PATH}"
+}
+
+# ---------------------------------------------------------------------------
+# Kueue (optional): the real controller as a local process next to the control plane
+# ---------------------------------------------------------------------------
+
+KUEUE_RUN_DIR="${CLUSTER_DIR}/kueue"
+KUEUE_CLUSTER_QUEUE="${KUEUE_CLUSTER_QUEUE:-influencetrace}"
+# Kueue hard-codes its metrics certificate path when internal cert management is off.
+KUEUE_METRICS_CERT_DIR="/etc/kueue/metrics/certs"
+KUEUE_KINDS=(workloads localqueues clusterqueues resourceflavors workloadpriorityclasses cohorts
+  admissionchecks topologies)
+
+kueue_pid() { cat "${KUEUE_RUN_DIR}/kueue.pid" 2>/dev/null || true; }
+
+kueue_alive() {
+  local pid
+  pid="$(kueue_pid)"
+  [[ -n "${pid}" ]] && kill -0 "${pid}" 2>/dev/null
+}
+
+kueue_ready() {
+  kueue_alive || return 1
+  local port
+  port="$(cat "${KUEUE_RUN_DIR}/health.port" 2>/dev/null)" || return 1
+  timeout 3 bash -c "exec 3<>/dev/tcp/127.0.0.1/${port} && printf 'GET /readyz HTTP/1.0\r\n\r\n' >&3 && grep -q ' 200 ' <&3" 2>/dev/null
+}
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+
+self_signed() { # DIR: tls.crt + tls.key for localhost (Kueue's webhook and metrics servers want one)
+  mkdir -p "$1"
+  [[ -s "$1/tls.crt" && -s "$1/tls.key" ]] && return 0
+  openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=localhost" \
+    -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" \
+    -keyout "$1/tls.key" -out "$1/tls.crt" >/dev/null 2>&1 || die "openssl could not make a certificate in $1"
+}
+
+kueue_config() {
+  cat <<CONFIG
+apiVersion: config.kueue.x-k8s.io/v1beta2
+kind: Configuration
+namespace: kueue-system
+manageJobsWithoutQueueName: false
+leaderElection:
+  leaderElect: false
+internalCertManagement:
+  enable: false
+health:
+  healthProbeBindAddress: 127.0.0.1:$1
+metrics:
+  bindAddress: 127.0.0.1:$2
+webhook:
+  port: $3
+  host: 127.0.0.1
+  certDir: ${KUEUE_RUN_DIR}/webhook-certs
+integrations:
+  frameworks: [batch/job]
+CONFIG
+}
+
+start_kueue() {
+  if kueue_ready; then log "kueue is running (pid $(kueue_pid)): reusing it"; return 0; fi
+  if kueue_alive; then kill "$(kueue_pid)" 2>/dev/null || true; fi
+  mkdir -p "${KUEUE_RUN_DIR}"
+  [[ -w /etc || -d "${KUEUE_METRICS_CERT_DIR}" ]] ||
+    die "Kueue needs ${KUEUE_METRICS_CERT_DIR}/tls.{crt,key} (a path it hard-codes): run as root or create it"
+  self_signed "${KUEUE_METRICS_CERT_DIR}"
+  self_signed "${KUEUE_RUN_DIR}/webhook-certs"
+  local health metrics webhook crds=()
+  health="$(free_port)" metrics="$(free_port)" webhook="$(free_port)"
+  kueue_config "${health}" "${metrics}" "${webhook}" >"${KUEUE_RUN_DIR}/config.yaml"
+  echo "${health}" >"${KUEUE_RUN_DIR}/health.port"
+  log "kueue ${KUEUE_VERSION}: installing CRDs"
+  kctl apply --server-side --force-conflicts -f "${KUEUE_DIR}/crds/" >/dev/null
+  mapfile -t crds < <(cd "${KUEUE_DIR}/crds" && ls | sed 's|^kueue.x-k8s.io_\(.*\)\.yaml$|crd/\1.kueue.x-k8s.io|')
+  kctl wait --for=condition=Established "${crds[@]}" --timeout=60s >/dev/null
+  kctl create namespace kueue-system --dry-run=client -o yaml | kctl apply -f - >/dev/null
+  log "kueue ${KUEUE_VERSION}: starting (log: ${KUEUE_RUN_DIR}/kueue.log)"
+  KUBECONFIG="${KUBECONFIG_PATH}" setsid nohup "${KUEUE_DIR}/kueue" \
+    --config="${KUEUE_RUN_DIR}/config.yaml" --feature-gates=VisibilityOnDemand=false \
+    >"${KUEUE_RUN_DIR}/kueue.log" 2>&1 </dev/null 7>&- 8>&- 9>&- &
+  echo $! >"${KUEUE_RUN_DIR}/kueue.pid"
+  local deadline=$((SECONDS + 120))
+  until kueue_ready; do
+    kueue_alive || { tail -n 30 "${KUEUE_RUN_DIR}/kueue.log" >&2; die "kueue exited"; }
+    [[ ${SECONDS} -lt ${deadline} ]] || die "kueue not ready after 120 s (see ${KUEUE_RUN_DIR}/kueue.log)"
+    sleep 1
+  done
+}
+
+# One flavor per GPU pool (nodeLabels = the pool's node label, so a Job's node selector picks its
+# flavor) and a ClusterQueue holding every fake node's capacity, preempting lower priorities.
+kueue_objects() {
+  local spec pool product mib gpus cpu mem n=${GPU_NODES_PER_POOL} flavors=""
+  for spec in "${GPU_POOLS[@]}"; do
+    read -r pool product mib gpus cpu mem <<<"${spec}"
+    cat <<FLAVOR
+---
+apiVersion: kueue.x-k8s.io/v1beta2
+kind: ResourceFlavor
+metadata:
+  name: ${pool}
+  labels: {influencetrace.dev/managed-by: hack-cluster-sh}
+spec:
+  nodeLabels:
+    influencetrace.dev/pool: ${pool}
+FLAVOR
+    flavors+="
+    - name: ${pool}
+      resources:
+      - {name: cpu, nominalQuota: \"$((cpu * n))\"}
+      - {name: memory, nominalQuota: \"$((${mem%Ti} * n))Ti\"}
+      - {name: nvidia.com/gpu, nominalQuota: \"$((gpus * n))\"}"
+  done
+  cat <<QUEUE
+---
+apiVersion: kueue.x-k8s.io/v1beta2
+kind: ClusterQueue
+metadata:
+  name: ${KUEUE_CLUSTER_QUEUE}
+  labels: {influencetrace.dev/managed-by: hack-cluster-sh}
+spec:
+  namespaceSelector: {}
+  preemption:
+    withinClusterQueue: LowerPriority
+  resourceGroups:
+  - coveredResources: [cpu, memory, nvidia.com/gpu]
+    flavors:${flavors}
+QUEUE
+}
+
+ensure_kueue() {
+  cmd_build_kueue
+  start_kueue
+  kctl apply --server-side --force-conflicts --field-manager=hack-cluster-sh -f - <<<"$(kueue_objects)" >/dev/null
+  log "kueue ready: ClusterQueue ${KUEUE_CLUSTER_QUEUE}, flavors $(kctl get resourceflavors -o name | sed 's|.*/||' | paste -sd,)"
+}
+
+# Stop Kueue, then remove the finalizers it leaves on its objects, so namespaces and the objects
+# themselves can still be deleted without it.
+stop_kueue() {
+  if kueue_alive; then
+    local pid
+    pid="$(kueue_pid)"
+    log "stopping kueue (pid ${pid})"
+    kill "${pid}" 2>/dev/null || true
+    for _ in $(seq 1 20); do kill -0 "${pid}" 2>/dev/null || break; sleep 0.5; done
+    kill -9 "${pid}" 2>/dev/null || true
+  fi
+  rm -f "${KUEUE_RUN_DIR}/kueue.pid"
+  api_ready || return 0
+  kctl get crd workloads.kueue.x-k8s.io >/dev/null 2>&1 || return 0
+  local kind ns name
+  for kind in "${KUEUE_KINDS[@]}"; do
+    while read -r ns name; do
+      [[ -n "${name}" ]] || continue
+      if [[ "${ns}" == "<none>" ]]; then
+        kctl patch "${kind}.kueue.x-k8s.io/${name}" --type=merge -p '{"metadata":{"finalizers":null}}' >/dev/null 2>&1 || true
+      else
+        kctl patch -n "${ns}" "${kind}.kueue.x-k8s.io/${name}" --type=merge -p '{"metadata":{"finalizers":null}}' >/dev/null 2>&1 || true
+      fi
+    done < <(kctl get "${kind}.kueue.x-k8s.io" -A --no-headers \
+      -o custom-columns='NS:.metadata.namespace,NAME:.metadata.name,F:.metadata.finalizers' 2>/dev/null |
+      awk '$3 != "<none>" {print $1, $2}')
+  done
+}
+
+cmd_kueue_down() {
+  use_bin_path
+  stop_kueue
 }
 
 cmd_down() {
   if [[ -x "${BIN_DIR}/kwokctl" && -d "${CLUSTER_DIR}" ]]; then
     use_bin_path
+    stop_kueue
     log "deleting cluster ${CLUSTER_NAME}"
     kwokctl delete cluster --name "${CLUSTER_NAME}" >&2 || true
   fi
@@ -551,8 +767,10 @@ main() {
   [[ $# -gt 0 ]] && shift
   case "${cmd}" in
     build) cmd_build "$@" ;;
+    build-kueue) cmd_build_kueue "$@" ;;
     up) with_cluster_lock cmd_up "$@" ;;
     down) with_cluster_lock cmd_down "$@" ;;
+    kueue-down) with_cluster_lock cmd_kueue_down "$@" ;;
     status) cmd_status "$@" ;;
     logs) cmd_logs "$@" ;;
     kubeconfig) echo "${KUBECONFIG_PATH}" ;;

@@ -76,8 +76,8 @@ def first_launch(
 
 
 def launches_used(status: TraceStatus) -> int:
-    """Jobs launched plus pods the Jobs relaunched after evictions."""
-    return sum(1 + a.evictions for a in status.attempts)
+    """Jobs launched plus pods the Jobs relaunched after evictions (Kueue's evictions included)."""
+    return sum(1 + a.evictions + a.kueue_evictions for a in status.attempts)
 
 
 def _relaunch(status: TraceStatus, max_attempts: int, decision: Decision) -> Decision:

@@ -6,6 +6,7 @@ from typing import Any
 
 from influence_trace_operator import labels as L
 from influence_trace_operator.classify import is_evicted, job_state
+from influence_trace_operator.kueue import is_suspended
 from influence_trace_operator.reconcile import Reconciler
 
 
@@ -15,9 +16,10 @@ def _owner(body: dict[str, Any]) -> str | None:
 
 
 def on_job_event(reconciler: Reconciler, event_type: str | None, body: dict[str, Any]) -> None:
-    """A Job that finished (or vanished) decides the next step of its trace."""
+    """A Job that finished (or vanished) decides the next step of its trace; a suspended one (queued
+    or evicted by Kueue) changes what its trace waits for."""
     name = _owner(body)
-    if name and (event_type == "DELETED" or job_state(body) is not None):
+    if name and (event_type == "DELETED" or job_state(body) is not None or is_suspended(body)):
         reconciler.reconcile(body["metadata"]["namespace"], name)
 
 

@@ -25,6 +25,8 @@ from pydantic import ValidationError
 from influence_trace_operator import classify as K
 from influence_trace_operator import conditions as C
 from influence_trace_operator import escalation as E
+from influence_trace_operator import kueue as Q
+from influence_trace_operator import queued
 from influence_trace_operator.api import Kube, now
 from influence_trace_operator.jobs import Placement, TraceRef, build_configmap, build_job, build_service
 from influence_trace_operator.pools import allowed_pools
@@ -167,6 +169,8 @@ class Reconciler:
             self._recreate(p, trace, record)
             return
         self._check_owner(job, p.ref)
+        if queued.follow(self.kube, self.table, self._fail, p, record, job, self._max_attempts(trace)):
+            return
         pods = self.kube.job_pods(p.ref.namespace, record.job)
         if self._note_evictions(p, record, pods, self._max_attempts(trace)):
             return
@@ -206,7 +210,7 @@ class Reconciler:
         self.kube.ensure_configmap(build_configmap(trace, p.ref))
         if trace.spec.resources.nodes > 1:  # the pods of an Indexed Job meet through it
             self.kube.ensure_service(build_service(trace, p.ref))
-        job, created = self.kube.create_job(build_job(trace, p.ref, placement, self.settings))
+        job, created = self.kube.create_job(self._job(trace, p.ref, placement))
         self._check_owner(job, p.ref)
         name = job["metadata"]["name"]
         p.status.attempts.append(
@@ -223,6 +227,7 @@ class Reconciler:
         p.status.message = decision.message
         p.condition(C.PLACED, True, decision.reason, f"attempt {placement.attempt}: {decision.message}")
         p.condition(C.RUNNING, False, C.POD_PENDING, f"Job {name} waits for a node in pool {placement.pool}")
+        queued.after_launch(p, Q.queue_of(trace, self.settings), self.table)
         verb = "Created" if created else "Adopted existing"
         p.event(
             "Normal",
@@ -245,13 +250,17 @@ class Reconciler:
         self.kube.ensure_configmap(build_configmap(trace, p.ref))
         if trace.spec.resources.nodes > 1:
             self.kube.ensure_service(build_service(trace, p.ref))
-        _, created = self.kube.create_job(build_job(trace, p.ref, placement, self.settings))
+        _, created = self.kube.create_job(self._job(trace, p.ref, placement))
         if created:
             p.event(
                 "Normal",
                 "JobCreated",
                 f"Created missing Job {record.job} on pool {record.pool} (attempt {record.attempt})",
             )
+
+    def _job(self, trace: InfluenceTrace, ref: TraceRef, placement: Placement) -> dict[str, Any]:
+        """The attempt's Job; suspended and labelled for its LocalQueue when the trace queues in Kueue."""
+        return Q.queue_job(build_job(trace, ref, placement, self.settings), Q.queue_of(trace, self.settings))
 
     def _check_owner(self, job: dict[str, Any], ref: TraceRef) -> None:
         owners = job["metadata"].get("ownerReferences") or []

@@ -46,3 +46,6 @@ class OperatorSettings(BaseSettings):
     )
     liveness_port: int = Field(8080, description="Port of kopf's /healthz endpoint (0: off).")
     workers: int = Field(16, ge=1, description="Threads that run reconciles.")
+    default_queue: str | None = Field(
+        None, description="Kueue LocalQueue for traces without spec.queue (none: such Jobs start at once)."
+    )

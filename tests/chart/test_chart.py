@@ -173,6 +173,20 @@ def test_owner_reference_enforcement_adds_only_finalizers(helm: Path) -> None:
     }
 
 
+def test_kueue_adds_only_reading_workloads_and_the_default_queue(
+    helm: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    plain = render(helm, "kueue.defaultQueue=ignored-when-disabled")
+    assert "INFLUENCETRACE_DEFAULT_QUEUE" not in env_of(plain)
+    objects = render(helm, "kueue.enabled=true", "kueue.defaultQueue=team-queue")
+    role = objects[("ClusterRole", "", "rel-influence-trace-operator")]
+    assert rules_of(role) - EXPECTED_RULES == {("kueue.x-k8s.io", "workloads", ("list",))}
+    env = env_of(objects)
+    assert env["INFLUENCETRACE_DEFAULT_QUEUE"] == "team-queue"
+    monkeypatch.setenv("INFLUENCETRACE_DEFAULT_QUEUE", env["INFLUENCETRACE_DEFAULT_QUEUE"])
+    assert OperatorSettings().default_queue == "team-queue"
+
+
 def test_rbac_and_service_account_can_be_external(helm: Path) -> None:
     objects = render(helm, "rbac.create=false", "serviceAccount.create=false", "serviceAccount.name=mine")
     assert {k for k, _, _ in objects} == {"ConfigMap", "Deployment"}
@@ -262,6 +276,7 @@ def test_chart_crd_is_identical_to_the_generated_one() -> None:
         ("operator.image.pullPolicy=Sometimes", "/operator/image/pullPolicy"),
         ("operator.livenessPort=0", "/operator/livenessPort"),
         ("worker.hostMemoryGrowth=1.0", "/worker/hostMemoryGrowth"),
+        ("kueue.defaultQueue=Team_Q", "/kueue/defaultQueue"),
     ],
 )
 def test_schema_rejects_bad_values(helm: Path, value: str, message: str) -> None:

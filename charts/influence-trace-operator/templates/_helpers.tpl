@@ -106,4 +106,11 @@ ClusterRole (all namespaces) or by the Role in each watched namespace.
 - apiGroups: [""]
   resources: ["events"]
   verbs: ["create"]
+{{- if .Values.kueue.enabled }}
+# Kueue: the Workload of a queued Job, listed by Kueue's job-uid label (why it waits, its flavor,
+# Kueue's evictions). Jobs are created suspended by the operator; only Kueue unsuspends them.
+- apiGroups: ["kueue.x-k8s.io"]
+  resources: ["workloads"]
+  verbs: ["list"]
+{{- end }}
 {{- end -}}

@@ -292,6 +292,13 @@ class InfluenceTraceSpec(ApiModel):
     output: OutputSpec
     pod: PodSpecExtras = Field(default_factory=PodSpecExtras)
     training: TrainingSpec | None = Field(None, description="Several traced RL steps (absent: one step).")
+    queue: str | None = Field(
+        None, min_length=1, max_length=63, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
+        description=(
+            "Kueue LocalQueue in the trace's namespace that admits its Jobs (unset: the operator's "
+            "default queue, if any; none: Jobs start at once, without Kueue)."
+        ),
+    )
 
     @model_validator(mode="after")
     def _rules(self) -> InfluenceTraceSpec:

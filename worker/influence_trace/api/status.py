@@ -78,6 +78,10 @@ class AttemptRecord(StatusModel):
     message: str | None = Field(None, description="The worker's message, shortened.")
     peak_gpu_bytes: int | None = Field(None, ge=0, description="Peak GPU memory the worker reported.")
     evictions: int = Field(0, ge=0, description="Pods of this Job evicted and relaunched by the Job.")
+    flavor: str | None = Field(None, description="Kueue ResourceFlavor the Job was admitted on.")
+    kueue_evictions: int = Field(
+        0, ge=0, description="Times Kueue evicted (e.g. preempted) the Job's Workload and requeued it."
+    )
 
 
 class ResultStatus(StatusModel):
@@ -114,6 +118,8 @@ class TraceStatus(StatusModel):
                              json_schema_extra=column("Pool", 2))
     attempt: int = Field(0, ge=0, description="Number of the current or last attempt (0 = none yet).",
                          json_schema_extra=column("Attempt", 5))
+    queue: str | None = Field(None, description="Kueue LocalQueue admitting the trace's Jobs, if any.",
+                              json_schema_extra=column("Queue", 8))
     estimate: EstimateStatus | None = Field(None, description="Memory estimate and chosen pool.")
     attempts: list[AttemptRecord] = Field(default_factory=list, description="One entry per Job.")
     result: ResultStatus | None = Field(None, description="Headline figures once Succeeded.")

@@ -52,6 +52,11 @@ class Pool(_Model):
     gpus_per_node: int = Field(gt=0, description="GPUs of one node.")
     host_memory_bytes: int = Field(gt=0, description="Allocatable host memory of one node.")
     gpu_product: str | None = Field(None, description="nvidia.com/gpu.product, for people reading.")
+    kueue_flavor: str | None = Field(
+        None, min_length=1,
+        description="Kueue ResourceFlavor of the pool's nodes (default: the pool's name); its nodeLabels "
+        "must match node_selector, which is how Kueue admits a Job on it.",
+    )
 
 
 class PoolTable(_Model):

@@ -1,0 +1,137 @@
+"""The reconcile steps of a trace whose Jobs queue under Kueue, called from two hooks in reconcile.py.
+
+* after a launch: the status names the queue, and the Running condition says the Job waits for Kueue;
+* each pass over a queued Job: read its Workload; count Kueue's evictions (same pool, no escalation,
+  counted against maxAttempts like a pod eviction); while the Job is suspended the trace waits with
+  reason ``QueuedInKueue`` and Kueue's message; once admitted, the flavor is recorded.
+
+A finished Job is left to the ordinary classification: Kueue does not change how an attempt ends.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from influence_trace.api.status import AttemptRecord, TraceStatus
+from influence_trace.planning.placement import Pool
+
+from influence_trace_operator import conditions as C
+from influence_trace_operator import escalation as E
+from influence_trace_operator import kueue as Q
+from influence_trace_operator.api import Kube
+from influence_trace_operator.classify import job_state
+from influence_trace_operator.jobs import TraceRef
+
+
+class Pass(Protocol):
+    """What these steps use of reconcile's Pass (a Protocol: reconcile imports this module)."""
+
+    status: TraceStatus
+    ref: TraceRef
+
+    def event(self, kind: str, reason: str, message: str) -> None: ...
+
+    def condition(self, kind: str, value: bool, reason: str, message: str) -> None: ...
+
+
+Fail = Callable[[Any, str, str], None]  # reconcile's Reconciler._fail(pass, reason, message)
+
+
+def _flavor(table: list[Pool], pool: str) -> str:
+    found = next((p for p in table if p.name == pool), None)
+    return Q.flavor_of(found) if found else pool
+
+
+def after_launch(p: Pass, queue: str | None, table: list[Pool]) -> None:
+    """Record the queue; a queued Job waits for Kueue, not for a node, until it is admitted."""
+    p.status.queue = queue
+    if not queue:
+        return
+    record = p.status.current()
+    if record is None:
+        return
+    message = (
+        f"Job {record.job} waits in Kueue LocalQueue {queue} for quota on flavor "
+        f"{_flavor(table, record.pool)} (pool {record.pool})"
+    )
+    p.condition(C.RUNNING, False, Q.QUEUED, message)
+
+
+def follow(
+    kube: Kube, table: list[Pool], fail: Fail, p: Pass, record: AttemptRecord, job: dict[str, Any],
+    max_attempts: int,
+) -> bool:
+    """One pass over a queued Job; True when the pass ends here (waiting in the queue, or Failed)."""
+    if not Q.is_queued_job(job):
+        return False
+    try:
+        state = Q.workload_state(Q.read_workload(kube.custom, p.ref.namespace, job["metadata"]["uid"]))
+    except Q.WorkloadApiMissing as err:
+        state = Q.WorkloadState(exists=False, message=str(err))
+    if _note_evictions(kube, fail, p, record, state, max_attempts):
+        return True
+    if job_state(job) is not None:
+        return False
+    if Q.is_suspended(job):
+        _wait(p, state, job)
+        return True
+    _note_admission(p, state, table)
+    return False
+
+
+QUEUED_PREFIX = "queued in Kueue LocalQueue"
+
+
+def _wait(p: Pass, state: Q.WorkloadState, job: dict[str, Any]) -> None:
+    """The Job is suspended: the trace waits, with Kueue's own words on why (one event per wait)."""
+    queue = (job["metadata"].get("labels") or {}).get(Q.QUEUE_LABEL)
+    message = f"{QUEUED_PREFIX} {queue}: {state.message}"
+    before = C.get_condition(p.status, C.RUNNING)
+    if p.status.phase == "Running":
+        p.status.phase = "Pending"
+    p.status.message = message
+    p.condition(C.RUNNING, False, Q.QUEUED, message)
+    first = before is None or before.reason != Q.QUEUED or not before.message.startswith(QUEUED_PREFIX)
+    if first and state.exists:
+        p.event("Normal", Q.QUEUED, f"Job {job['metadata']['name']} {message}")
+
+
+def _note_admission(p: Pass, state: Q.WorkloadState, table: list[Pool]) -> None:
+    record = p.status.current()
+    if record is None or not state.admitted or record.flavor == state.flavor:
+        return
+    rec = record.model_copy(update={"flavor": state.flavor})
+    p.status.attempts = [rec if r.attempt == rec.attempt else r for r in p.status.attempts]
+    expected = _flavor(table, record.pool)
+    note = "" if state.flavor == expected else f" (the pool's flavor is {expected}: check its nodeLabels)"
+    message = f"admitted by Kueue on flavor {state.flavor}{note}; Job {record.job} waits for a node"
+    if p.status.phase != "Running":
+        p.status.message = message
+        p.condition(C.RUNNING, False, Q.ADMITTED, message)
+    p.event("Normal" if not note else "Warning", Q.ADMITTED, f"Job {record.job} {message}")
+
+
+def _note_evictions(
+    kube: Kube, fail: Fail, p: Pass, record: AttemptRecord, state: Q.WorkloadState, max_attempts: int
+) -> bool:
+    """Count Kueue's evictions of the Job's Workload; True when they used up maxAttempts (Failed)."""
+    if state.evictions <= record.kueue_evictions:
+        return False
+    p.event(
+        "Warning",
+        Q.EVICTED,
+        f"Kueue evicted the Workload of Job {record.job} on pool {record.pool} ({state.eviction}); it is "
+        "requeued on the same pool (no escalation)",
+    )
+    updated = record.model_copy(update={"kueue_evictions": state.evictions, "flavor": None})
+    p.status.attempts = [updated if r.attempt == updated.attempt else r for r in p.status.attempts]
+    p.condition(C.RUNNING, False, Q.EVICTED, f"{state.evictions} Kueue eviction(s) on pool {record.pool}")
+    if p.status.phase == "Running":
+        p.status.phase = "Pending"
+    stop = E.evictions_exhausted(p.status, max_attempts)
+    if stop is None:
+        return False
+    kube.delete_job(p.ref.namespace, record.job)
+    fail(p, stop.reason, stop.message)
+    return True
