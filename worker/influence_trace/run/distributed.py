@@ -1,9 +1,9 @@
 """The process group of a multi-process trace: who this rank is, its device, and the collectives' timeout.
 
-gloo on the CPU. On GPUs the group is ``cpu:gloo,cuda:nccl``: device tensors (the token scores)
-reduce over NCCL, while the captured factors, which live in (pinned) host memory, travel over gloo
-without a detour through the GPU. Every collective has a timeout, so a rank whose peer died stops
-waiting and fails instead of hanging the pod.
+gloo on the CPU. On GPUs the group is ``cpu:gloo,cuda:nccl``: device tensors (the token scores and
+the exchanged factors, staged through device buffers: run/exchange.py) go over NCCL, the few Python
+objects (module reports, resources) over gloo. Every collective has a timeout, so a rank whose peer
+died stops waiting and fails instead of hanging the pod.
 """
 
 from __future__ import annotations
@@ -44,13 +44,18 @@ def rank_device(kind: str, local_rank: int) -> str:
 
 
 def init_group(device: str) -> RankGroup:
-    """Join the group the launcher set up (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT in the env)."""
+    """Join the group the launcher set up (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT in the env).
+
+    On CUDA, ``device_id`` makes NCCL create its communicator now, while the GPU is empty, rather
+    than lazily at the first collective, after capture (whose cached blocks could leave NCCL's own
+    buffers no room: an out-of-memory outside torch's allocator).
+    """
     if device.startswith("cuda"):
         torch.cuda.set_device(torch.device(device))
-        backend = "cpu:gloo,cuda:nccl"
+        dist.init_process_group(backend="cpu:gloo,cuda:nccl", timeout=collective_timeout(),
+                                device_id=torch.device(device))
     else:
-        backend = "gloo"
-    dist.init_process_group(backend=backend, timeout=collective_timeout())
+        dist.init_process_group(backend="gloo", timeout=collective_timeout())
     return RankGroup(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
 
 

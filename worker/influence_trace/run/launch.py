@@ -199,6 +199,20 @@ def launch_config(topo: Topology):
     )
 
 
+def available_cpus() -> int:
+    """CPUs this process may run on (the pod's cpuset where one is set), else the machine's count."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def rank_threads(nproc: int, cpus: int | None = None) -> int:
+    """Each rank's share of the cores, on GPUs too: the host-side fills, copies and the exchange of the
+    factors are on a GPU rank's critical path, and one thread would serialise them."""
+    return max(1, (cpus or available_cpus()) // nproc)
+
+
 def launch(manifest: str, device_kind: str, topo: Topology) -> dict[str, Any]:
     """Run the ranks of this node; return rank 0's summary (``{}`` on nodes without rank 0).
 
@@ -208,7 +222,7 @@ def launch(manifest: str, device_kind: str, topo: Topology) -> dict[str, Any]:
     from torch.distributed.launcher.api import elastic_launch
 
     config = launch_config(topo)
-    threads = max(1, (os.cpu_count() or 1) // topo.nproc) if device_kind == "cpu" else 1
+    threads = rank_threads(topo.nproc)
     with tempfile.TemporaryDirectory(prefix="influence-trace-ranks-") as reports:
         job = RankJob(manifest, device_kind, reports, threads)
         log.info("starting %d processes on node %d of %d (%s, world %d)", topo.nproc, topo.node_rank,

@@ -123,7 +123,7 @@ def run_trace_parallel(model: nn.Module, selection: Selection, trace: TraceSetti
             if "on_captured" in given:
                 given["on_captured"](local)
         with timer.stage("grad_staging"):
-            owned = exchange_factors(local, names, assignment, shares, group.rank, pin=device.type == "cuda")
+            owned = exchange_factors(local, names, assignment, shares, group.rank, device, ledger)
         del local
         offsets = np.concatenate([[0], np.cumsum([r.num_tokens for r in responses])]).astype(np.int64)
         total = int(offsets[-1])

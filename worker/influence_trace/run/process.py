@@ -8,6 +8,7 @@ import sys
 from typing import Any
 
 from influence_trace.api.contract import GPUOutOfMemory, HostOutOfMemory, WorkerFailure
+from influence_trace.run.memory_errors import memory_kind
 from influence_trace.trace.timing import StageTimer
 
 log = logging.getLogger("influence_trace.run")
@@ -57,17 +58,16 @@ def format_timings(timings: dict[str, float]) -> str:
 
 def as_failure(err: BaseException, timer: StageTimer) -> WorkerFailure:
     """Map any exception to a contract failure, in the stage that was running."""
-    import torch
-
     stage = timer.failed or timer.current
     if isinstance(err, WorkerFailure):
         if err.stage == "setup":
             err.stage = stage  # raised without a stage of its own
         return err
-    if isinstance(err, torch.OutOfMemoryError):
-        return GPUOutOfMemory(f"device out of memory: {err}", stage)
-    if isinstance(err, MemoryError):
-        return HostOutOfMemory(f"host out of memory: {err or 'MemoryError'}", stage)
+    kind = memory_kind(err)
+    if kind == "gpu":
+        return GPUOutOfMemory(f"device out of memory: {type(err).__name__}: {err}", stage)
+    if kind == "host":
+        return HostOutOfMemory(f"host out of memory: {type(err).__name__}: {err or 'MemoryError'}", stage)
     return WorkerFailure(f"{type(err).__name__}: {err}", stage)  # reason "Error"
 
 

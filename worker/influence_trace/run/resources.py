@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from influence_trace.planning.options import WorkerOptions
+from influence_trace.trace.device_peak import run_peak
 from influence_trace.trace.ledger import MemoryLedger
 
 
@@ -31,9 +32,8 @@ def peak_host_bytes() -> int:
 
 
 def peak_gpu_bytes(device: str) -> int:
-    if torch.device(device).type != "cuda" or not torch.cuda.is_available():
-        return 0
-    return int(torch.cuda.max_memory_allocated(torch.device(device)))
+    """Peak allocated device bytes of the whole run: a running maximum over capture's per-batch windows."""
+    return run_peak(device)
 
 
 def device_name(device: str) -> str:

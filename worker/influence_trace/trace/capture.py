@@ -22,9 +22,11 @@ from influence_trace.api.contract import InvalidInput
 from influence_trace.api.spec import TraceSettings
 from influence_trace.planning.memory_model import capture_batch_bytes
 from influence_trace.planning.options import WorkerOptions
+from influence_trace.trace.device_peak import start_window
 from influence_trace.trace.ledger import MemoryLedger
 from influence_trace.trace.projection import TracedModule, project
 from influence_trace.trace.selection import Selection
+from influence_trace.trace.staging import CaptureStaging, release_cached_device_memory
 
 STAGE = "logprob_backward"
 DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32, "float64": torch.float64}
@@ -85,13 +87,14 @@ def response_weights(selection: Selection, trace: TraceSettings) -> np.ndarray:
 
 
 def allocate_factors(traced: list[TracedModule], num_tokens: int, offsets: np.ndarray,
-                     trace: TraceSettings, pin: bool) -> Factors:
-    """Preallocated host buffers (the only host copy), pinned on CUDA for asynchronous copies."""
+                     trace: TraceSettings) -> Factors:
+    """Preallocated host buffers (the only host copy), in ordinary memory: copies from the device go
+    through the small pinned staging buffer (trace/staging.py), never the store itself."""
     dtype = DTYPES[trace.capture_dtype]
 
     def empty(k: int) -> torch.Tensor:
         # Zeros, not empty: a position whose gradient hook never fires has delta = 0 by definition.
-        return torch.zeros((num_tokens, k), dtype=dtype, pin_memory=pin)
+        return torch.zeros((num_tokens, k), dtype=dtype)
 
     return Factors(
         {t.name: empty(t.dims.k_out) for t in traced},
@@ -112,7 +115,7 @@ def _hooks(model: nn.Module, traced: list[TracedModule], factors: Factors, state
         return rows.detach().to(cdtype)  # the factors must not join (and keep alive) the graph
 
     def store(buffer: torch.Tensor, values: torch.Tensor) -> None:
-        buffer.index_copy_(0, state["batch"].dest, values.to(buffer.dtype).cpu())
+        state["staging"].put(buffer, values)  # asynchronous on CUDA; lands in the store after the batch
 
     def capture_hook(mod: TracedModule):
         def forward_hook(_module: nn.Module, args: tuple, output: torch.Tensor) -> None:
@@ -189,11 +192,11 @@ def capture_factors(model: nn.Module, selection: Selection, traced: list[TracedM
     offsets = np.concatenate([[0], np.cumsum([r.num_tokens for r in responses])]).astype(np.int64)
     device = torch.device(options.device)
     on_cuda = device.type == "cuda"
-    factors = allocate_factors(traced, int(offsets[-1]), offsets, trace, pin=on_cuda)
+    factors = allocate_factors(traced, int(offsets[-1]), offsets, trace)
     weights = response_weights(selection, trace)
     cdtype = compute_dtype(trace)
     batches = plan_batches(lengths, options.capture_tokens)
-    state: dict = {}
+    state: dict = {"staging": staging_for(batches, responses, traced, trace, on_cuda)}
     lm_head = model.get_output_embeddings()
     measured = 0
     with _hooks(model, traced, factors, state, cdtype):
@@ -201,8 +204,9 @@ def capture_factors(model: nn.Module, selection: Selection, traced: list[TracedM
             ids, mask, batch, targets = _batch_tensors(responses, idx, offsets, device)
             estimate = estimate_batch_bytes(model, ids.numel(), len(targets))
             ledger.allocate("capture_batch", max(measured, estimate), STAGE)
-            base = _reset_peak(device)
+            base = start_window(device)
             state["batch"] = batch
+            state["staging"].begin(batch.dest)
             hidden = model.base_model(input_ids=ids, attention_mask=mask, use_cache=False)[0]
             logits = lm_head(hidden[batch.rows_b, batch.rows_p])
             logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
@@ -210,18 +214,23 @@ def capture_factors(model: nn.Module, selection: Selection, traced: list[TracedM
             coef = np.repeat(weights[idx], [responses[i].num_tokens for i in idx])
             objective = (logp * torch.as_tensor(coef, dtype=logp.dtype, device=device)).sum()
             objective.backward()
+            state["staging"].end()  # no wait here: the batch's copies land while the next one runs
             del hidden, logits, logp, objective
             if on_cuda:
                 measured = max(measured, torch.cuda.max_memory_allocated(device) - base)
                 ledger.allocate("capture_batch", measured, STAGE)
+        state["staging"].finish()
+    del state
+    release_cached_device_memory(device)
     return factors
 
 
-def _reset_peak(device: torch.device) -> int:
-    if device.type != "cuda":
-        return 0
-    torch.cuda.reset_peak_memory_stats(device)
-    return torch.cuda.memory_allocated(device)
+def staging_for(batches: list[list[int]], responses, traced: list[TracedModule], trace: TraceSettings,
+                pin: bool) -> CaptureStaging:
+    """Double-buffered staging sized for the largest batch's response rows of every traced module."""
+    rows = max((sum(responses[i].num_tokens for i in idx) for idx in batches), default=0)
+    width = sum(t.dims.k_in + t.dims.k_out for t in traced)
+    return CaptureStaging(rows * width, DTYPES[trace.capture_dtype], pin)
 
 
 def _progress(items: list, enabled: bool, desc: str):

@@ -32,6 +32,7 @@ from influence_trace.trace.records import ModuleReport, TraceResult
 from influence_trace.trace.scoring import contrast_directions, contrast_matrix, score_tokens
 from influence_trace.trace.selection import Selection
 from influence_trace.trace.solve import damped_cholesky, solve_responses
+from influence_trace.trace.staging import transfer_for
 from influence_trace.trace.timing import StageTimer
 
 HESSIAN_DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -106,8 +107,9 @@ def _stage(mod: TracedModule, factors: Factors, dtype: torch.dtype, device: torc
     host_u, host_v = factors.u[mod.name], factors.v[mod.name]
     itemsize = torch.finfo(dtype).bits // 8
     ledger.allocate("factors", (host_u.numel() + host_v.numel()) * itemsize, "grad_staging")
-    u = host_u.to(device=device, dtype=dtype, non_blocking=True)
-    v = host_v.to(device=device, dtype=dtype, non_blocking=True)
+    transfer = transfer_for(device)  # through reused pinned chunks: the dtype change needs one chunk
+    u = transfer.to_device(host_u, device, dtype)
+    v = transfer.to_device(host_v, device, dtype)
     offsets = [int(x) for x in factors.token_offsets]
     ledger.allocate("response_grads", (len(offsets) - 1) * mod.dims.dim * itemsize, "grad_staging")
     return _Staged(u, v, response_gradients(u, v, offsets), offsets)

@@ -76,7 +76,13 @@ def damped_cholesky(
 
 
 def solve_responses(fact: Factorization, grads: torch.Tensor, ledger: MemoryLedger) -> torch.Tensor:
-    """W = H~^-1 G^T (D x R) for the scope's response gradients G (R x D)."""
+    """W = H~^-1 G^T (D x R) for the scope's response gradients G (R x D).
+
+    Two triangular solves, the second in place, instead of ``torch.cholesky_solve``: that one clones
+    the D x D factor into a column-major working copy (another Hessian's worth of memory, e.g. 17.6 GB
+    at D = 66,304 in float32), while ``solve_triangular`` uses L as it is (C- or F-contiguous).
+    """
     dim, count = grads.shape[1], grads.shape[0]
     ledger.allocate("solutions", dim * count * grads.element_size(), STAGE)
-    return torch.cholesky_solve(grads.T, fact.chol)  # grads.T is already column-major
+    half = torch.linalg.solve_triangular(fact.chol, grads.T, upper=False)  # L Y = G^T
+    return torch.linalg.solve_triangular(fact.chol.mT, half, upper=True, out=half)  # L^T W = Y
