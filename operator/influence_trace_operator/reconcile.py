@@ -18,13 +18,14 @@ from typing import Any
 
 from influence_trace.api.spec import InfluenceTrace, ManifestError, parse_manifest
 from influence_trace.api.status import AttemptRecord, EstimateStatus, ResultStatus, TraceStatus
-from influence_trace.planning.placement import Pool, place, suggest_after_oom
+from influence_trace.planning.placement import Pool, suggest_after_oom
 from kubernetes.client.rest import ApiException
 from pydantic import ValidationError
 
 from influence_trace_operator import classify as K
 from influence_trace_operator import conditions as C
 from influence_trace_operator import escalation as E
+from influence_trace_operator import history_store as H
 from influence_trace_operator import kueue as Q
 from influence_trace_operator import queued
 from influence_trace_operator.api import Kube, now
@@ -86,6 +87,7 @@ class Reconciler:
         self.kube = kube
         self.settings = settings
         self.table = table
+        self.history = H.build_store(kube, settings)
         self._locks: defaultdict[tuple[str, str], threading.Lock] = defaultdict(threading.Lock)
         self._guard = threading.Lock()
 
@@ -142,17 +144,20 @@ class Reconciler:
         """Attempt 1: estimate, choose the pool, create the Job, or fail with no Job."""
         s = self.settings
         try:
-            est, chosen = place(trace.spec, self.table, s.headroom)
+            model, learned, chosen = H.place(self.history, trace.spec, self.table, s)
         except ValueError as err:  # no shapes, unknown module suffixes, unknown pools
             self._fail(p, C.INVALID_SPEC, str(err))
             return
         pool = next((x for x in allowed if chosen.pool and x.name == chosen.pool.name), None)
+        est = learned.estimate
         decision = E.first_launch(pool, chosen.reason, est.host_bytes, s.headroom, s.min_host_memory_bytes)
+        learned_from = f"; {learned.reason}" if learned.reason else ""
         p.status.estimate = EstimateStatus(
             pool=pool.name if pool else None,
             gpu_bytes=est.gpu_bytes,
             host_bytes=est.host_bytes,
-            reason=f"peak in stage {est.peak_stage}; {chosen.reason}",
+            reason=f"peak in stage {model.peak_stage}; {chosen.reason}{learned_from}",
+            source=learned.source,
         )
         if decision.placement is None:
             self._fail(p, decision.reason, decision.message)
@@ -179,6 +184,8 @@ class Reconciler:
             self._note_progress(p, pods)
             return
         self._record_outcome(p, record, done)
+        H.record(self.history, trace.spec, p.ref.uid, p.ref.name, p.status.current() or record, self.table,
+                 done.payload)
         decision = E.after_attempt(
             p.status, done, allowed, self._max_attempts(trace), self.settings.host_memory_growth,
             lambda: self._what_fits(trace, allowed),

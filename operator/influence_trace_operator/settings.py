@@ -49,3 +49,14 @@ class OperatorSettings(BaseSettings):
     default_queue: str | None = Field(
         None, description="Kueue LocalQueue for traces without spec.queue (none: such Jobs start at once)."
     )
+    history: bool = Field(
+        True, description="Learn placement from finished attempts (a history ConfigMap); false: model only."
+    )
+    history_namespace: str | None = Field(
+        None, description="Namespace of the history ConfigMap (default: the operator pod's own)."
+    )
+    history_configmap: str = Field("influence-trace-history", description="Name of the history ConfigMap.")
+    history_limit: int = Field(200, ge=1, le=2000, description="Observations kept (oldest dropped).")
+    history_margin: float = Field(
+        0.05, ge=0.0, lt=1.0, description="Margin over a measured peak (replaces the headroom for it)."
+    )

@@ -102,6 +102,8 @@ def test_default_objects_and_deployment(helm: Path) -> None:
         ("ConfigMap", "ops", f"{name}-pools"),
         ("ClusterRole", "", name),
         ("ClusterRoleBinding", "", name),
+        ("Role", "ops", f"{name}-history"),
+        ("RoleBinding", "ops", f"{name}-history"),
         ("Deployment", "ops", name),
     }
     dep = deployment(objects)["spec"]
@@ -151,8 +153,10 @@ def test_watched_namespaces_get_roles_and_nothing_cluster_wide(helm: Path) -> No
         (k, ns) for k, ns, _ in objects if k in {"Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding"}
     )
     assert kinds == [
+        ("Role", "ops"),  # the history ConfigMap in the release namespace
         ("Role", "team-a"),
         ("Role", "team-b"),
+        ("RoleBinding", "ops"),
         ("RoleBinding", "team-a"),
         ("RoleBinding", "team-b"),
     ]
@@ -231,6 +235,26 @@ def test_environment_reaches_operator_settings(
     assert settings.pools_file == "/etc/influence-trace-operator/pools.yaml"
     container = deployment(objects)["spec"]["template"]["spec"]["containers"][0]
     assert container["ports"][0]["containerPort"] == 9090
+
+
+def test_history_role_and_switch(helm: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The history ConfigMap: get/update on its name only, create in the release namespace; off: none."""
+    name = "rel-influence-trace-operator-history"
+    objects = render(helm, "history.margin=0.1", "history.limit=50")
+    rules = objects[("Role", "ops", name)]["rules"]
+    assert rules == [
+        {"apiGroups": [""], "resources": ["configmaps"], "resourceNames": [name], "verbs": ["get", "update"]},
+        {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["create"]},
+    ]
+    for key, value in env_of(objects).items():
+        monkeypatch.setenv(key, value)
+    settings = OperatorSettings()
+    assert (settings.history, settings.history_namespace, settings.history_configmap) == (True, "ops", name)
+    assert (settings.history_margin, settings.history_limit) == (0.1, 50)
+    off = render(helm, "history.enabled=false")
+    assert ("Role", "ops", name) not in off and env_of(off)["INFLUENCETRACE_HISTORY"] == "false"
+    monkeypatch.setenv("INFLUENCETRACE_HISTORY", "false")
+    assert OperatorSettings().history is False
 
 
 def test_pool_table_is_the_placement_default_and_loads(helm: Path, tmp_path: Path) -> None:

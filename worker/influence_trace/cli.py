@@ -30,6 +30,8 @@ def _add_arguments(name: str, sub: argparse.ArgumentParser) -> None:
     elif name == "estimate":
         sub.add_argument("manifests", nargs="+", metavar="manifest", help="InfluenceTrace manifests (YAML)")
         sub.add_argument("--pools", default=None, help="YAML file with the pool table")
+        sub.add_argument("--history", default=None,
+                         help="history the operator recorded (its ConfigMap's history.json)")
         sub.add_argument("--json", action="store_true", help="print JSON instead of a table")
     elif name == "operator":
         sub.add_argument("--namespace", action="append", default=None, help="watch only these")

@@ -54,6 +54,8 @@ class EstimateStatus(StatusModel):
     gpu: str | None = Field(None, description="gpuBytes for people, e.g. '44.9 GB' (the Est-GPU column).",
                             json_schema_extra=column("Est-GPU", 6, "Predicted peak GPU memory per device"))
     reason: str | None = Field(None, description="Why this pool, or why no pool fits.")
+    source: str | None = Field(None, description="'model', or 'observed (n runs)' when the estimate is "
+                               "the measured peak of earlier runs of this configuration.")
 
     @model_validator(mode="after")
     def _readable_gpu(self) -> EstimateStatus:

@@ -225,7 +225,7 @@ def suggest(refit: Refit, factor: int, est: Estimate, pool: Pool, headroom: floa
     return " or ".join(parts)
 
 
-def _estimate_and_refit(spec: InfluenceTraceSpec, shapes: Shapes | None,
+def estimate_and_refit(spec: InfluenceTraceSpec, shapes: Shapes | None,
                         options: EstimateOptions | None) -> tuple[Estimate, Refit]:
     """The estimate of ``spec``, and a function that re-estimates it at another factor/maxHessianDim."""
     shapes = shapes or resolve_shapes(spec)
@@ -242,7 +242,7 @@ def place(spec: InfluenceTraceSpec, pools: list[Pool] | tuple[Pool, ...] = DEFAU
           headroom: float = DEFAULT_HEADROOM, shapes: Shapes | None = None,
           options: EstimateOptions | None = None) -> tuple[Estimate, Placement]:
     """Estimate ``spec`` and choose its pool; a refusal names a factor or maxHessianDim that fits."""
-    est, refit = _estimate_and_refit(spec, shapes, options)
+    est, refit = estimate_and_refit(spec, shapes, options)
     placement = choose_pool(est, pools, spec.resources.pools, headroom, refit, spec.trace.factor)
     return est, placement
 
@@ -255,7 +255,7 @@ def suggest_after_oom(spec: InfluenceTraceSpec, pool: Pool, headroom: float = DE
     Assuming it does so by that ratio, a setting fits when its estimate with headroom stays within
     the estimate that failed: the suggestion searches a pool of exactly that size.
     """
-    est, refit = _estimate_and_refit(spec, shapes, options)
+    est, refit = estimate_and_refit(spec, shapes, options)
     observed = pool.model_copy(update={"gpu_memory_bytes": est.gpu_bytes})
     return (f"the memory model predicted {_gb(est.gpu_bytes)} per GPU; scaled by the shortfall, "
             + suggest(refit, spec.trace.factor, est, observed, headroom))
