@@ -72,11 +72,13 @@ def can_i(account: str, namespace: str) -> set[tuple[str, str, str, frozenset[st
     return rows
 
 
-def extra_rights(release_ns: str, sa: str, namespace: str) -> set[tuple[str, frozenset[str]]]:
-    """What ``sa`` may do in ``namespace`` beyond the release namespace's unbound default account."""
+def extra_rights(release_ns: str, sa: str, namespace: str,
+                 named: frozenset = frozenset()) -> set[tuple[str, frozenset[str]]]:
+    """What ``sa`` may do in ``namespace`` beyond the release namespace's unbound default account;
+    the per-name rules must be exactly ``named`` ((resource, "[name]", verbs) rows)."""
     extra = can_i(f"{release_ns}:{sa}", namespace) - can_i(f"{release_ns}:default", namespace)
-    assert all(names == "[]" for _, _, names, _ in extra), extra  # no per-name rules
-    return {(resource or urls, verbs) for resource, urls, _, verbs in extra}
+    assert {(r, n, v) for r, _, n, v in extra if n != "[]"} == set(named), extra
+    return {(resource or urls, verbs) for resource, urls, names, verbs in extra if names == "[]"}
 
 
 def install(release: str, namespace: str, *sets: str) -> None:
@@ -168,7 +170,10 @@ def test_namespaced_install_runs_an_escalating_trace_with_the_chart_identity(
 
     # The account can do exactly what the operator needs in the watched namespace, nothing elsewhere.
     assert extra_rights(release_ns, name, namespace) == EXPECTED_CAN_I
-    assert extra_rights(release_ns, name, release_ns) == set()
+    # In its own namespace: the history ConfigMap (get/update by name; create cannot be limited to one).
+    history = frozenset({("configmaps", f"[{name}-history]", frozenset({"get", "update"}))})
+    assert extra_rights(release_ns, name, release_ns, history) == {("configmaps", frozenset({"create"}))}
+    assert kube.get("configmap", f"{name}-history", release_ns) is not None  # the two attempts' record
     assert extra_rights(release_ns, name, "default") == set()
 
 
