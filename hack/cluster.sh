@@ -740,6 +740,7 @@ cmd_logs() {
     kctl get events -A --sort-by=.lastTimestamp >"${dir}/events.txt" 2>&1 || true
   fi
   cp "${CLUSTER_DIR}/kwok.yaml" "${dir}/kwok.yaml" 2>/dev/null || true
+  cp "${KUEUE_RUN_DIR}/kueue.log" "${dir}/kueue.log" 2>/dev/null || true
   log "logs written to ${dir}"
 }
 
