@@ -65,6 +65,9 @@ def is_suspended(job: dict[str, Any]) -> bool:
     return bool((job.get("spec") or {}).get("suspend"))
 
 
+NO_WORKLOAD = "waiting for Kueue to create the Job's Workload"
+
+
 @dataclass(frozen=True)
 class WorkloadState:
     """What the operator reads from a Job's Workload."""
@@ -97,7 +100,7 @@ def _flavor(workload: dict[str, Any]) -> str | None:
 def workload_state(workload: dict[str, Any] | None) -> WorkloadState:
     """Pure: a Workload (camelCase dict) as the operator needs it; None: Kueue has not made it yet."""
     if workload is None:
-        return WorkloadState(exists=False, message="waiting for Kueue to create the Job's Workload")
+        return WorkloadState(exists=False, message=NO_WORKLOAD)
     status = workload.get("status") or {}
     stats = (status.get("schedulingStats") or {}).get("evictions") or []
     evictions = sum(int(e.get("count") or 0) for e in stats)
@@ -113,7 +116,7 @@ def workload_state(workload: dict[str, Any] | None) -> WorkloadState:
         exists=True,
         eviction=last,
         admitted=admitted,
-        flavor=_flavor(workload) if admitted else None,
+        flavor=_flavor(workload),  # kept in status.admission after the Workload finished
         evictions=evictions,
         message=message or "waiting for Kueue to reserve quota",
     )

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from influence_trace.api.status import AttemptRecord, TraceStatus
+from influence_trace.api.status import AttemptRecord, Condition, TraceStatus
 from influence_trace.planning.placement import Pool
 
 from influence_trace_operator import conditions as C
@@ -71,16 +71,24 @@ def follow(
         state = Q.WorkloadState(exists=False, message=str(err))
     if _note_evictions(kube, fail, p, record, state, max_attempts):
         return True
-    if job_state(job) is not None:
-        return False
-    if Q.is_suspended(job):
+    if Q.is_suspended(job) and job_state(job) is None:
         _wait(p, state, job)
         return True
-    _note_admission(p, state, table)
+    _note_admission(p, state, table)  # also for a Job that finished between two passes
     return False
 
 
 QUEUED_PREFIX = "queued in Kueue LocalQueue"
+
+
+def _told_already(before: Condition | None) -> bool:
+    """The trace already shows Kueue's own reason (not the launch note or the no-Workload-yet one)."""
+    return (
+        before is not None
+        and before.reason == Q.QUEUED
+        and before.message.startswith(QUEUED_PREFIX)
+        and not before.message.endswith(Q.NO_WORKLOAD)
+    )
 
 
 def _wait(p: Pass, state: Q.WorkloadState, job: dict[str, Any]) -> None:
@@ -92,14 +100,13 @@ def _wait(p: Pass, state: Q.WorkloadState, job: dict[str, Any]) -> None:
         p.status.phase = "Pending"
     p.status.message = message
     p.condition(C.RUNNING, False, Q.QUEUED, message)
-    first = before is None or before.reason != Q.QUEUED or not before.message.startswith(QUEUED_PREFIX)
-    if first and state.exists:
+    if state.exists and not _told_already(before):
         p.event("Normal", Q.QUEUED, f"Job {job['metadata']['name']} {message}")
 
 
 def _note_admission(p: Pass, state: Q.WorkloadState, table: list[Pool]) -> None:
     record = p.status.current()
-    if record is None or not state.admitted or record.flavor == state.flavor:
+    if record is None or state.flavor is None or record.flavor == state.flavor:
         return
     rec = record.model_copy(update={"flavor": state.flavor})
     p.status.attempts = [rec if r.attempt == rec.attempt else r for r in p.status.attempts]

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import json
+from types import SimpleNamespace
 from typing import Any
 
+import pytest
 from influence_trace.api.status import AttemptRecord, TraceStatus
 from influence_trace_operator import kueue as Q
 from influence_trace_operator.escalation import evictions_exhausted, launches_used, placement_on
 from influence_trace_operator.jobs import build_job
+from influence_trace_operator.reconcile import Reconciler
 from influence_trace_operator.settings import OperatorSettings
+from kubernetes.client.rest import ApiException
 
-from tests.operator.operator_builders import H100, REF, trace
+from tests.operator.fake_kube import FakeKube
+from tests.operator.operator_builders import H100, H200, REF, pod, trace, trace_dict
 from tests.operator.test_jobs import _job
 
 
@@ -115,3 +121,121 @@ def test_kueue_evictions_count_against_max_attempts() -> None:
     assert evictions_exhausted(status, 4) is None
     stop = evictions_exhausted(status, 3)
     assert stop is not None and stop.reason == "AttemptsExhausted"
+
+
+# ---- the Reconciler with a queue, against the in-memory Kube and Workloads as Kueue writes them ----
+
+NS, NAME = "team-a", "demo"
+
+
+class FakeWorkloads:
+    """``CustomObjectsApi.list_namespaced_custom_object`` for Workloads, by the job-uid label."""
+
+    def __init__(self) -> None:
+        self.by_job_uid: dict[str, dict[str, Any]] = {}
+        self.installed = True
+
+    def list_namespaced_custom_object(self, group: str, version: str, namespace: str, plural: str,
+                                      label_selector: str = "", **_: Any) -> SimpleNamespace:
+        if not self.installed:
+            raise ApiException(status=404, reason="Not Found")
+        assert (group, version, plural) == (Q.GROUP, Q.VERSION, Q.WORKLOADS)
+        uid = label_selector.removeprefix(f"{Q.JOB_UID_LABEL}=")
+        found = self.by_job_uid.get(uid)
+        return SimpleNamespace(data=json.dumps({"items": [found] if found else []}))
+
+
+@pytest.fixture()
+def kube() -> FakeKube:
+    fake = FakeKube()
+    fake.add_trace(trace_dict(queue="lq"))
+    fake.custom = FakeWorkloads()  # type: ignore[attr-defined]
+    return fake
+
+
+@pytest.fixture()
+def reconciler(kube: FakeKube) -> Reconciler:
+    return Reconciler(kube, OperatorSettings(), [H100, H200])  # type: ignore[arg-type]
+
+
+def _running(kube: FakeKube) -> dict[str, Any]:
+    return next(c for c in kube.status_of(NS, NAME)["conditions"] if c["type"] == "Running")
+
+
+def _kueue_sets(kube: FakeKube, job: str, workload: dict[str, Any], suspend: bool) -> None:
+    kube.jobs[(NS, job)]["spec"]["suspend"] = suspend
+    kube.custom.by_job_uid[kube.jobs[(NS, job)]["metadata"]["uid"]] = workload  # type: ignore[attr-defined]
+
+
+ADMITTED = (_cond("QuotaReserved", "True", "QuotaReserved", "Quota reserved in ClusterQueue cq"),
+            _cond("Admitted", "True", "Admitted", "The workload is admitted"))
+
+
+def test_queued_launch_is_suspended_and_waits_for_kueue(kube: FakeKube, reconciler: Reconciler) -> None:
+    reconciler.reconcile(NS, NAME)
+    job = kube.jobs[(NS, "demo-a1")]
+    assert job["spec"]["suspend"] is True and job["metadata"]["labels"][Q.QUEUE_LABEL] == "lq"
+    status = kube.status_of(NS, NAME)
+    assert (status["phase"], status["queue"]) == ("Pending", "lq")
+    assert _running(kube)["reason"] == "QueuedInKueue" and "flavor h100" in _running(kube)["message"]
+
+    reconciler.reconcile(NS, NAME)  # no Workload yet
+    assert "waiting for Kueue to create" in _running(kube)["message"]
+    _kueue_sets(kube, "demo-a1", _workload(PENDING), suspend=True)
+    reconciler.reconcile(NS, NAME)
+    reconciler.reconcile(NS, NAME)
+    status = kube.status_of(NS, NAME)
+    assert status["message"] == f"queued in Kueue LocalQueue lq: {PENDING['message']}"
+    assert _running(kube)["message"] == status["message"] and status["attempt"] == 1
+    assert [r for _, r, _ in kube.events].count("QueuedInKueue") == 1
+
+
+def test_admission_records_the_flavor_then_the_pod_runs(kube: FakeKube, reconciler: Reconciler) -> None:
+    reconciler.reconcile(NS, NAME)
+    _kueue_sets(kube, "demo-a1", _workload(*ADMITTED, flavor="h100"), suspend=False)
+    reconciler.reconcile(NS, NAME)
+    status = kube.status_of(NS, NAME)
+    assert status["attempts"][0]["flavor"] == "h100"
+    assert _running(kube)["reason"] == "AdmittedByKueue"
+    assert ("Normal", "AdmittedByKueue") in [(k, r) for k, r, _ in kube.events]
+    kube.pods[(NS, "demo-a1")] = [pod("Running")]
+    reconciler.reconcile(NS, NAME)
+    assert kube.status_of(NS, NAME)["phase"] == "Running"
+
+
+def test_kueue_eviction_requeues_on_the_same_pool_and_counts(kube: FakeKube, reconciler: Reconciler) -> None:
+    reconciler.reconcile(NS, NAME)
+    _kueue_sets(kube, "demo-a1", _workload(*ADMITTED, flavor="h100"), suspend=False)
+    kube.pods[(NS, "demo-a1")] = [pod("Running")]
+    reconciler.reconcile(NS, NAME)
+    evicted = _cond("Evicted", "True", "Preempted", "Preempted to accommodate a workload (UID: x)")
+    _kueue_sets(kube, "demo-a1", _workload(evicted, PENDING, evictions=1), suspend=True)
+    kube.pods[(NS, "demo-a1")] = []
+    reconciler.reconcile(NS, NAME)
+    status = kube.status_of(NS, NAME)
+    assert (status["phase"], status["pool"], status["attempt"]) == ("Pending", "h100", 1)
+    assert status["attempts"][0]["kueueEvictions"] == 1 and "flavor" not in status["attempts"][0]
+    assert list(kube.jobs) == [(NS, "demo-a1")]
+    assert _running(kube)["reason"] == "QueuedInKueue"
+    (message,) = [m for _, r, m in kube.events if r == "EvictedByKueue"]
+    assert "Preempted" in message and "same pool" in message
+
+
+def test_kueue_evictions_use_up_max_attempts(kube: FakeKube, reconciler: Reconciler) -> None:
+    kube.add_trace(trace_dict(queue="lq", resources={"pools": ["h100", "h200"], "maxAttempts": 2}))
+    reconciler.reconcile(NS, NAME)
+    evicted = _cond("Evicted", "True", "Preempted", "Preempted")
+    _kueue_sets(kube, "demo-a1", _workload(evicted, PENDING, evictions=2), suspend=True)
+    reconciler.reconcile(NS, NAME)
+    status = kube.status_of(NS, NAME)
+    assert status["phase"] == "Failed" and not kube.jobs
+    assert next(c for c in status["conditions"] if c["type"] == "Failed")["reason"] == "AttemptsExhausted"
+
+
+def test_queue_without_kueue_installed_says_so(kube: FakeKube, reconciler: Reconciler) -> None:
+    kube.custom.installed = False  # type: ignore[attr-defined]
+    reconciler.reconcile(NS, NAME)
+    reconciler.reconcile(NS, NAME)
+    status = kube.status_of(NS, NAME)
+    assert status["phase"] == "Pending" and "not installed" in status["message"]
+    assert kube.jobs[(NS, "demo-a1")]["spec"]["suspend"] is True
