@@ -7,8 +7,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from influence_trace.api.spec import load_manifest
-from influence_trace.planning.memory_model import DEFAULT_CHUNK_BYTES, estimate
+from influence_trace.api.spec import DEFAULT_MODULES, load_manifest
+from influence_trace.planning.memory_model import DEFAULT_CHUNK_BYTES, EstimateOptions, estimate
 from influence_trace.planning.placement import place
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -109,3 +109,34 @@ def test_generation_is_its_own_stage_with_the_kv_cache() -> None:
     assert est.gpu_breakdown["generation_cache"] == kv + logits
     assert est.stages["generate"] == est.gpu_breakdown["weights"] + kv + logits
     assert "generate" not in estimate(spec).stages and estimate(spec).gpu_breakdown["generation_cache"] == 0
+
+
+def test_pinned_staging_is_counted_on_the_host_and_stays_small() -> None:
+    """The factor store is ordinary memory; only two capture slots and two transfer chunks are pinned,
+    rounded up as torch's pinned allocator rounds them."""
+    from influence_trace.api.architectures import PRESETS, traced_module_dims
+    from influence_trace.planning.memory_model import (
+        TRANSFER_CHUNK_BYTES,
+        pinned_reservation,
+        pinned_staging_bytes,
+    )
+
+    est = estimate(seed_spec(factor=32))
+    dims = traced_module_dims(PRESETS["qwen2.5-1.5b"], DEFAULT_MODULES, 32, -1)
+    batch = est.workload.max_sequence_tokens  # one longest sequence, above the 4,096-token default
+    slot = batch * sum(d.k_in + d.k_out for d in dims) * 2  # bfloat16 factors
+    per_process = 2 * pinned_reservation(slot) + 2 * TRANSFER_CHUNK_BYTES
+    assert pinned_staging_bytes(dims, batch, "bfloat16") == per_process
+    assert est.host_breakdown["pinned"] == est.gpus * per_process
+    assert est.host_breakdown["pinned"] < 0.05 * est.host_breakdown["factors"]  # was the whole store, x1.5
+    cpu = estimate(seed_spec(factor=32), options=EstimateOptions(device="cpu"))
+    assert "pinned" not in cpu.host_breakdown
+
+
+def test_the_exchange_stage_is_counted_with_several_processes() -> None:
+    est = estimate(seed_spec(factor=32))
+    widest = max(m.k_in + m.k_out for m in est.modules)
+    assert est.gpu_breakdown["exchange"] == 2 * est.workload.response_tokens * widest * 2
+    assert est.stages["exchange"] == est.gpu_breakdown["weights"] + est.gpu_breakdown["projections"] + \
+        est.gpu_breakdown["exchange"]
+    assert est.stages["exchange"] < est.stages["hessian"]

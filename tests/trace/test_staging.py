@@ -6,9 +6,10 @@ from __future__ import annotations
 import pytest
 import torch
 from influence_trace.api.contract import HostOutOfMemory
+from influence_trace.planning.memory_model import pinned_reservation
 from influence_trace.trace import staging
 from influence_trace.trace.device_peak import PeakTracker
-from influence_trace.trace.staging import CaptureStaging, Transfer, pinned_reservation
+from influence_trace.trace.staging import CaptureStaging, Transfer
 
 
 def _batches():

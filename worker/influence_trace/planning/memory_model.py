@@ -38,6 +38,7 @@ GIB = 2**30
 CUDA_CONTEXT_BYTES = 1 * GIB  # CUDA context, cuBLAS/cuSOLVER workspaces: outside max_memory_allocated
 PROCESS_HOST_BYTES = 3 * GIB  # Python + torch + CUDA libraries + transformers, per worker process
 ROLLOUT_BYTES_PER_TOKEN = 40  # a token id kept as a Python int in a tuple, plus its score
+TRANSFER_CHUNK_BYTES = 64 * 2**20  # the worker's pinned transfer chunk (trace/staging.py keeps two)
 
 
 class ShapesError(ValueError):
@@ -178,6 +179,26 @@ def stored_factor_bytes(dims: list[ModuleDims], tokens: int, capture_dtype: str)
     return tokens * sum(d.k_in + d.k_out for d in dims) * DTYPE_BYTES[capture_dtype]
 
 
+def pinned_reservation(nbytes: int) -> int:
+    """What torch's caching host allocator reserves for a pinned request: the next power of two."""
+    return 1 << max(nbytes - 1, 0).bit_length() if nbytes > 0 else 0
+
+
+def pinned_staging_bytes(dims: list[ModuleDims], batch_response_tokens: int, capture_dtype: str) -> int:
+    """Host "pinned", per GPU process: two capture staging slots (one batch's factor rows of every
+    module each) and two transfer chunks, as the pinned allocator reserves them. The factor store
+    itself is ordinary memory (counted under "factors")."""
+    slot = batch_response_tokens * sum(d.k_in + d.k_out for d in dims) * DTYPE_BYTES[capture_dtype]
+    return 2 * pinned_reservation(slot) + 2 * pinned_reservation(TRANSFER_CHUNK_BYTES)
+
+
+def exchange_bytes(dims: list[ModuleDims], tokens: int, capture_dtype: str, device: str) -> int:
+    """"exchange" (several processes only): one round's owned module over every token, plus on CUDA
+    this rank's pieces sent to the round's other owners (at most as many rows again)."""
+    widest = max((d.k_in + d.k_out for d in dims), default=0)
+    return (2 if device == "cuda" else 1) * tokens * widest * DTYPE_BYTES[capture_dtype]
+
+
 def chunk_tokens(scope_tokens: int, dim: int, itemsize: int, chunk_bytes: int) -> int:
     """Tokens per Hessian chunk, as the worker cuts them: at most chunk_bytes of g_t rows."""
     return max(1, min(scope_tokens, chunk_bytes // (dim * itemsize)))
@@ -265,6 +286,9 @@ def _host_pod(spec: InfluenceTraceSpec, w: Workload, dims: list[ModuleDims], sha
     }
     if opts.device == "cpu":  # the device is the host: its buffers land here, weights counted once
         out["device"] = procs * (device_peak - weight_bytes(shapes, spec.model.dtype))
+    else:
+        batch = min(max(opts.capture_tokens, w.max_sequence_tokens), w.response_tokens)
+        out["pinned"] = procs * pinned_staging_bytes(dims, batch, spec.trace.capture_dtype)
     return out
 
 
@@ -286,13 +310,17 @@ def estimate(spec: InfluenceTraceSpec, shapes: Shapes | None = None, options: Es
     resident = resident_bytes(w, trace)
     stages = {"capture": sum(fixed.values()) + capture,
               "hessian": sum(fixed.values()) + sum(resident.values()) + largest.peak_bytes}
+    several = spec.resources.gpus * spec.resources.nodes > 1
+    exchange = exchange_bytes(dims, w.response_tokens, trace.capture_dtype, opts.device) if several else 0
+    if exchange:  # the factors' exchange between ranks, after capture, before the Hessian stage
+        stages["exchange"] = sum(fixed.values()) + exchange
     gen = spec.rollouts.generate
     generation = 0
     if gen is not None:  # rank 0 samples the rollouts first, batch by batch, holding only the weights
         generation = generation_cache_bytes(shapes, gen.batch_size, w.max_sequence_tokens, spec.model.dtype)
         stages["generate"] = fixed["weights"] + generation
     context = opts.cuda_context_bytes if opts.device == "cuda" else 0
-    gpu_breakdown = {**fixed, "generation_cache": generation, "capture_batch": capture,
+    gpu_breakdown = {**fixed, "generation_cache": generation, "capture_batch": capture, "exchange": exchange,
                      **parts[largest.name], **resident, "cuda_context": context}
     host = _host_pod(spec, w, dims, shapes, opts, max(stages.values()))
     return Estimate(

@@ -27,13 +27,7 @@ from dataclasses import dataclass, field
 import torch
 
 from influence_trace.api.contract import HostOutOfMemory
-
-TRANSFER_CHUNK_BYTES = 64 * 2**20  # one pinned transfer chunk; two are kept per process
-
-
-def pinned_reservation(nbytes: int) -> int:
-    """What torch's caching host allocator reserves for a pinned request: the next power of two."""
-    return 1 << max(nbytes - 1, 0).bit_length() if nbytes > 0 else 0
+from influence_trace.planning.memory_model import TRANSFER_CHUNK_BYTES  # counted there, with the slots
 
 
 def host_buffer(numel: int, dtype: torch.dtype, pin: bool) -> torch.Tensor:
