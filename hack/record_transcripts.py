@@ -1,0 +1,174 @@
+#!/usr/bin/env python3
+"""Record the README's escalation transcript from a real run on the local cluster, and write it in.
+
+    .venv/bin/python hack/record_transcripts.py [--work DIR] [--check]
+
+1. A real local worker run: the demo's model and rollouts (influence_trace.demo.command.prepare),
+   traced by ``influence-trace run`` on the CPU; its termination message is what a worker pod would
+   hand to the operator.
+2. ``hack/cluster.sh up`` (CLUSTER_NAME is honoured), the generated CRD, a fresh namespace with the
+   volume claim the example names (a PersistentVolume bound to it), and the real operator
+   (``influence-trace operator --namespace NS``) on this machine.
+3. ``examples/qwen15b-f32-all-selected.yaml`` applied with the annotations that make kwok's fake pod
+   need 100 GB of GPU memory (GPU out of memory on h100, success on h200) and end with the message
+   of step 1, while ``kubectl get influencetraces -w`` records; then ``kubectl describe``.
+4. The README block after the marker ``<!-- docs-test: generated: hack/record_transcripts.py -->`` is
+   replaced by the watch output as printed, and the describe output from its ``Events:`` line on
+   (the lines before it are shown as ``...``). ``--check`` prints the block instead of writing it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "worker"))
+
+EXAMPLE = REPO / "examples" / "qwen15b-f32-all-selected.yaml"
+MARKER = "<!-- docs-test: generated: hack/record_transcripts.py -->"
+NAMESPACE = "docs-transcript"
+GPU_BYTES = "100000000000"  # 100 GB: more than an h100's 85.5 GB per GPU, less than an h200's 150.8 GB
+
+
+def sh(*args: str, env: dict[str, str] | None = None, check: bool = True, **kw) -> str:
+    proc = subprocess.run(args, env=env, capture_output=True, text=True, **kw)
+    if check and proc.returncode != 0:
+        sys.exit(f"{' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}{proc.stderr}")
+    return proc.stdout
+
+
+def worker_message(work: Path) -> str:
+    """The termination message of a real CPU run of the demo's inputs."""
+    from influence_trace.demo.command import prepare
+
+    manifest = prepare(work / "demo")
+    log = work / "termination-log"
+    env = {**os.environ, "INFLUENCE_TRACE_TERMINATION_LOG": str(log),
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO / "worker"), os.environ.get("PYTHONPATH")]))}
+    sh(sys.executable, "-m", "influence_trace.cli", "run", "--device", "cpu", str(manifest), env=env)
+    return log.read_text()
+
+
+def cluster_env() -> dict[str, str]:
+    sh(str(REPO / "hack" / "cluster.sh"), "up", timeout=3600)
+    kubeconfig = sh(str(REPO / "hack" / "cluster.sh"), "kubeconfig").strip()
+    bin_dir = sh(str(REPO / "hack" / "cluster.sh"), "bin").strip()
+    return {**os.environ, "KUBECONFIG": kubeconfig, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO / "worker"), str(REPO / "operator"),
+                                                         os.environ.get("PYTHONPATH")]))}
+
+
+def volume(claim: str) -> str:
+    """A PersistentVolume bound to the claim the example names, and the claim."""
+    pv = f"{NAMESPACE}-{claim}"
+    return json.dumps({"apiVersion": "v1", "kind": "List", "items": [
+        {"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": pv},
+         "spec": {"capacity": {"storage": "1Ti"}, "accessModes": ["ReadWriteOnce"], "storageClassName": "",
+                  "hostPath": {"path": "/workspace"},
+                  "claimRef": {"namespace": NAMESPACE, "name": claim}}},
+        {"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+         "metadata": {"name": claim, "namespace": NAMESPACE},
+         "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": "", "volumeName": pv,
+                  "resources": {"requests": {"storage": "1Ti"}}}},
+    ]})
+
+
+def trace_manifest(message: str) -> tuple[str, str]:
+    """(name, JSON manifest): the example with the simulation annotations."""
+    import yaml
+
+    doc = yaml.safe_load(EXAMPLE.read_text())
+    doc["metadata"]["annotations"] = {
+        "influencetrace.dev/simulate-gpu-bytes": GPU_BYTES,
+        "influencetrace.dev/simulate-termination-message": message,
+    }
+    return doc["metadata"]["name"], json.dumps(doc)
+
+
+def phase(name: str, env: dict[str, str]) -> str:
+    return sh("kubectl", "-n", NAMESPACE, "get", "influencetrace", name, "-o", "jsonpath={.status.phase}",
+              env=env, check=False).strip()
+
+
+def wait_until_serving(operator: subprocess.Popen, log: Path, timeout: float = 180) -> None:
+    """Until kopf has logged in (its watches start right after), so the trace is placed at once."""
+    deadline = time.monotonic() + timeout
+    while "Initial authentication has finished" not in log.read_text(errors="replace"):
+        if operator.poll() is not None or time.monotonic() > deadline:
+            sys.exit(f"the operator did not start; its log: {log}")
+        time.sleep(0.5)
+    time.sleep(2)
+
+
+def record(message: str, env: dict[str, str], work: Path) -> str:
+    kubectl = ("kubectl", "-n", NAMESPACE)
+    crd = REPO / "crds" / "influencetraces.yaml"
+    sh("kubectl", "apply", "--server-side", "--force-conflicts", "-f", str(crd), env=env)
+    sh("kubectl", "wait", "--for=condition=Established", "crd/influencetraces.influencetrace.dev", env=env)
+    sh("kubectl", "delete", "namespace", NAMESPACE, "--ignore-not-found", "--wait=true", env=env, timeout=120)
+    sh("kubectl", "delete", "pv", f"{NAMESPACE}-influence-data", "--ignore-not-found", env=env)
+    sh("kubectl", "create", "namespace", NAMESPACE, env=env)
+    sh("kubectl", "apply", "-f", "-", input=volume("influence-data"), env=env)
+    op_env = {**env, "INFLUENCETRACE_LIVENESS_PORT": "0", "INFLUENCETRACE_RESYNC_SECONDS": "2"}
+    with open(work / "operator.log", "wb") as log:
+        operator = subprocess.Popen([sys.executable, "-m", "influence_trace.cli", "operator", "--namespace",
+                                     NAMESPACE], env=op_env, stdout=log, stderr=subprocess.STDOUT)
+    watch = subprocess.Popen([*kubectl, "get", "influencetraces", "-w"], env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.DEVNULL, text=True)
+    try:
+        wait_until_serving(operator, work / "operator.log")
+        name, manifest = trace_manifest(message)
+        sh(*kubectl, "apply", "-f", "-", input=manifest, env=env)
+        deadline = time.monotonic() + 180
+        while phase(name, env) not in ("Succeeded", "Failed"):
+            if time.monotonic() > deadline:
+                sys.exit(f"trace {name} did not finish; operator log: {work / 'operator.log'}")
+            time.sleep(1)
+        time.sleep(2)  # the last status write reaches the watch
+    finally:
+        watch.send_signal(signal.SIGTERM)
+        watched = watch.communicate(timeout=30)[0]
+        operator.terminate()
+        operator.wait(timeout=30)
+    described = sh(*kubectl, "describe", "influencetrace", name, env=env)
+    events = described[described.index("Events:"):]
+    sh("kubectl", "delete", "namespace", NAMESPACE, "--wait=false", env=env)
+    sh("kubectl", "delete", "pv", f"{NAMESPACE}-influence-data", "--wait=false", env=env)
+    return (f"$ kubectl get influencetraces -w\n{watched.rstrip()}\n\n"
+            f"$ kubectl describe influencetrace {name}\n...\n{events.rstrip()}\n")
+
+
+def write_block(readme: Path, body: str) -> None:
+    lines = readme.read_text().splitlines(keepends=True)
+    start = next(i for i, line in enumerate(lines) if line.strip() == MARKER) + 1
+    assert lines[start].startswith("```"), f"{readme}:{start + 1}: no fence after the marker"
+    end = next(i for i in range(start + 1, len(lines)) if lines[i].strip() == "```")
+    readme.write_text("".join([*lines[:start + 1], body, *lines[end:]]))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--work", default="/tmp/influence-trace-transcript", help="scratch directory")
+    parser.add_argument("--check", action="store_true", help="print the block instead of writing it")
+    args = parser.parse_args()
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    message = worker_message(work)
+    body = record(message, cluster_env(), work)
+    if args.check:
+        print(body, end="")
+    else:
+        write_block(REPO / "README.md", body)
+        print(f"README.md: transcript rewritten ({body.count(chr(10))} lines)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
