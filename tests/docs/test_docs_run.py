@@ -56,7 +56,7 @@ def test_doc_blocks_run(doc: Path, tmp_path: Path) -> None:
         elif block.shell:
             blocks.run_bash(block.text, root, _env())
         elif block.lang == "yaml":
-            assert yaml.safe_load(block.text) is not None, f"{block.where}: empty YAML"
+            assert all(doc is not None for doc in yaml.safe_load_all(block.text)), f"{block.where}: empty YAML"
 
 
 def _write_file(block: blocks.Block, root: Path) -> None:
