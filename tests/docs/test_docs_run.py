@@ -56,7 +56,8 @@ def test_doc_blocks_run(doc: Path, tmp_path: Path) -> None:
         elif block.shell:
             blocks.run_bash(block.text, root, _env())
         elif block.lang == "yaml":
-            assert all(doc is not None for doc in yaml.safe_load_all(block.text)), f"{block.where}: empty YAML"
+            documents = list(yaml.safe_load_all(block.text))
+            assert documents and None not in documents, f"{block.where}: an empty YAML document"
 
 
 def _write_file(block: blocks.Block, root: Path) -> None:
