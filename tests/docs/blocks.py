@@ -15,7 +15,7 @@ A block's kind comes from an HTML comment on the lines just above its fence,
 * ``generated: SCRIPT``: output that SCRIPT writes into the doc from a real run.
 
 A shell block (``sh``, ``bash``, ``shell``) without a marker is run with bash in the sandbox. A YAML
-block without one must parse; any other block must name its language (``text`` for plain output).
+(or JSON) block without one must parse; any other block must name its language (``text`` for plain output).
 """
 
 from __future__ import annotations

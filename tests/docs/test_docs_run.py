@@ -7,6 +7,7 @@ sandbox that looks like the repository.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import sys
@@ -55,6 +56,8 @@ def test_doc_blocks_run(doc: Path, tmp_path: Path) -> None:
             _check_block(block, root)
         elif block.shell:
             blocks.run_bash(block.text, root, _env())
+        elif block.lang == "json":
+            json.loads(block.text)
         elif block.lang == "yaml":
             documents = list(yaml.safe_load_all(block.text))
             assert documents and None not in documents, f"{block.where}: an empty YAML document"
