@@ -40,7 +40,7 @@ def test_check_refuses_what_would_fail(tmp_path: Path) -> None:
     assert blocks.check_command(["influence-trace", "estimate", example], tmp_path, set()) == []
     with pytest.raises(AssertionError, match="refused by the parser"):
         blocks.check_command(["influence-trace", "estimate", example, "--no-such-flag"], tmp_path, set())
-    with pytest.raises(AssertionError, match="missing.yaml does not exist"):
+    with pytest.raises(AssertionError, match=r"missing\.yaml does not exist"):
         blocks.check_command(["influence-trace", "run", "missing.yaml"], tmp_path, set())
     assert blocks.check_command(["influence-trace", "report", "out"], tmp_path, {"out"}) == ["out"]
     with pytest.raises(AssertionError, match="cannot check"):
