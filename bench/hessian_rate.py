@@ -1,11 +1,16 @@
-"""Benchmark: the achieved flop rate of the worker's Hessian build and solve, against a plain matmul.
+"""Benchmark: the effective rate of the worker's token-Hessian build against a plain GEMM's, per shape.
 
-For each module size D (= k_out * k_in) the worker's own functions build H = sum_t g_t g_t^T from T
-tokens' factors in chunks (2 T D^2 flops), factor H + lambda I (D^3 / 3) and solve for R responses
-(2 D^2 R). The reference is one plain matmul A^T A of a materialised T x D matrix (2 T D^2 flops),
-timed in the same run, so the ratio is robust to a shared, noisy machine. Target: ratio >= 0.6.
+For each traced module shape (k_out, k_in), D = k_out * k_in, the build of H = sum_t g_t g_t^T from
+T tokens' factors is timed by both of the worker's paths (trace/hessian.py): the dense rank-c build
+(2 T D^2 flops) and the symmetric Gram build (T D^2 / 2 flops, then H expanded from G). Each is
+reported as an effective rate 2 T D^2 / time, against the rate of one plain GEMM ``A^T A`` of a
+materialised T_ref x D matrix, all in the same run, so the ratios hold on a shared, noisy machine.
+``worker`` is the path the worker picks for that shape (planning/hessian_plan.py). Targets (issue 13):
+Gram build >= 2.5x the GEMM's rate at k_out 48, k_in 280 (T >= 16,384), >= 1.2x at the other shapes
+of Qwen2.5-1.5B at factors 32 and 64. ``--solve`` adds damped Cholesky + solve for R responses.
 
-    .venv/bin/python bench/hessian_rate.py [--dims 1024 2304] [--tokens 8192] [--responses 64]
+    .venv/bin/python bench/hessian_rate.py [--shapes 48x280 280x48 ...] [--tokens 16384]
+        [--reference-tokens 4096] [--threads 2] [--solve]
 """
 
 from __future__ import annotations
@@ -14,10 +19,20 @@ import argparse
 import time
 
 import torch
+from influence_trace.planning.hessian_plan import uses_symmetric_gram
 from influence_trace.planning.options import DEFAULT_CHUNK_BYTES
-from influence_trace.trace.hessian import response_gradients, token_hessian
+from influence_trace.trace.hessian import (
+    dense_token_hessian,
+    expand_gram,
+    response_gradients,
+    symmetric_gram,
+    token_hessian,
+)
 from influence_trace.trace.ledger import MemoryLedger
 from influence_trace.trace.solve import damped_cholesky, solve_responses
+
+# Qwen2.5-1.5B's traced (k_out, k_in) at factor 32 (q/o, k/v, gate/up, down), then factor 64.
+QWEN15B_SHAPES = ["48x280", "280x48", "48x48", "8x48", "24x140", "140x24", "24x24", "4x24"]
 
 
 def best_of(repeats: int, fn) -> float:
@@ -30,66 +45,81 @@ def best_of(repeats: int, fn) -> float:
     return min(times)
 
 
-def factor_shapes(dim: int) -> tuple[int, int]:
-    """A (k_out, k_in) split of D shaped like an MLP module (k_out the larger side)."""
-    k_in = 48 if dim % 48 == 0 else 32
-    return dim // k_in, k_in
+def plain_gemm_rate(u: torch.Tensor, v: torch.Tensor, tokens: int, repeats: int) -> float:
+    """flop/s of A^T A for the materialised tokens x D matrix of the first ``tokens`` factors."""
+    dense = (u[:tokens, :, None] * v[:tokens, None, :]).reshape(tokens, -1)
+    seconds = best_of(repeats, lambda: dense.T @ dense)
+    return 2.0 * tokens * dense.shape[1] ** 2 / seconds
 
 
-def plain_matmul_seconds(u: torch.Tensor, v: torch.Tensor, repeats: int) -> float:
-    """Time A^T A for the materialised T x D matrix of the same tokens (the reference)."""
-    dense = (u[:, :, None] * v[:, None, :]).reshape(u.shape[0], -1)
-    return best_of(repeats, lambda: dense.T @ dense)
-
-
-def measure(dim: int, tokens: int, responses: int, repeats: int, dtype: torch.dtype) -> dict[str, float]:
-    k_out, k_in = factor_shapes(dim)
+def measure(k_out: int, k_in: int, args: argparse.Namespace, dtype: torch.dtype) -> dict[str, float]:
+    dim, tokens = k_out * k_in, args.tokens
     gen = torch.Generator().manual_seed(dim)
     u = torch.randn(tokens, k_out, generator=gen, dtype=dtype)
     v = torch.randn(tokens, k_in, generator=gen, dtype=dtype)
-    offsets = torch.linspace(0, tokens, responses + 1).long().tolist()
     ledger = MemoryLedger()
-    matmul_s = plain_matmul_seconds(u, v, repeats)
-    build_s = best_of(repeats, lambda: token_hessian(u, v, DEFAULT_CHUNK_BYTES, ledger))
-    grads = response_gradients(u, v, offsets)
-    hessian = token_hessian(u, v, DEFAULT_CHUNK_BYTES, ledger)
+    ref_rate = plain_gemm_rate(u, v, min(tokens, args.reference_tokens), args.repeats)
+    flops = 2.0 * tokens * dim * dim
+    dense_s = best_of(args.repeats, lambda: dense_token_hessian(u, v, DEFAULT_CHUNK_BYTES, ledger))
+    gram_s = best_of(args.repeats, lambda: symmetric_gram(u, v, DEFAULT_CHUNK_BYTES, ledger))
+    gram = symmetric_gram(u, v, DEFAULT_CHUNK_BYTES, ledger)
+    expand_s = best_of(args.repeats, lambda: expand_gram(gram, k_out, k_in, ledger))
+    out = {
+        "gemm_gflops": ref_rate / 1e9,
+        "dense": flops / dense_s / ref_rate,
+        "gram": flops / (gram_s + expand_s) / ref_rate,
+        "expand_share": expand_s / (gram_s + expand_s),
+    }
+    out["worker"] = out["gram"] if uses_symmetric_gram(k_out, k_in) else out["dense"]
+    if args.solve:
+        out["solve"] = build_and_solve_ratio(u, v, args, ref_rate, ledger)
+    return out
 
-    def factor_and_solve() -> None:
-        fact = damped_cholesky(hessian.clone(), -1.0, 6, ledger, "bench")
+
+def build_and_solve_ratio(u: torch.Tensor, v: torch.Tensor, args: argparse.Namespace, ref_rate: float,
+                          ledger: MemoryLedger) -> float:
+    """(2 T D^2 + D^3 / 3 + 2 D^2 R) / time of the worker's build, Cholesky and solve, over the GEMM rate."""
+    tokens, dim = u.shape[0], u.shape[1] * v.shape[1]
+    offsets = torch.linspace(0, tokens, args.responses + 1).long().tolist()
+    grads = response_gradients(u, v, offsets)
+
+    def build_factor_solve() -> None:
+        fact = damped_cholesky(token_hessian(u, v, DEFAULT_CHUNK_BYTES, ledger), -1.0, 6, ledger, "bench")
         solve_responses(fact, grads, ledger)
 
-    solve_s = best_of(repeats, factor_and_solve)
-    matmul_flops = 2.0 * tokens * dim * dim
-    work_flops = matmul_flops + dim**3 / 3.0 + 2.0 * dim * dim * responses
-    matmul_rate = matmul_flops / matmul_s
-    return {
-        "D": dim,
-        "T": tokens,
-        "matmul_gflops": matmul_rate / 1e9,
-        "build_gflops": matmul_flops / build_s / 1e9,
-        "build_solve_gflops": work_flops / (build_s + solve_s) / 1e9,
-        "ratio": work_flops / (build_s + solve_s) / matmul_rate,
-    }
+    seconds = best_of(args.repeats, build_factor_solve)
+    work = 2.0 * tokens * dim * dim + dim**3 / 3.0 + 2.0 * dim * dim * args.responses
+    return work / seconds / ref_rate
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dims", type=int, nargs="+", default=[1024, 2304])
-    parser.add_argument("--tokens", type=int, default=8192)
+    parser.add_argument("--shapes", nargs="+", default=QWEN15B_SHAPES, help="k_out x k_in, e.g. 48x280")
+    parser.add_argument("--tokens", type=int, default=16384)
+    parser.add_argument("--reference-tokens", type=int, default=4096,
+                        help="rows of the plain GEMM (its rate no longer depends on depth in the thousands)")
     parser.add_argument("--responses", type=int, default=64)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--dtype", choices=["float32", "float64"], default="float32")
+    parser.add_argument("--solve", action="store_true")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     dtype = getattr(torch, args.dtype)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.dtype}")
-    print("| D | T | matmul GFLOP/s | Hessian build GFLOP/s | build + Cholesky + solve GFLOP/s | ratio |")
-    print("|---|---|---|---|---|---|")
-    for dim in args.dims:
-        r = measure(dim, args.tokens, args.responses, args.repeats, dtype)
-        print(
-            f"| {r['D']} | {r['T']} | {r['matmul_gflops']:.1f} | {r['build_gflops']:.1f} | "
-            f"{r['build_solve_gflops']:.1f} | {r['ratio']:.2f} |"
-        )
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.dtype}, T = {args.tokens}, "
+          f"GEMM reference on {min(args.tokens, args.reference_tokens)} rows")
+    head = ("| k_out x k_in | D | GEMM GFLOP/s | dense build / GEMM | Gram build / GEMM | expansion share "
+            "| worker |")
+    print(head + (" build+solve / GEMM |" if args.solve else ""))
+    print("|---" * (8 if args.solve else 7) + "|")
+    for shape in args.shapes:
+        k_out, k_in = (int(x) for x in shape.split("x"))
+        r = measure(k_out, k_in, args, dtype)
+        path = "gram" if uses_symmetric_gram(k_out, k_in) else "dense"
+        line = (f"| {k_out} x {k_in} | {k_out * k_in} | {r['gemm_gflops']:.1f} | {r['dense']:.2f} | "
+                f"{r['gram']:.2f} | {r['expand_share']:.2f} | {r['worker']:.2f} ({path}) |")
+        print(line + (f" {r['solve']:.2f} |" if args.solve else ""), flush=True)
 
 
 if __name__ == "__main__":

@@ -7,9 +7,16 @@ import sys
 from pathlib import Path
 
 import pytest
+from influence_trace.api.architectures import PRESETS, traced_module_dims
 from influence_trace.api.spec import DEFAULT_MODULES, load_manifest
-from influence_trace.planning.memory_model import DEFAULT_CHUNK_BYTES, EstimateOptions, estimate
+from influence_trace.planning.memory_model import (
+    DEFAULT_CHUNK_BYTES,
+    EstimateOptions,
+    estimate,
+    module_stage_bytes,
+)
 from influence_trace.planning.placement import place
+from influence_trace.planning.workload import resolve_workload
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 SEED = {  # example file -> the user's pipeline: (GPU GB, host GB, pool)
@@ -64,8 +71,28 @@ def test_per_prompt_needs_no_more_than_all_selected(tmp_path: Path) -> None:
 
 
 def test_response_source_has_no_chunk() -> None:
-    assert "chunk" not in estimate(seed_spec(hessian_source="response")).gpu_breakdown
-    assert estimate(seed_spec()).gpu_breakdown["chunk"] <= DEFAULT_CHUNK_BYTES
+    no_build = {"chunk", "gram", "pairs", "expansion"}
+    assert not no_build & set(estimate(seed_spec(hessian_source="response")).gpu_breakdown)
+    assert estimate(seed_spec()).gpu_breakdown["pairs"] <= DEFAULT_CHUNK_BYTES
+
+
+def test_token_hessian_build_per_module_shape() -> None:
+    """Factor 32: down (k_out 48, k_in 280), gate/up and q/o use the symmetric Gram (G about a quarter
+    of H, plus one expansion band); k/v (k_out 8) keep the dense rank-c build and its chunk."""
+    spec = seed_spec()
+    est = estimate(spec)
+    assert est.largest_module.endswith("mlp.gate_proj")  # tied with up/down at H + its Cholesky factor
+    assert est.gpu_breakdown["gram"] == (48 * 49 // 2) * (280 * 281 // 2) * 4
+    assert est.gpu_breakdown["expansion"] == 280 * 48 * 48 * 4  # k_out x k_in^2
+    h = est.gpu_breakdown["hessian"]
+    assert est.gpu_breakdown["gram"] + h + est.gpu_breakdown["expansion"] < 2 * h  # below H + Cholesky
+    dims = traced_module_dims(PRESETS["qwen2.5-1.5b"], spec.trace.modules, 32, -1)[:7]
+    work = resolve_workload(spec)
+    built = {d.name.rsplit(".", 1)[-1]: set(module_stage_bytes(d, work, spec.trace, DEFAULT_CHUNK_BYTES))
+             for d in dims}
+    assert {k for k, v in built.items() if "gram" in v} == {"q_proj", "o_proj", "gate_proj", "up_proj",
+                                                            "down_proj"}
+    assert {k for k, v in built.items() if "chunk" in v} == {"k_proj", "v_proj"}
 
 
 @pytest.mark.parametrize("name", list(SEED))

@@ -7,6 +7,7 @@ import itertools
 import numpy as np
 import pytest
 from influence_trace.demo.rollouts import make_rollouts
+from influence_trace.planning import hessian_plan
 from influence_trace.trace.diagnostics import summarize_hinv_dot
 from influence_trace.trace.selection import select_groups
 
@@ -14,6 +15,14 @@ from tests.trace.bruteforce import read_rollouts, reference, settings, token_gra
 from tests.trace.numeric_helpers import assert_scores_close, run
 
 REL = 1e-6
+BUILDS = {"gram": 1, "dense": 10**9}  # MIN_GRAM_SIDE forcing every module onto one token-Hessian path
+
+
+@pytest.fixture(params=list(BUILDS))
+def build(request, monkeypatch) -> str:
+    """Run the test with every token Hessian built by the symmetric Gram path, then by the dense one."""
+    monkeypatch.setattr(hessian_plan, "MIN_GRAM_SIDE", BUILDS[request.param])
+    return request.param
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +55,7 @@ GRID = list(itertools.product(["sum", "mean", "advantage"], ["per_prompt", "all_
 
 
 @pytest.mark.parametrize(("agg", "scope", "exclude", "source"), GRID)
-def test_every_aggregation_scope_exclusion_and_source(check, agg, scope, exclude, source) -> None:
+def test_every_aggregation_scope_exclusion_and_source(check, build, agg, scope, exclude, source) -> None:
     result, ref = check(factor=4, contrastive_agg=agg, scope=scope, exclude_self_response=exclude,
                         hessian_source=source)
     for report in result.modules:
@@ -82,13 +91,14 @@ def test_max_hessian_dim_caps_every_module(check) -> None:
     assert all(m.dim <= 20 for m in result.modules)
 
 
-def test_factor_one_is_exact(check) -> None:
+def test_factor_one_is_exact(check, build) -> None:
     result, _ = check(unprojected=True, factor=1, modules=["self_attn.k_proj", "self_attn.o_proj"])
     assert all((m.k_in, m.k_out) == (m.in_features, m.out_features) for m in result.modules)
 
 
-@pytest.mark.parametrize(("scope", "source"), [("per_prompt", "token"), ("all_selected", "response")])
-def test_hinv_dot_matches_brute_force(check, responses, scope, source) -> None:
+@pytest.mark.parametrize(("scope", "source"), [("per_prompt", "token"), ("all_selected", "token"),
+                                             ("all_selected", "response")])
+def test_hinv_dot_matches_brute_force(check, build, responses, scope, source) -> None:
     result, ref = check(factor=4, scope=scope, hessian_source=source, debug_hessian_similarity=True)
     want = summarize_hinv_dot(ref.hinv_dot, select_groups(responses, settings()))
     assert result.diagnostics.keys() == want.keys()

@@ -25,6 +25,12 @@ from influence_trace.api.architectures import (
     traced_module_dims,
 )
 from influence_trace.api.spec import InfluenceTraceSpec, TraceSettings
+from influence_trace.planning.hessian_plan import (
+    expansion_bytes,
+    gram_bytes,
+    pair_buffer_bytes,
+    uses_symmetric_gram,
+)
 
 # The worker's own defaults; options.py imports no torch, so this module stays torch-free.
 from influence_trace.planning.options import DEFAULT_CAPTURE_TOKENS, DEFAULT_CHUNK_BYTES
@@ -225,17 +231,24 @@ def module_stage_bytes(d: ModuleDims, w: Workload, trace: TraceSettings, chunk_b
     out["hessian"] = dim * dim * s
     out["cholesky"] = dim * dim * s
     out["solutions"] = scope_r * dim * s
-    if trace.hessian_source == "token":
+    if trace.hessian_source == "token" and uses_symmetric_gram(d.k_out, d.k_in):
+        out["gram"] = gram_bytes(d.k_out, d.k_in, s)
+        out["pairs"] = pair_buffer_bytes(scope_t, d.k_out, d.k_in, s, chunk_bytes)
+        out["expansion"] = expansion_bytes(d.k_out, d.k_in, s)
+    elif trace.hessian_source == "token":
         out["chunk"] = chunk_tokens(scope_t, dim, s, chunk_bytes) * dim * s
     return out
 
 
 def module_peak(parts: dict[str, int]) -> int:
-    """The largest moment of a module: H with a chunk, H with its Cholesky factor (factored out of
-    place), L with the solutions, or the solutions with the contrast directions."""
+    """The largest moment of a module: G with the pair buffers, G with H and an expansion band, H with
+    a chunk (dense build), H with its Cholesky factor (factored out of place), L with the solutions,
+    or the solutions with the contrast directions."""
     base = parts["factors"] + parts["response_grads"]
     g = parts.get
     phases = (
+        g("gram", 0) + g("pairs", 0),
+        g("gram", 0) + g("hessian", 0) + g("expansion", 0),
         g("hessian", 0) + g("chunk", 0),
         g("hessian", 0) + g("cholesky", 0),
         g("cholesky", 0) + g("solutions", 0),
