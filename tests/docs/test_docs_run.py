@@ -155,3 +155,14 @@ def test_install_values_table_names_every_value() -> None:
             if not any(f"`{name}" in row or (f"`{parent}." in row and f"`.{leaf}`" in row) for row in rows):
                 missing.append(name)
     assert not missing, f"docs/install.md's Values table lacks {missing}"
+
+
+def test_operator_doc_names_every_setting() -> None:
+    """Each operator setting (an INFLUENCETRACE_* variable) is named in docs/operator.md."""
+    from influence_trace_operator.settings import OperatorSettings
+
+    text = (blocks.REPO / "docs" / "operator.md").read_text()
+    missing = [name.upper() for name in OperatorSettings.model_fields
+               if f"`{name.upper()}`" not in text and f"INFLUENCETRACE_{name.upper()}`" not in text
+               and f"INFLUENCETRACE_{name.upper()}=" not in text]
+    assert not missing, f"docs/operator.md does not name the settings {missing}"
