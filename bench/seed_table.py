@@ -9,6 +9,9 @@ TF32 floor of 2 T D^2 flops over every module. Meant for a GPU machine; `--shape
 stand-in on the CPU to check the script itself.
 
     .venv/bin/python bench/seed_table.py [--tokens 733870] [--factors 64 32] [--shapes qwen2.5-1.5b|tiny]
+        [--scopes per_prompt all_selected] [--device cuda|cpu] [--append bench/RESULTS.md]
+
+bench/gpu_check.sh runs it with a token count that fits its time slot and extrapolates to 733,870.
 """
 
 from __future__ import annotations
@@ -19,9 +22,11 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
+import torch
 import yaml
 from influence_trace.api.architectures import PRESETS, traced_module_dims
 from influence_trace.api.spec import DEFAULT_MODULES, parse_manifest
@@ -45,7 +50,7 @@ def build_model(path: Path, shapes: str) -> Path:
         num_key_value_heads=s.num_key_value_heads, tie_word_embeddings=s.tie_word_embeddings,
         max_position_embeddings=32768,
     )
-    AutoModelForCausalLM.from_config(config).save_pretrained(path)
+    AutoModelForCausalLM.from_config(config).to(torch.bfloat16).save_pretrained(path)  # as it is traced
     return path
 
 
@@ -90,55 +95,125 @@ def run(work: Path, body: dict, device: str) -> dict:
 
 def tf32_floor_seconds(summary: dict, gpu: str) -> float | None:
     """2 T D^2 flops over every module (the Hessian build) at the GPU's dense TF32 peak."""
-    peak = next((v for k, v in TF32_DENSE_FLOPS.items() if k in gpu), None)
-    if peak is None:
-        return None
+    peak = dense_peak(gpu)
+    return None if peak is None else hessian_flops(summary) / peak
+
+
+def dense_peak(gpu: str) -> float | None:
+    return next((v for k, v in TF32_DENSE_FLOPS.items() if k in gpu), None)
+
+
+def hessian_flops(summary: dict) -> float:
+    """The build's plain-GEMM flops, 2 T D^2 summed over modules (every scope's tokens once)."""
     tokens = summary["tokens"]["scored"]
-    return sum(2.0 * tokens * m["dim"] ** 2 for m in summary["modules"]) / peak
+    return sum(2.0 * tokens * m["dim"] ** 2 for m in summary["modules"])
+
+
+STAGES = ("logprob_backward", "grad_staging", "hessian_solve", "token_scoring")
+
+
+def predicted_at(spec, device: str, tokens: int) -> int:
+    """The memory model's device peak (without the CUDA context) with the run's workload scaled to
+    ``tokens`` response tokens (responses and prompt tokens in proportion, same group sizes)."""
+    from dataclasses import replace
+
+    from influence_trace.planning.workload import resolve_workload
+
+    w = resolve_workload(spec)
+    scale = tokens / max(w.response_tokens, 1)
+    scaled = replace(w, response_tokens=tokens, responses=max(1, round(w.responses * scale)),
+                     prompt_tokens=round(w.prompt_tokens * scale), source=f"scaled to {tokens} tokens")
+    return estimate(spec, options=EstimateOptions(device=device), workload=scaled).ledger_bytes
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tokens", type=int, default=733_870, help="response tokens (the seed's per GPU)")
+    parser.add_argument("--target-tokens", type=int, default=733_870, help="extrapolate to this many tokens")
     parser.add_argument("--response-len", type=int, default=3822)
     parser.add_argument("--group", type=int, default=8, help="responses per prompt")
     parser.add_argument("--factors", type=int, nargs="+", default=[64, 32])
     parser.add_argument("--scopes", nargs="+", default=["per_prompt", "all_selected"])
     parser.add_argument("--shapes", default="qwen2.5-1.5b", choices=[*PRESETS, "tiny"])
     parser.add_argument("--device", default="cuda")
+    parser.add_argument("--append", type=Path, help="also append the table to this markdown file")
+    parser.add_argument("--out", type=Path, help="rewrite the table so far here after every configuration "
+                        "(bench/gpu_check.sh: a run cut off by its time limit keeps what finished)")
     args = parser.parse_args()
     dtype = "bfloat16" if args.device == "cuda" else "float32"
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
+        began = time.perf_counter()
         model = build_model(work / "model", args.shapes)
+        print(f"model built in {time.perf_counter() - began:.1f} s", flush=True)
         vocab = 90 if args.shapes == "tiny" else PRESETS[args.shapes].vocab_size
         rollouts = write_rollouts(work / "rollouts.jsonl", args.tokens, args.response_len, args.group, vocab)
         for factor in args.factors:
             for scope in args.scopes:
                 body = manifest(model, rollouts, work / f"f{factor}-{scope}", factor, scope, dtype)
                 summary = run(work, body, args.device)
-                predicted = estimate(parse_manifest(body).spec, options=EstimateOptions(device=args.device))
+                spec = parse_manifest(body).spec
+                predicted = (predicted_at(spec, args.device, summary["tokens"]["scored"]),
+                             predicted_at(spec, args.device, args.target_tokens))
                 rows.append((factor, scope, summary, predicted))
-    print_table(rows, args)
+                if args.out:
+                    args.out.write_text("\n".join(table(rows, args)) + "\n")
+    lines = table(rows, args)
+    print("\n".join(lines))
+    if args.append:
+        with args.append.open("a") as f:
+            f.write("\n" + "\n".join(lines) + "\n")
 
 
-def print_table(rows: list, args: argparse.Namespace) -> None:
+def command_line() -> str:
+    """This script's arguments, without where the table is written."""
+    args, skip = [], False
+    for arg in sys.argv[1:]:
+        if skip or arg in ("--out", "--append"):
+            skip = not skip
+            continue
+        args.append(arg)
+    return " ".join(["bench/seed_table.py", *args])
+
+
+def table(rows: list, args: argparse.Namespace) -> list[str]:
+    """Markdown: per-stage seconds (as run and extrapolated), the Hessian stage's rate against the
+    GPU's dense TF32 peak, and the peak device memory against the memory model."""
     device = rows[0][2]["resources"].get("device_name")
-    print(f"\n{args.shapes}, {args.tokens} response tokens, device {device}")
-    print("| factor | scope | step_total | logprob_backward | grad_staging | hessian_solve | TF32 floor "
-          "| token_scoring | peak GPU | ledger peak | predicted GPU | peak host |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
-    for factor, scope, s, est in rows:
+    when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    scale = args.target_tokens / max(rows[0][2]["tokens"]["scored"], 1)
+    lines = [
+        f"### {args.shapes} on {device}, {when}", "",
+        f"`{command_line()}`: {rows[0][2]['tokens']['scored']:,} response "
+        f"tokens traced; `@{args.target_tokens:,}` columns scale each stage's seconds by tokens "
+        f"(x{scale:.1f}) and the memory model's workload to that many tokens. Rate: 2 T D^2 over every "
+        "module divided by hessian_solve seconds (build, Cholesky and solves), against the dense TF32 peak.",
+        "",
+        "| factor | scope | logprob_backward | grad_staging | hessian_solve | token_scoring | step_total "
+        f"| hessian_solve @{args.target_tokens:,} | trace @{args.target_tokens:,} | Hessian TFLOP/s "
+        "(% of peak) | peak GPU (max_memory_allocated) | predicted | predicted/measured "
+        f"| predicted @{args.target_tokens:,} | peak host |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for factor, scope, s, (predicted, target) in rows:
         t, res = s["timings"], s["resources"]
-        floor = tf32_floor_seconds(s, str(res.get("device_name", "")))
-        print(f"| {factor} | {scope} | {t['step_total']:.1f} s | {t['logprob_backward']:.1f} s | "
-              f"{t['grad_staging']:.1f} s | {t['hessian_solve']:.1f} s | "
-              f"{'-' if floor is None else f'{floor:.1f} s'} | {t['token_scoring']:.1f} s | "
-              f"{res['peak_gpu_bytes'] / 1e9:.1f} GB | {res.get('ledger_peak_bytes', 0) / 1e9:.1f} GB | "
-              f"{est.gpu_bytes / 1e9:.1f} GB | {res['peak_host_bytes'] / 1e9:.1f} GB |")
+        rate = hessian_flops(s) / max(t["hessian_solve"], 1e-9)
+        peak = dense_peak(str(res.get("device_name", "")))
+        share = "" if peak is None else f" ({100 * rate / peak:.0f}%)"
+        measured = res["peak_gpu_bytes"] or res.get("ledger_peak_bytes", 0)  # the ledger on the CPU
+        ratio = predicted / measured if measured else float("nan")
+        lines.append(
+            f"| {factor} | {scope} | " + " | ".join(f"{t[k]:.2f} s" for k in STAGES)
+            + f" | {t['step_total']:.1f} s | {t['hessian_solve'] * scale:.1f} s "
+            f"| {sum(t[k] for k in STAGES) * scale:.1f} s | {rate / 1e12:.2f}{share} "
+            f"| {measured / 1e9:.3f} GB{'' if res['peak_gpu_bytes'] else ' (ledger)'} "
+            f"| {predicted / 1e9:.3f} GB | {ratio:.2f} | {target / 1e9:.1f} GB "
+            f"| {res['peak_host_bytes'] / 1e9:.1f} GB |"
+        )
     dims = traced_module_dims(PRESETS["qwen2.5-1.5b"], DEFAULT_MODULES, 32, -1)
-    print(f"\n(Qwen2.5-1.5B at factor 32: {len(dims)} modules, largest D {max(d.dim for d in dims)})")
+    lines += ["", f"(Qwen2.5-1.5B at factor 32: {len(dims)} modules, largest D {max(d.dim for d in dims)})"]
+    return lines
 
 
 if __name__ == "__main__":

@@ -45,12 +45,16 @@ def host_buffer(numel: int, dtype: torch.dtype, pin: bool) -> torch.Tensor:
         raise HostOutOfMemory(message) from err
 
 
-def _record(pin: bool) -> torch.cuda.Event | None:
-    """An event after the work queued so far on the current stream (None without CUDA)."""
-    if not pin:
+def _record(pin: bool, device: torch.device | None) -> torch.cuda.Event | None:
+    """An event after the work queued so far on ``device``'s current stream (None without CUDA).
+
+    The stream of the data's device, not of the current device: a single process may run on cuda:1
+    without making it current.
+    """
+    if not pin or device is None or device.type != "cuda":
         return None
     event = torch.cuda.Event()
-    event.record()
+    event.record(torch.cuda.current_stream(device))
     return event
 
 
@@ -66,6 +70,7 @@ class _Batch:
     dest: torch.Tensor  # store row of each staged row (CPU, int64)
     copies: list[tuple[torch.Tensor, torch.Tensor]] = field(default_factory=list)
     event: torch.cuda.Event | None = None
+    device: torch.device | None = None  # where the staged values came from
 
 
 class CaptureStaging:
@@ -109,11 +114,12 @@ class CaptureStaging:
         # Cast on the device (half the bytes over PCIe for bfloat16), then one contiguous copy.
         region.copy_(values.detach().to(store.dtype), non_blocking=self.pin)
         self.batch.copies.append((store, region))
+        self.batch.device = values.device
 
     def end(self) -> None:
         """Mark the batch's copies queued; scatter the previous batch (its copies are done or nearly)."""
         assert self.batch is not None, "end() without begin()"
-        self.batch.event = _record(self.pin)
+        self.batch.event = _record(self.pin, self.batch.device)
         self.queued.append(self.batch)
         self.batch = None
         while len(self.queued) > 1:
@@ -162,7 +168,7 @@ class Transfer:
             chunk = self._view(i % 2, host, b - a)
             chunk.copy_(host[a:b])
             out[a:b].copy_(chunk, non_blocking=self.pin)
-            self.events[i % 2] = _record(self.pin)
+            self.events[i % 2] = _record(self.pin, out.device)
         self._settle()
 
     def copy_out(self, host: torch.Tensor, device_rows: torch.Tensor) -> None:
@@ -174,7 +180,7 @@ class Transfer:
             b = min(a + step, device_rows.shape[0])
             chunk = self._view(i % 2, device_rows, b - a)  # its last reader landed in iteration i - 1
             chunk.copy_(device_rows[a:b], non_blocking=self.pin)
-            self.events[i % 2] = _record(self.pin)
+            self.events[i % 2] = _record(self.pin, device_rows.device)
             if previous is not None:
                 self._land(host, *previous)
             previous = (i % 2, a, b, chunk)

@@ -1,0 +1,133 @@
+"""The CUDA paths the CPU tests cannot reach: pinned staging, the TF32 switch, the measured capture
+batch and the running peak, one NCCL process group, and a CUDA run against the float64 reference."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from influence_trace.demo.rollouts import make_rollouts
+from influence_trace.planning.options import WorkerOptions
+from influence_trace.trace.capture import capture_factors
+from influence_trace.trace.device_peak import run_peak
+from influence_trace.trace.engine import frozen_weights, tf32_matmuls
+from influence_trace.trace.ledger import MemoryLedger
+from influence_trace.trace.projection import build_traced_modules, move_projections
+from influence_trace.trace.selection import select_groups
+from influence_trace.trace.staging import CaptureStaging, Transfer
+
+from tests.gpu import GPU
+from tests.trace.bruteforce import load_model, read_rollouts, reference, settings, token_gradients
+from tests.trace.numeric_helpers import assert_scores_close, run
+
+pytestmark = GPU
+CUDA = torch.device("cuda:0")
+
+
+def test_pinned_staging_lands_device_rows_exactly() -> None:
+    store = torch.zeros(12, 5, dtype=torch.bfloat16)
+    st = CaptureStaging(capacity=6 * 5, dtype=torch.bfloat16, pin=True)
+    assert all(s.is_pinned() for s in st.slots) and not store.is_pinned()
+    batches = [torch.tensor([0, 1, 2, 3, 4, 5]), torch.tensor([8, 9]), torch.tensor([6, 7, 10, 11])]
+    values = [torch.randn(len(b), 5, device=CUDA) for b in batches]
+    for dest, v in zip(batches, values, strict=True):
+        st.begin(dest)
+        st.put(store, v)
+        st.end()
+    st.finish()
+    for dest, v in zip(batches, values, strict=True):
+        assert torch.equal(store[dest], v.to(torch.bfloat16).cpu())
+
+
+def test_transfer_round_trip_with_a_dtype_change_in_chunks() -> None:
+    t = Transfer(chunk_bytes=4096, pin=True)
+    assert all(s.is_pinned() for s in t.slots)
+    host = torch.randn(1000, 37).to(torch.bfloat16)
+    on_device = t.to_device(host, CUDA, torch.float32)
+    assert on_device.dtype == torch.float32 and torch.equal(on_device.cpu(), host.float())
+    back = t.to_host(on_device.to(torch.bfloat16))
+    assert not back.is_pinned() and torch.equal(back, host)
+
+
+@pytest.mark.parametrize("allow", [True, False])
+def test_tf32_switch_changes_the_matmul_and_is_restored(allow: bool) -> None:
+    g = torch.Generator(device=CUDA).manual_seed(0)
+    a, b = (torch.randn(2048, 2048, device=CUDA, generator=g) for _ in range(2))
+    exact = (a.double() @ b.double())
+    before = torch.backends.cuda.matmul.allow_tf32
+    with tf32_matmuls(CUDA, allow):
+        err = float(((a @ b).double() - exact).abs().max() / exact.abs().max())
+    assert torch.backends.cuda.matmul.allow_tf32 == before
+    # TF32 keeps 10 mantissa bits (relative error ~1e-3 over a 2048-long sum); FP32 keeps 23.
+    assert (err > 1e-4) if allow else (err < 1e-5), err
+
+
+@pytest.fixture(scope="module")
+def responses(tmp_path_factory: pytest.TempPathFactory):
+    return read_rollouts(make_rollouts(tmp_path_factory.mktemp("rollouts") / "r.jsonl", seed=3))
+
+
+def test_measured_capture_batch_running_peak_and_released_cache(tiny_model_dir: Path, responses) -> None:
+    model = load_model(tiny_model_dir, torch.float32).to(CUDA)
+    trace = settings(factor=4, capture_dtype="float32", hessian_dtype="float32")
+    selection = select_groups(responses, trace)
+    traced = build_traced_modules(model, list(trace.modules), trace.factor, trace.max_hessian_dim,
+                                  trace.seed, torch.float32)
+    move_projections(traced, CUDA)
+    ledger = MemoryLedger()
+    big = torch.empty(256 * 2**20, dtype=torch.uint8, device=CUDA)  # an earlier stage's peak...
+    del big  # ...that the per-batch resets must not lose, and whose cached block capture releases
+    options = WorkerOptions(device="cuda:0", capture_tokens=40, progress=False)
+    with frozen_weights(model):
+        factors = capture_factors(model, selection, traced, trace, options, ledger)
+    measured = ledger.current["capture_batch"]  # on CUDA the measured peak replaces the estimate
+    assert 0 < measured < 256 * 2**20
+    assert run_peak(CUDA) >= 256 * 2**20
+    assert torch.cuda.memory_reserved(CUDA) - torch.cuda.memory_allocated(CUDA) < 64 * 2**20
+    cpu_model = load_model(tiny_model_dir, torch.float32)
+    cpu_traced = build_traced_modules(cpu_model, list(trace.modules), trace.factor, trace.max_hessian_dim,
+                                      trace.seed, torch.float32)
+    with frozen_weights(cpu_model):
+        want = capture_factors(cpu_model, selection, cpu_traced, trace,
+                               WorkerOptions(device="cpu", capture_tokens=40, progress=False), MemoryLedger())
+    for side, got in (("u", factors.u), ("v", factors.v)):
+        for name, expected in getattr(want, side).items():
+            assert not got[name].is_pinned()
+            scale = float(expected.abs().max())
+            assert scale > 0 and float((got[name] - expected).abs().max()) <= 1e-3 * scale, (side, name)
+
+
+def test_one_nccl_process_group(monkeypatch: pytest.MonkeyPatch) -> None:
+    """init_group creates the NCCL communicator eagerly (device_id) and a device all-reduce runs."""
+    import torch.distributed as dist
+    from influence_trace.run.distributed import close_group, init_group
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    for key, value in {"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1",
+                       "MASTER_PORT": str(port), "INFLUENCE_TRACE_COLLECTIVE_TIMEOUT_S": "60"}.items():
+        monkeypatch.setenv(key, value)
+    group = init_group("cuda:0")
+    try:
+        assert (group.rank, group.world) == (0, 1)
+        x = torch.full((4,), 2.0, device=CUDA)
+        dist.all_reduce(x)
+        assert torch.equal(x.cpu(), torch.full((4,), 2.0))
+    finally:
+        close_group()
+
+
+@pytest.mark.parametrize("scope", ["per_prompt", "all_selected"])
+def test_cuda_run_matches_the_float64_reference(tiny_model_dir: Path, responses, scope: str) -> None:
+    trace = settings(factor=4, scope=scope)
+    selection = select_groups(responses, trace)
+    cpu_model = load_model(tiny_model_dir)
+    ref = reference(token_gradients(cpu_model, selection, trace, False), selection, trace)
+    options = WorkerOptions(device="cuda:0", chunk_bytes=4096, capture_tokens=40, progress=False)
+    result = run(load_model(tiny_model_dir).to(CUDA), selection, trace, options)
+    assert_scores_close(result.scores, ref.scores, 1e-6)
+    assert all(np.isfinite(v).all() for v in result.scores.values())
