@@ -77,6 +77,10 @@ def test_doc_cluster_blocks_run(doc: Path, cluster: kube.Cluster, leave_no_trace
             blocks.run_bash(block.text, root, block_env, timeout=300)
         except AssertionError as err:
             raise AssertionError(f"{block.where}: {err}") from err
+        finally:
+            if block.arg == "own":  # also when the block failed before its `down`
+                subprocess.run([str(kube.CLUSTER_SH), "down"], env=block_env, capture_output=True,
+                               timeout=120)
 
 
 def test_examples_are_accepted_by_the_api_server(crd: None, namespace: str) -> None:
