@@ -265,6 +265,43 @@ def resident_bytes(w: Workload, trace: TraceSettings) -> dict[str, int]:
     return out
 
 
+def optimizer_state_bytes(shapes: Shapes, model_dtype: str) -> dict[str, int]:
+    """"optimizer_states" (AdamW's two moments) and "master_weights" (float32 copies for models held
+    below float32): resident from the first update on, on every process (not sharded)."""
+    params = shapes.parameter_count()
+    master = max(DTYPE_BYTES[model_dtype], 4)
+    separate = DTYPE_BYTES[model_dtype] < 4
+    return {"optimizer_states": 2 * params * master, "master_weights": params * master if separate else 0}
+
+
+def update_stage_bytes(shapes: Shapes, model_dtype: str, capture: int, padded_tokens: int) -> dict[str, int]:
+    """The update's own buffers: "gradients" (the model dtype's, plus float32 ones for masters) and one
+    micro-batch: the capture batch plus what trainable Linears save, their inputs (per layer the
+    attention input, o_proj's, the MLP input and down_proj's: 2h + q + i)."""
+    params = shapes.parameter_count()
+    item = DTYPE_BYTES[model_dtype]
+    grads = params * item + (params * 4 if item < 4 else 0)
+    q = shapes.num_attention_heads * shapes.head_dim
+    inputs = shapes.num_layers * (2 * shapes.hidden_size + q + shapes.intermediate_size) * item
+    return {"gradients": grads, "update_batch": capture + padded_tokens * inputs}
+
+
+def add_update_stage(spec: InfluenceTraceSpec, shapes: Shapes, stages: dict[str, int],
+                     breakdown: dict[str, int], capture: int, padded_tokens: int) -> None:
+    """spec.training with updates: optimizer state is resident in every stage after the first update,
+    and the ``update`` stage holds weights, optimizer state, gradients and one micro-batch."""
+    training = spec.training
+    if training is None or training.skip_optimizer_step:
+        return
+    resident = optimizer_state_bytes(shapes, spec.model.dtype)
+    own = update_stage_bytes(shapes, spec.model.dtype, capture, padded_tokens)
+    if training.steps > 1:
+        for name in stages:
+            stages[name] += sum(resident.values())
+    stages["update"] = weight_bytes(shapes, spec.model.dtype) + sum(resident.values()) + sum(own.values())
+    breakdown.update({**resident, **own})
+
+
 # ---- putting it together -----------------------------------------------------------------------------
 
 
@@ -279,10 +316,14 @@ def _per_gpu(workload: Workload, gpus: int, nodes: int) -> Workload:
                    responses=share(workload.responses), prompt_tokens=share(workload.prompt_tokens))
 
 
+def _padded_tokens(local: Workload, opts: EstimateOptions) -> int:
+    longest = local.max_sequence_tokens
+    return min(max(opts.capture_tokens, longest), local.responses * longest)
+
+
 def _capture_stage(shapes: Shapes, local: Workload, spec: InfluenceTraceSpec, opts: EstimateOptions) -> int:
     """The largest capture batch: padded to capture_tokens, or one longest sequence on its own."""
-    longest = local.max_sequence_tokens
-    padded = min(max(opts.capture_tokens, longest), local.responses * longest)
+    padded = _padded_tokens(local, opts)
     return capture_batch_bytes(shapes, padded, min(padded, local.response_tokens), spec.model.dtype)
 
 
@@ -335,6 +376,7 @@ def estimate(spec: InfluenceTraceSpec, shapes: Shapes | None = None, options: Es
     context = opts.cuda_context_bytes if opts.device == "cuda" else 0
     gpu_breakdown = {**fixed, "generation_cache": generation, "capture_batch": capture, "exchange": exchange,
                      **parts[largest.name], **resident, "cuda_context": context}
+    add_update_stage(spec, shapes, stages, gpu_breakdown, capture, _padded_tokens(local, opts))
     host = _host_pod(spec, w, dims, shapes, opts, max(stages.values()))
     return Estimate(
         gpu_bytes=max(stages.values()) + context,

@@ -82,7 +82,7 @@ def success_message(summary: dict[str, Any]) -> dict[str, Any]:
 def execute(args: argparse.Namespace, timer: StageTimer) -> dict[str, Any]:
     from influence_trace.planning.options import WorkerOptions
     from influence_trace.run.launch import launch, topology_from_env
-    from influence_trace.run.pipeline import run_pipeline
+    from influence_trace.run.training import run_manifest
 
     try:
         manifest = load_manifest(args.manifest)
@@ -98,7 +98,7 @@ def execute(args: argparse.Namespace, timer: StageTimer) -> dict[str, Any]:
     if topo.world > 1:  # one process per GPU (or per --nproc), on one node or several
         return launch(str(args.manifest), "cuda" if device.startswith("cuda") else "cpu", topo)
     log.info("tracing %s on %s", args.manifest, device)
-    return run_pipeline(manifest, options, timer=timer)
+    return run_manifest(manifest, options, timer=timer)
 
 
 def main(args: argparse.Namespace) -> int:

@@ -95,7 +95,7 @@ def rank_main(job: RankJob) -> None:
     from influence_trace.api.spec import load_manifest
     from influence_trace.planning.options import WorkerOptions
     from influence_trace.run.distributed import close_group, init_group, rank_device
-    from influence_trace.run.pipeline import run_pipeline
+    from influence_trace.run.training import is_multistep, run_manifest
     from influence_trace.trace.timing import StageTimer
 
     rank = int(os.environ["RANK"])
@@ -107,9 +107,9 @@ def rank_main(job: RankJob) -> None:
         group = init_group(device)
         options = replace(WorkerOptions.from_env(device), progress=False)
         manifest = load_manifest(job.manifest)
-        if manifest.spec.rollouts.generate is not None:
+        if manifest.spec.rollouts.generate is not None and not is_multistep(manifest):
             generate_first(manifest, options, timer, group.is_writer)
-        summary = run_pipeline(manifest, options, timer=timer, group=group)
+        summary = run_manifest(manifest, options, timer=timer, group=group)
         if group.is_writer:
             _write_report(job.report_dir, "summary", summary)
         close_group()

@@ -108,19 +108,26 @@ class Resume:
     """This run's resumable stages: decides reuse, makes what is missing, and records both."""
 
     def __init__(self, spec: InfluenceTraceSpec, options: WorkerOptions, timer: StageTimer,
-                 ledger: MemoryLedger) -> None:
+                 ledger: MemoryLedger, weights: dict[str, Any] | None = None) -> None:
+        """``weights`` identifies weights that are not the model directory's (a later training step's);
+        it joins the model's identity in every recipe."""
         self.spec, self.options, self.timer, self.ledger = spec, options, timer, ledger
         self.reused: dict[str, dict[str, Any]] = {}
         self.made: dict[str, dict[str, Any]] = {}
         self._model_identity: list[dict[str, Any]] | None = None
+        self._weights = weights
 
     def model_identity(self) -> list[dict[str, Any]]:
         if self._model_identity is None:
             self._model_identity = model_identity(self.spec.model.path)
+            if self._weights is not None:
+                self._model_identity = [*self._model_identity, {"weights": self._weights}]
         return self._model_identity
 
-    def rollouts(self) -> tuple[Any, Any]:
-        """Stage gen: reuse or make the rollouts; return (model, tokenizer) when they were loaded."""
+    def rollouts(self, model: Any = None, tokenizer: Any = None) -> tuple[Any, Any]:
+        """Stage gen: reuse or make the rollouts; return (model, tokenizer) when they were loaded.
+
+        A given ``model`` (and ``tokenizer``) generates instead of one loaded from the model directory."""
         gen = self.spec.rollouts.generate
         if gen is None:
             return None, None
@@ -134,8 +141,10 @@ class Resume:
             self._check_overwrite(artifact, state)
             found = prompts.read_prompts(gen.prompts_path, gen.reward_column)
         with self.timer.stage("load_model"):
-            model = model_io.load_model(self.spec.model, self.options.device)
-            tokenizer = model_io.load_tokenizer(self.spec.model)
+            if model is None:
+                model = model_io.load_model(self.spec.model, self.options.device)
+            if tokenizer is None:
+                tokenizer = model_io.load_tokenizer(self.spec.model)
         with self.timer.stage("gen"):
             self._generate(artifact, found, model, tokenizer)
         return model, tokenizer
