@@ -13,8 +13,12 @@ import pytest
 import torch
 from influence_trace.api.contract import GPUOutOfMemory
 from influence_trace.api.spec import parse_manifest
+from influence_trace.api.status import ResultStatus
 from influence_trace.demo.rollouts import make_rollouts
 from influence_trace.planning.options import WorkerOptions
+from influence_trace.report.compare import comparison
+from influence_trace.report.run_view import expand_steps, open_run
+from influence_trace.run.entry import success_message
 from influence_trace.run.training import FAIL_ENV, run_manifest
 from influence_trace.trace.selection import select_groups
 from influence_trace.trace.timing import StageTimer
@@ -80,6 +84,11 @@ def test_skipping_the_optimizer_step_traces_the_same_scores_at_every_step(tiny_m
                                         "token_scoring", "pop_rows", "update_actor", "step_total"}
         assert step["timings"]["update_actor"] == 0.0 and step["timings"]["step_total"] > 0
     assert json.loads((tmp_path / "step-2" / "summary.json").read_text())["step"] == 2
+    assert ResultStatus.model_validate(success_message(summary)).steps == "2/2"  # the STEP column
+    compared = comparison([open_run(d) for d in expand_steps([tmp_path])])  # `compare DIR`: one column a step
+    assert [Path(r["path"]).name for r in compared["runs"]] == ["step-1", "step-2"]
+    assert compared["runs"][0]["metrics"] == compared["runs"][1]["metrics"]
+    assert compared["runs"][0]["metrics"]["auc"] == summary["metrics"]["auc"]
 
 
 def _advantages(responses) -> dict[str, float]:

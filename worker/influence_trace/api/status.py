@@ -98,6 +98,8 @@ class ResultStatus(StatusModel):
     metrics: dict[str, float] = Field(
         default_factory=dict, description="Headline quality metrics (auc, signConsistency, ...)."
     )
+    steps: str | None = Field(None, description="Training steps done of all, e.g. 3/10 (spec.training).",
+                              json_schema_extra=column("Step", 9))
 
 
 class Condition(StatusModel):

@@ -16,6 +16,7 @@ from typing import Any
 from influence_trace.report.run_view import (
     Row,
     Run,
+    expand_steps,
     flatten,
     fmt_setting,
     metric_rows,
@@ -29,7 +30,7 @@ COMMON_PREFIXES = ("model.", "trace.")  # the common line lists these, as the us
 
 
 def main(args: argparse.Namespace) -> int:
-    runs = [open_run(d) for d in args.dirs]
+    runs = [open_run(d) for d in expand_steps(args.dirs)]
     print(json.dumps(comparison(runs), indent=2) if args.json else markdown(runs))
     return 0
 

@@ -8,6 +8,7 @@ keeps the two from drifting apart. Reading is tolerant: a summary from an older 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,6 +63,20 @@ def spec_of(summary: dict[str, Any]) -> dict[str, Any]:
         if isinstance(value, dict):
             return value.get("spec", value) if isinstance(value.get("spec"), dict) else value
     return {}
+
+
+def expand_steps(dirs: list[str | Path]) -> list[Path]:
+    """A multi-step trace's output directory (docs/training.md) stands for its step folders, in order."""
+    out: list[Path] = []
+    for d in map(Path, dirs):
+        steps = None
+        if (d / "summary.json").is_file() and not (d / "rows.parquet").exists():
+            try:
+                steps = json.loads((d / "summary.json").read_text()).get("steps")
+            except ValueError:
+                steps = None
+        out += [d / s["path"] for s in steps] if isinstance(steps, list) else [d]
+    return out
 
 
 def open_run(path: str | Path) -> Run:

@@ -69,7 +69,9 @@ def process_count(manifest: InfluenceTrace, nproc: int | None, device: str) -> i
 def success_message(summary: dict[str, Any]) -> dict[str, Any]:
     """The headline figures, named like the CRD's status.result."""
     resources = summary["resources"]
-    return {
+    training = summary.get("training")
+    steps = {"steps": f"{training['completed']}/{training['steps']}"} if training else {}
+    return {**steps,
         "rowsEmitted": summary["rows_emitted"],
         "outputPath": summary["config"]["output"]["path"],
         "timings": {name: round(sec, 3) for name, sec in summary["timings"].items()},
