@@ -195,3 +195,26 @@ def test_an_interrupted_run_resumes_at_the_failed_step_with_the_same_numbers(tin
         torch.testing.assert_close(a[name], b[name], rtol=0, atol=0, msg=name)
     losses = [[s["update"]["loss_last"] for s in run["steps"]] for run in (resumed, whole)]
     assert losses[0] == losses[1]
+
+
+def test_generating_steps_sample_from_the_current_policy(tiny_model_dir, tmp_path) -> None:
+    """Seeded the same at both steps: without updates both steps sample and score the same rollouts;
+    with updates the second step samples from the updated policy (its own rollouts file)."""
+    credit = {str(d): 1.0 for d in range(5)}  # the random model's gibberish still gives contrast
+    rows = [{"prompt_id": f"q{i}", "prompt": f"what is {i} add {i}", "credit": credit} for i in range(3)]
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    gen = {"promptsPath": str(prompts), "responsesPerPrompt": 6, "maxResponseTokens": 12, "batchSize": 5,
+           "rewardColumn": "credit"}
+    for name, training in (("same", {"skipOptimizerStep": True}), ("learn", {"optimizer": {"lr": 0.05}})):
+        data = manifest(tiny_model_dir, [], tmp_path / name, steps=2, **training)
+        data["spec"]["rollouts"] = {"generate": gen}
+        run(data)
+    tables = {(name, step): pq.read_table(tmp_path / name / f"step-{step}" / "rollouts.parquet").to_pydict()
+              for name in ("same", "learn") for step in (1, 2)}
+    assert tables["same", 1]["response_ids"] == tables["same", 2]["response_ids"]
+    assert tables["learn", 1]["response_ids"] == tables["same", 1]["response_ids"]  # step 1: base weights
+    assert tables["learn", 2]["response_ids"] != tables["learn", 1]["response_ids"]
+    first, second = step_scores(tmp_path / "same", 1), step_scores(tmp_path / "same", 2)
+    for key in first:
+        np.testing.assert_array_equal(first[key], second[key])
