@@ -87,6 +87,7 @@ def test_status_schema_allows_every_field_the_operator_writes() -> None:
         "peakGpuBytes",
         "peakHostBytes",
         "metrics",
+        "steps",
     }
     assert status["result"]["properties"]["metrics"]["additionalProperties"]["type"] == "number"
     assert status["estimate"]["properties"]["gpu"]["type"] == "string"
@@ -102,4 +103,4 @@ def test_names_columns_and_subresource() -> None:
     version = doc["spec"]["versions"][0]
     assert version["name"] == "v1alpha1" and version["subresources"] == {"status": {}}
     columns = [c["name"] for c in version["additionalPrinterColumns"]]
-    assert columns == ["Phase", "Pool", "Factor", "Scope", "Attempt", "Est-GPU", "Rows", "Queue", "Age"]
+    assert columns == ["Phase", "Pool", "Factor", "Scope", "Attempt", "Est-GPU", "Rows", "Queue", "Step", "Age"]
