@@ -103,4 +103,5 @@ def test_names_columns_and_subresource() -> None:
     version = doc["spec"]["versions"][0]
     assert version["name"] == "v1alpha1" and version["subresources"] == {"status": {}}
     columns = [c["name"] for c in version["additionalPrinterColumns"]]
-    assert columns == ["Phase", "Pool", "Factor", "Scope", "Attempt", "Est-GPU", "Rows", "Queue", "Step", "Age"]
+    assert columns == ["Phase", "Pool", "Factor", "Scope", "Attempt", "Est-GPU", "Rows", "Queue", "Step",
+                       "Age"]
