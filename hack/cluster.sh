@@ -348,6 +348,7 @@ kwokctl_create_args() {
     --name "${CLUSTER_NAME}"
     --runtime binary
     --config "${STAGES_FILE}"
+    --enable-crds Logs
     --etcd-binary "${BIN_DIR}/etcd"
     --kube-apiserver-binary "${BIN_DIR}/kube-apiserver"
     --kube-controller-manager-binary "${BIN_DIR}/kube-controller-manager"

@@ -17,6 +17,7 @@ from typing import Any
 
 from influence_trace.api.spec import InfluenceTraceSpec
 from influence_trace.api.status import AttemptRecord
+from influence_trace.planning.duration import Duration, predict, readable
 from influence_trace.planning.history import (
     History,
     HistoryError,
@@ -116,15 +117,19 @@ def build_store(kube: Any, settings: OperatorSettings) -> HistoryStore | None:
 
 
 def place(store: HistoryStore | None, spec: InfluenceTraceSpec, table: list[Pool],
-          settings: OperatorSettings) -> tuple[Estimate, Learned, Placement]:
-    """Placement with the history when there is one; the model alone when it cannot be read."""
+          settings: OperatorSettings) -> tuple[Estimate, Learned, Placement, Duration | None]:
+    """Placement with the history when there is one (the model alone when it cannot be read), and the
+    predicted duration on the chosen pool."""
     history = None
     if store is not None:
         try:
             history = store.load()
         except (ApiException, ValueError, OSError) as err:
             log.warning("history unreadable (%s); placing by the model alone", err)
-    return place_with_history(spec, history, table, settings.headroom, settings.history_margin)
+    margin = settings.history_margin
+    est, learned, chosen = place_with_history(spec, history, table, settings.headroom, margin)
+    duration = predict(spec, est, chosen.pool, history) if chosen.pool else None
+    return est, learned, chosen, duration
 
 
 def _seconds(start: str | None, end: str | None) -> float | None:
@@ -153,9 +158,18 @@ def record(store: HistoryStore | None, spec: InfluenceTraceSpec, uid: str, name:
         measured_host_bytes=host if isinstance(host, int) and host > 0 else None,
         context_bytes=est.gpu_bytes - max(est.stages.values()),
         seconds=_seconds(record.started_at, record.finished_at), finished_at=record.finished_at,
+        predicted_seconds=predict(spec, est, pool).model_seconds,
     )
     try:
         store.record(obs)
     except (ApiException, ValueError, OSError) as err:
         log.warning("could not record attempt %s of %s in the history: %s", record.attempt, name, err)
 
+
+
+def duration_fields(duration: Duration | None) -> dict[str, Any]:
+    """The EstimateStatus fields of a predicted duration."""
+    if duration is None:
+        return {}
+    return {"seconds": round(duration.seconds, 1), "time": readable(duration.seconds),
+            "stage_seconds": {s: round(v, 1) for s, v in duration.stages.items()}}

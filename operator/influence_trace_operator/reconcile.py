@@ -27,6 +27,7 @@ from influence_trace_operator import conditions as C
 from influence_trace_operator import escalation as E
 from influence_trace_operator import history_store as H
 from influence_trace_operator import kueue as Q
+from influence_trace_operator import progress_reader as P
 from influence_trace_operator import queued
 from influence_trace_operator.api import Kube, now
 from influence_trace_operator.jobs import Placement, TraceRef, build_configmap, build_job, build_service
@@ -144,7 +145,7 @@ class Reconciler:
         """Attempt 1: estimate, choose the pool, create the Job, or fail with no Job."""
         s = self.settings
         try:
-            model, learned, chosen = H.place(self.history, trace.spec, self.table, s)
+            model, learned, chosen, duration = H.place(self.history, trace.spec, self.table, s)
         except ValueError as err:  # no shapes, unknown module suffixes, unknown pools
             self._fail(p, C.INVALID_SPEC, str(err))
             return
@@ -158,6 +159,7 @@ class Reconciler:
             host_bytes=est.host_bytes,
             reason=f"peak in stage {model.peak_stage}; {chosen.reason}{learned_from}",
             source=learned.source,
+            **H.duration_fields(duration),
         )
         if decision.placement is None:
             self._fail(p, decision.reason, decision.message)
@@ -182,6 +184,7 @@ class Reconciler:
         done = K.classify(job, pods)
         if done is None:
             self._note_progress(p, pods)
+            P.update(self.kube, p.status, pods, p.now)
             return
         self._record_outcome(p, record, done)
         H.record(self.history, trace.spec, p.ref.uid, p.ref.name, p.status.current() or record, self.table,
@@ -230,6 +233,7 @@ class Reconciler:
             )
         )
         p.status.attempt, p.status.pool = placement.attempt, placement.pool
+        p.status.progress = None  # the new attempt starts from the beginning
         p.status.phase = "Escalating" if relaunch else "Pending"
         p.status.message = decision.message
         p.condition(C.PLACED, True, decision.reason, f"attempt {placement.attempt}: {decision.message}")
@@ -342,6 +346,7 @@ class Reconciler:
         except ValidationError:
             result = ResultStatus()
         p.status.result = result
+        P.finish(p.status)
         p.status.phase = "Succeeded"
         p.status.message = decision.message
         p.condition(C.SUCCEEDED, True, C.WORKER_SUCCEEDED, decision.message)

@@ -88,6 +88,7 @@ def test_status_schema_allows_every_field_the_operator_writes() -> None:
         "peakHostBytes",
         "metrics",
         "steps",
+        "report",
     }
     assert status["result"]["properties"]["metrics"]["additionalProperties"]["type"] == "number"
     assert status["estimate"]["properties"]["gpu"]["type"] == "string"

@@ -30,6 +30,7 @@ EXPECTED_RULES = {
     ("influencetrace.dev", "influencetraces/status", ("update",)),
     ("batch", "jobs", ("get", "list", "watch", "create", "delete")),
     ("", "pods", ("list", "watch")),
+    ("", "pods/log", ("get",)),
     ("", "configmaps", ("create",)),
     ("", "services", ("create",)),
     ("", "events", ("create",)),

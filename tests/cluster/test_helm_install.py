@@ -42,6 +42,7 @@ EXPECTED_CAN_I = {
     ("influencetraces.influencetrace.dev/status", frozenset({"update"})),
     ("jobs.batch", frozenset({"get", "list", "watch", "create", "delete"})),
     ("pods", frozenset({"list", "watch"})),
+    ("pods/log", frozenset({"get"})),
     ("configmaps", frozenset({"create"})),
     ("services", frozenset({"create"})),
     ("events", frozenset({"create"})),

@@ -182,3 +182,18 @@ def test_estimate_command_uses_an_exported_history(tmp_path: Path) -> None:
     broken.write_text("{")
     bad = cli(str(path), "--history", str(broken))
     assert bad.returncode == 78 and "broken.json: invalid history" in bad.stderr
+
+
+def test_durations_are_corrected_by_observed_runs() -> None:
+    from influence_trace.planning.duration import predict, rates_of, stage_seconds
+
+    spec = spec_of()
+    est = estimate(spec)
+    model = predict(spec, est, H100)
+    assert model.seconds == sum(stage_seconds(spec, est, rates_of(H100)).values()) and model.note == ""
+    assert predict(spec, est, H200).stages["capture"] == model.stages["capture"]  # same compute
+    times = {"seconds": 3 * model.seconds, "predicted_seconds": model.seconds}
+    slow = observe(spec, 1).model_copy(update=times)
+    corrected = predict(spec, est, H100, history(slow))
+    assert abs(corrected.seconds - 3 * model.seconds) < 1e-6 and corrected.model_seconds == model.seconds
+    assert "x3.00 as observed in 1 run" in corrected.note

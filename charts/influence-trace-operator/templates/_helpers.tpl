@@ -94,6 +94,10 @@ ClusterRole (all namespaces) or by the Role in each watched namespace.
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["list", "watch"]
+# The running worker's progress lines (status.progress): the tail of its log.
+- apiGroups: [""]
+  resources: ["pods/log"]
+  verbs: ["get"]
 # The manifest ConfigMap each trace's pods mount; created once, garbage-collected with the trace.
 - apiGroups: [""]
   resources: ["configmaps"]

@@ -56,12 +56,34 @@ class EstimateStatus(StatusModel):
     reason: str | None = Field(None, description="Why this pool, or why no pool fits.")
     source: str | None = Field(None, description="'model', or 'observed (n runs)' when the estimate is "
                                "the measured peak of earlier runs of this configuration.")
+    seconds: float | None = Field(None, ge=0, description="Predicted duration on the chosen pool.")
+    stage_seconds: dict[str, float] = Field(default_factory=dict, description="Predicted seconds per stage.")
+    time: str | None = Field(None, description="seconds for people, e.g. '12m' (the Est-Time column).",
+                             json_schema_extra=column("Est-Time", 22, "Predicted duration on the pool"))
 
     @model_validator(mode="after")
     def _readable_gpu(self) -> EstimateStatus:
         if self.gpu is None:
             self.gpu = f"{self.gpu_bytes / 1e9:.1f} GB"
         return self
+
+
+class ProgressStatus(StatusModel):
+    """Where the running worker is, from the last progress line of its log (api/progress.py)."""
+
+    stage: str | None = Field(None, description="generate, capture or hessian.",
+                              json_schema_extra=column("Stage", 20))
+    step: int = Field(0, ge=0, description="Steps of the stage done.")
+    total: int = Field(0, ge=0, description="Steps of the stage.")
+    unit: str | None = Field(None, description="What a step is (batch, module).")
+    text: str | None = Field(None, description="e.g. '57/196 modules' (the Progress column).",
+                             json_schema_extra=column("Progress", 21))
+    fraction: float = Field(0.0, ge=0.0, le=1.0, description="Share of the whole trace done (0..1).")
+    tokens: int | None = Field(None, ge=0, description="Response tokens the stage has covered.")
+    elapsed_seconds: float = Field(0.0, ge=0, description="Seconds since the worker started.")
+    eta_seconds: float | None = Field(None, ge=0, description="Seconds left, by the predicted stage times.")
+    eta: str | None = Field(None, description="eta_seconds for people, e.g. '4m'.")
+    updated_at: str | None = Field(None, description="When the operator read the line (RFC 3339).")
 
 
 class AttemptRecord(StatusModel):
@@ -100,6 +122,7 @@ class ResultStatus(StatusModel):
     )
     steps: str | None = Field(None, description="Training steps done of all, e.g. 3/10 (spec.training).",
                               json_schema_extra=column("Step", 9))
+    report: str | None = Field(None, description="The HTML report the worker wrote beside the outputs.")
 
 
 class Condition(StatusModel):
@@ -126,6 +149,7 @@ class TraceStatus(StatusModel):
                               json_schema_extra=column("Queue", 8))
     estimate: EstimateStatus | None = Field(None, description="Memory estimate and chosen pool.")
     attempts: list[AttemptRecord] = Field(default_factory=list, description="One entry per Job.")
+    progress: ProgressStatus | None = Field(None, description="The running worker's stage and step.")
     result: ResultStatus | None = Field(None, description="Headline figures once Succeeded.")
     conditions: list[Condition] = Field(default_factory=list, description="Placed/Running/...")
     observed_generation: int | None = Field(None, ge=0, description="Spec generation last acted on.")

@@ -32,6 +32,7 @@ from torch import nn
 
 from influence_trace.api.architectures import shapes_and_dtype
 from influence_trace.api.contract import InvalidInput
+from influence_trace.api.progress import REPORTER
 from influence_trace.api.spec import GenerateSpec
 from influence_trace.generate.prompts import STAGE, Prompt
 from influence_trace.planning.memory_model import generation_cache_bytes
@@ -160,7 +161,8 @@ def generate(model: nn.Module, prompt_ids: list[tuple[int, ...]], settings: Gene
     results: list[Generated] = []
     with _own_generation_config(model, config):
         batches = plan(len(prompt_ids), settings.responses_per_prompt, settings.batch_size)
-        for index, pairs in enumerate(_progress(batches, progress)):
+        tracked = REPORTER.track(_progress(batches, progress), "generate", "batch", len(batches))
+        for index, pairs in enumerate(tracked):
             seqs = [prompt_ids[p] for p, _ in pairs]
             width = max(len(s) for s in seqs) + settings.max_response_tokens
             with ledger.hold("generation_cache", cache_bytes(model, len(seqs), width), STAGE):

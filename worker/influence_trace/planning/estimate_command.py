@@ -18,6 +18,7 @@ import sys
 from typing import Any
 
 from influence_trace.api.spec import ManifestError, load_manifest
+from influence_trace.planning.duration import Duration, predict, readable
 from influence_trace.planning.history import HistoryError, Learned, load_history, place_with_history
 from influence_trace.planning.memory_model import Estimate, ShapesError
 from influence_trace.planning.placement import (
@@ -35,10 +36,13 @@ EXIT_INVALID_MANIFEST = 65
 EXIT_INVALID_POOLS = 78
 
 
-def to_json(est: Estimate, placement: Placement, learned: Learned | None = None) -> dict[str, Any]:
-    """The JSON answer: pool, reason, bytes, breakdowns, stages, modules and assumptions."""
+def to_json(est: Estimate, placement: Placement, learned: Learned | None = None,
+            duration: Duration | None = None) -> dict[str, Any]:
+    """The JSON answer: pool, reason, bytes, breakdowns, stages, modules, duration and assumptions."""
     learned = learned or Learned(est, placement.headroom, "model", "")
     return {
+        "seconds": duration.seconds if duration else None,
+        "stageSeconds": duration.stages if duration else {},
         "pool": placement.pool.name if placement.pool else None,
         "reason": placement.reason,
         "source": learned.source,
@@ -65,11 +69,16 @@ def _gb(n: int) -> str:
     return f"{n / 1e9:10.2f} GB"
 
 
-def to_table(est: Estimate, placement: Placement, learned: Learned | None = None) -> str:
+def to_table(est: Estimate, placement: Placement, learned: Learned | None = None,
+             duration: Duration | None = None) -> str:
     """A readable summary: the pool, the two peaks with their parts, and per-suffix module sizes."""
     lines = [f"pool: {placement.pool.name if placement.pool else 'none'}", f"reason: {placement.reason}"]
     if learned is not None and learned.reason:
         lines += [f"source: {learned.source}", f"learned: {learned.reason}"]
+    if duration is not None:
+        parts = ", ".join(f"{s} {readable(v)}" for s, v in duration.stages.items())
+        lines.append(f"time: about {readable(duration.seconds)} on {placement.pool.name} ({parts})"
+                     + (f"; {duration.note}" if duration.note else ""))
     lines.append("")
     lines.append(f"GPU per process {_gb(est.gpu_bytes)}   (peak stage: {est.peak_stage})")
     lines += [f"  {k:<16}{_gb(v)}" for k, v in est.gpu_breakdown.items()]
@@ -102,12 +111,13 @@ def run(manifest: str, pools_file: str | None, as_json: bool,
         pools = table.pools if table else DEFAULT_POOLS
         headroom = table.headroom if table and table.headroom is not None else DEFAULT_HEADROOM
         est, learned, placement = place_with_history(spec, history, pools, headroom)
+        duration = predict(spec, est, placement.pool, history) if placement.pool else None
     except (ManifestError, ShapesError, WorkloadError) as err:
         return EXIT_INVALID_MANIFEST, f"{manifest}: {err}" if not str(err).startswith(manifest) else str(err)
     except (PoolsError, ValueError) as err:
         return EXIT_INVALID_MANIFEST, f"{manifest}: {err}"
-    text = (json.dumps(to_json(est, placement, learned), indent=2) if as_json
-            else to_table(est, placement, learned))
+    text = (json.dumps(to_json(est, placement, learned, duration), indent=2) if as_json
+            else to_table(est, placement, learned, duration))
     return (EXIT_FITS if placement.pool else EXIT_NO_POOL), text
 
 

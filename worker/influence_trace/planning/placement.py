@@ -52,6 +52,10 @@ class Pool(_Model):
     gpus_per_node: int = Field(gt=0, description="GPUs of one node.")
     host_memory_bytes: int = Field(gt=0, description="Allocatable host memory of one node.")
     gpu_product: str | None = Field(None, description="nvidia.com/gpu.product, for people reading.")
+    peak_flops: dict[str, float] = Field(
+        default_factory=dict, description="Peak dense flop/s of one GPU per dtype (bfloat16, float32, "
+        "float64, tf32), for the predicted duration; missing ones: an H100's.")
+    memory_bandwidth: float | None = Field(None, gt=0, description="GPU memory bandwidth, bytes/s.")
     kueue_flavor: str | None = Field(
         None, min_length=1,
         description="Kueue ResourceFlavor of the pool's nodes (default: the pool's name); its nodeLabels "
@@ -73,10 +77,10 @@ _GPU_TOLERATION = Toleration(key="nvidia.com/gpu", operator="Exists", effect="No
 DEFAULT_POOLS: tuple[Pool, ...] = (
     Pool(name="h100", node_selector={"influencetrace.dev/pool": "h100"}, tolerations=[_GPU_TOLERATION],
          gpu_memory_bytes=81559 * MIB, gpus_per_node=8, host_memory_bytes=2 * 2**40,
-         gpu_product="NVIDIA-H100-80GB-HBM3"),
+         gpu_product="NVIDIA-H100-80GB-HBM3", memory_bandwidth=3.35e12),
     Pool(name="h200", node_selector={"influencetrace.dev/pool": "h200"}, tolerations=[_GPU_TOLERATION],
          gpu_memory_bytes=143771 * MIB, gpus_per_node=8, host_memory_bytes=2 * 2**40,
-         gpu_product="NVIDIA-H200"),
+         gpu_product="NVIDIA-H200", memory_bandwidth=4.8e12),
 )
 
 

@@ -66,12 +66,24 @@ def process_count(manifest: InfluenceTrace, nproc: int | None, device: str) -> i
     return wanted
 
 
-def success_message(summary: dict[str, Any]) -> dict[str, Any]:
+def write_report(summary: dict[str, Any]) -> str:
+    """report.html beside the outputs (as ``influence-trace report`` writes it); "" if that fails, since
+    the outputs themselves are complete and the report can be made again."""
+    from influence_trace.report.html import build_report
+
+    try:
+        return str(build_report(summary["config"]["output"]["path"]))
+    except Exception as err:  # any failure here must not fail a finished trace
+        log.warning("could not write report.html: %s: %s", type(err).__name__, err)
+        return ""
+
+
+def success_message(summary: dict[str, Any], report: str = "") -> dict[str, Any]:
     """The headline figures, named like the CRD's status.result."""
     resources = summary["resources"]
     training = summary.get("training")
     steps = {"steps": f"{training['completed']}/{training['steps']}"} if training else {}
-    return {**steps,
+    return {**steps, "report": report,
         "rowsEmitted": summary["rows_emitted"],
         "outputPath": summary["config"]["output"]["path"],
         "timings": {name: round(sec, 3) for name, sec in summary["timings"].items()},
@@ -123,7 +135,9 @@ def main(args: argparse.Namespace) -> int:
     if not summary:  # a node without rank 0: the outputs and figures are rank 0's node's to report
         write_termination_message({"rowsEmitted": 0, "outputPath": "", "timings": {}})
         return EXIT_OK
-    write_termination_message(success_message(summary))
+    report = write_report(summary)
+    write_termination_message(success_message(summary, report))
     print(format_timings(summary["timings"]))
-    log.info("done: %d rows in %s", summary["rows_emitted"], summary["config"]["output"]["path"])
+    log.info("done: %d rows in %s%s", summary["rows_emitted"], summary["config"]["output"]["path"],
+             f"; report: {report}" if report else "")
     return EXIT_OK

@@ -19,6 +19,7 @@ from torch import nn
 
 from influence_trace.api.architectures import shapes_and_dtype
 from influence_trace.api.contract import InvalidInput
+from influence_trace.api.progress import REPORTER
 from influence_trace.api.spec import TraceSettings
 from influence_trace.planning.memory_model import capture_batch_bytes
 from influence_trace.planning.options import WorkerOptions
@@ -200,7 +201,9 @@ def capture_factors(model: nn.Module, selection: Selection, traced: list[TracedM
     lm_head = model.get_output_embeddings()
     measured = 0
     with _hooks(model, traced, factors, state, cdtype):
-        for idx in _progress(batches, options.progress, "capture batches"):
+        tokens = [sum(responses[i].num_tokens for i in idx) for idx in batches]
+        for idx in REPORTER.track(_progress(batches, options.progress, "capture batches"), "capture", "batch",
+                                  len(batches), tokens):
             ids, mask, batch, targets = _batch_tensors(responses, idx, offsets, device)
             estimate = estimate_batch_bytes(model, ids.numel(), len(targets))
             ledger.allocate("capture_batch", max(measured, estimate), STAGE)

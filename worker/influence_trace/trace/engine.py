@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from influence_trace.api.progress import REPORTER
 from influence_trace.api.spec import TraceSettings
 from influence_trace.planning.options import WorkerOptions
 from influence_trace.trace.capture import Factors, capture_factors, compute_dtype
@@ -235,7 +236,8 @@ def run_trace(model: nn.Module, selection: Selection, trace: TraceSettings, opti
             hinv_dot = torch.zeros((len(responses), len(responses)), dtype=torch.float64, device=device)
         reports = [
             trace_module(mod, factors, scopes, trace, options, ledger, timer, scores, hinv_dot)
-            for mod in _progress(traced, options.progress, "modules")
+            for mod in REPORTER.track(_progress(traced, options.progress, "modules"), "hessian", "module",
+                                      len(traced))
         ]
     host = scores.cpu().numpy()
     offsets = factors.token_offsets

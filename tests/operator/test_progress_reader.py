@@ -1,0 +1,31 @@
+"""status.progress from a progress line: the fraction weighs stages by predicted seconds; the ETA."""
+
+from __future__ import annotations
+
+from influence_trace.api.progress import Progress
+from influence_trace.api.status import ProgressStatus, TraceStatus
+from influence_trace_operator.progress_reader import finish, fraction, to_status
+
+SECONDS = {"setup": 30.0, "capture": 99.0, "hessian": 299.0}  # +1 s each: capture 100, hessian 300
+
+
+def test_fraction_counts_finished_stages_and_this_stage_share() -> None:
+    assert fraction(Progress("capture", 50, 100, "batch", 10.0), SECONDS) == 50 / 400
+    assert fraction(Progress("hessian", 98, 196, "module", 10.0), SECONDS) == (100 + 150) / 400
+    assert fraction(Progress("hessian", 196, 196, "module", 10.0), SECONDS) == 1.0
+    assert fraction(Progress("capture", 3, 4, "batch", 1.0), {}) == 0.75  # no prediction: the stage's share
+    tiny = {"capture": 0.0, "hessian": 0.0}  # a tiny trace: equal weights, still monotone across stages
+    assert fraction(Progress("capture", 1, 1, "batch", 1.0), tiny) == 0.5
+    assert fraction(Progress("hessian", 1, 14, "module", 1.0), tiny) > 0.5
+
+
+def test_status_text_and_eta_follow_the_real_speed() -> None:
+    s = to_status(Progress("hessian", 57, 196, "module", 120.0, None), SECONDS, "2026-11-26T13:00:00Z")
+    done = (100 + 300 * 57 / 196) / 400
+    assert s.text == "57/196 modules" and s.stage == "hessian" and abs(s.fraction - round(done, 4)) < 1e-9
+    assert abs(s.eta_seconds - round(120.0 * (1 - done) / done, 1)) < 0.11 and s.eta == "2m"
+    status = TraceStatus(progress=s)
+    finish(status)
+    assert status.progress == s.model_copy(update={"fraction": 1.0, "text": "done", "eta_seconds": 0.0,
+                                                   "eta": "0s"})
+    assert isinstance(status.progress, ProgressStatus)

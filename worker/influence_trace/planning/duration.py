@@ -1,0 +1,137 @@
+"""Predicted duration of a trace on a pool: a flop/byte count per stage over the pool's GPU peak rates.
+
+A first-order model, to say "about 12 minutes" before anything runs and to turn a progress line into
+an ETA; it is not a benchmark. Per process:
+  generate  memory-bound decoding: every new token of a batch reads all weights once
+            (max response tokens x batches x weight bytes / bandwidth)
+  capture   forward and backward without weight gradients: 4 x parameters x padded tokens flops in
+            the model dtype
+  hessian   per traced module: the Gram matrix 2 T D^2 (token source; response source R D^2), one
+            Cholesky D^3 / 3 and triangular solves 2 D^2 R per scope, in the Hessian dtype; modules
+            are split over the processes
+  setup     process start and reading the weights (``STARTUP_SECONDS`` + bytes / ``LOAD_BYTES_PER_SECOND``)
+Each term runs at ``EFFICIENCY`` of the pool's peak rate. Observed durations correct it through the
+history (``planning.history``): seconds / predicted seconds of earlier runs of the configuration.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from influence_trace.api.architectures import traced_module_dims
+from influence_trace.api.spec import InfluenceTraceSpec
+from influence_trace.planning.history import History, Observation, config_fields, config_key
+from influence_trace.planning.memory_model import DTYPE_BYTES, Estimate, resolve_shapes
+from influence_trace.planning.placement import Pool
+
+EFFICIENCY = {"generate": 0.5, "capture": 0.4, "hessian": 0.5}
+# Peak dense rates of an H100 SXM (the h200 has the same compute and 4.8 TB/s), when a pool omits them.
+DEFAULT_FLOPS = {"bfloat16": 989e12, "float16": 989e12, "tf32": 494e12, "float32": 67e12, "float64": 67e12}
+DEFAULT_BANDWIDTH = 3.35e12
+STARTUP_SECONDS = 30.0  # Python, torch and CUDA start, the rollouts read (measured: ~25 s on CPU, demo)
+LOAD_BYTES_PER_SECOND = 1e9  # the weights read from the volume
+
+
+@dataclass(frozen=True)
+class Rates:
+    """A pool's GPU: peak flop/s per dtype and memory bandwidth in bytes/s."""
+
+    flops: dict[str, float]
+    bandwidth: float
+
+    def of(self, dtype: str) -> float:
+        return self.flops.get(dtype) or DEFAULT_FLOPS[dtype]
+
+
+DEFAULT_RATES = Rates(dict(DEFAULT_FLOPS), DEFAULT_BANDWIDTH)
+
+
+def rates_of(pool: Pool | None) -> Rates:
+    """The pool's peak rates, an H100's where it gives none."""
+    if pool is None:
+        return DEFAULT_RATES
+    return Rates({**DEFAULT_FLOPS, **pool.peak_flops}, pool.memory_bandwidth or DEFAULT_BANDWIDTH)
+
+
+@dataclass(frozen=True)
+class Duration:
+    """Predicted seconds per stage (corrected), their sum, and what corrected them."""
+
+    stages: dict[str, float]
+    seconds: float
+    model_seconds: float
+    note: str
+
+
+def _time_ratio(same: list[Observation]) -> tuple[float, int]:
+    """Mean observed / predicted duration of the configuration's successful runs."""
+    ratios = [o.seconds / o.predicted_seconds for o in same
+              if o.outcome == "Succeeded" and o.seconds and o.predicted_seconds]
+    return (sum(ratios) / len(ratios), len(ratios)) if ratios else (1.0, 0)
+
+
+def predict(spec: InfluenceTraceSpec, est: Estimate, pool: Pool | None,
+            history: History | None = None) -> Duration:
+    """The model's stage seconds on ``pool``, scaled by the observed rate of this configuration's runs."""
+    stages = stage_seconds(spec, est, rates_of(pool))
+    model = sum(stages.values())
+    key = config_key(config_fields(spec, est)) if history else None
+    same = [o for o in (history.observations if history else []) if o.key == key]
+    ratio, runs = _time_ratio(same)
+    if not runs:
+        return Duration(stages, model, model, "")
+    scaled = {s: v * ratio for s, v in stages.items()}
+    note = f"durations x{ratio:.2f} as observed in {runs} run(s) of this configuration"
+    return Duration(scaled, model * ratio, model, note)
+
+
+def stage_seconds(spec: InfluenceTraceSpec, est: Estimate, rates: Rates = DEFAULT_RATES) -> dict[str, float]:
+    """Predicted seconds of each stage (generate only when the trace generates), per process."""
+    shapes = resolve_shapes(spec)
+    w = est.workload
+    procs = spec.resources.gpus * spec.resources.nodes
+    weights = shapes.parameter_count() * DTYPE_BYTES[spec.model.dtype]
+    out: dict[str, float] = {"setup": STARTUP_SECONDS + weights / LOAD_BYTES_PER_SECOND}
+    gen = spec.rollouts.generate
+    if gen is not None:
+        batches = -(-w.responses // gen.batch_size)
+        reads = gen.max_response_tokens * batches * weights
+        out["generate"] = reads / rates.bandwidth / EFFICIENCY["generate"]
+    padded = -(-(w.response_tokens + w.prompt_tokens) // procs)
+    flops = 4 * shapes.parameter_count() * padded
+    out["capture"] = flops / rates.of(spec.model.dtype) / EFFICIENCY["capture"]
+    hessian_rate = rates.of(_hessian_dtype(spec)) * EFFICIENCY["hessian"]
+    out["hessian"] = _hessian_flops(spec, est) / procs / hessian_rate
+    return out
+
+
+def _hessian_dtype(spec: InfluenceTraceSpec) -> str:
+    if spec.trace.hessian_dtype == "float32" and spec.trace.allow_tf32:
+        return "tf32"
+    return spec.trace.hessian_dtype
+
+
+def _hessian_flops(spec: InfluenceTraceSpec, est: Estimate) -> float:
+    t = spec.trace
+    w = est.workload
+    dims = traced_module_dims(resolve_shapes(spec), t.modules, t.factor, t.max_hessian_dim)
+    scopes = 1 if t.scope == "all_selected" else max(1, w.responses // max(1, w.scope_responses))
+    total = 0.0
+    for d in dims:
+        dim = float(d.dim)
+        rows = w.response_tokens if t.hessian_source == "token" else w.responses
+        total += 2 * rows * dim * dim + 2 * w.responses * dim  # Gram (or response rows) and scores
+        if t.hessian_mode == "inverse":
+            total += scopes * dim**3 / 3 + 2 * dim * dim * w.responses
+    return total
+
+
+def readable(seconds: float | None) -> str | None:
+    """'45s', '12m', '3h05m'."""
+    if seconds is None:
+        return None
+    if seconds < 90:
+        return f"{seconds:.0f}s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f}m"
+    return f"{int(seconds // 3600)}h{int(seconds % 3600 // 60):02d}m"
