@@ -5,13 +5,16 @@
 
 1. A real local worker run: the demo's model and rollouts (influence_trace.demo.command.prepare),
    traced by ``influence-trace run`` on the CPU; its termination message is what a worker pod would
-   hand to the operator.
+   hand to the operator, and its progress lines (every step) are what a worker pod's log would show.
 2. ``hack/cluster.sh up`` (CLUSTER_NAME is honoured), the generated CRD, a fresh namespace with the
    volume claim the example names (a PersistentVolume bound to it), and the real operator
    (``influence-trace operator --namespace NS``) on this machine.
 3. ``examples/qwen15b-f32-all-selected.yaml`` applied with the annotations that make kwok's fake pod
    need 100 GB of GPU memory (GPU out of memory on h100, success on h200) and end with the message
-   of step 1, while ``kubectl get influencetraces -w`` records; then ``kubectl describe``.
+   of step 1, while ``kubectl get influencetraces -w`` records; then ``kubectl describe``. Each
+   attempt's fake pod runs for a while and kwok serves its log (a ``Logs`` object) from a file the
+   progress lines of step 1 are replayed into, a line a second (attempt 1 runs out of memory halfway),
+   so the STAGE and PROGRESS columns move as on a real cluster.
 4. The README block after the marker ``<!-- docs-test: generated: hack/record_transcripts.py -->`` is
    replaced by the watch output as printed, and the describe output from its ``Events:`` line on
    (the lines before it are shown as ``...``). ``--check`` prints the block instead of writing it.
@@ -20,11 +23,13 @@
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -35,6 +40,7 @@ EXAMPLE = REPO / "examples" / "qwen15b-f32-all-selected.yaml"
 MARKER = "<!-- docs-test: generated: hack/record_transcripts.py -->"
 NAMESPACE = "docs-transcript"
 GPU_BYTES = "100000000000"  # 100 GB: more than an h100's 85.5 GB per GPU, less than an h200's 150.8 GB
+PROGRESS_PREFIX = "INFLUENCE_TRACE_PROGRESS "
 
 
 def sh(*args: str, env: dict[str, str] | None = None, check: bool = True, **kw) -> str:
@@ -44,16 +50,24 @@ def sh(*args: str, env: dict[str, str] | None = None, check: bool = True, **kw) 
     return proc.stdout
 
 
-def worker_message(work: Path) -> str:
-    """The termination message of a real CPU run of the demo's inputs."""
+def worker_message(work: Path) -> tuple[str, list[str]]:
+    """The termination message and the progress lines of a real CPU run of the demo's inputs."""
     from influence_trace.demo.command import prepare
 
     manifest = prepare(work / "demo")
     log = work / "termination-log"
-    env = {**os.environ, "INFLUENCE_TRACE_TERMINATION_LOG": str(log),
+    env = {**os.environ, "INFLUENCE_TRACE_TERMINATION_LOG": str(log), "INFLUENCE_TRACE_PROGRESS_SECONDS": "0",
            "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO / "worker"), os.environ.get("PYTHONPATH")]))}
-    sh(sys.executable, "-m", "influence_trace.cli", "run", "--device", "cpu", str(manifest), env=env)
-    return log.read_text()
+    command = [sys.executable, "-m", "influence_trace.cli", "run", "--device", "cpu", str(manifest)]
+    proc = subprocess.run(command, env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        sys.exit(f"the worker run failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    if not any(PROGRESS_PREFIX in line for line in proc.stderr.splitlines()):
+        sys.exit("the worker run printed no progress lines")
+    # a progress bar may share the line (it ends with a carriage return, not a newline)
+    lines = proc.stderr.splitlines()
+    progress = [line[line.index(PROGRESS_PREFIX):] for line in lines if PROGRESS_PREFIX in line]
+    return log.read_text(), progress
 
 
 def cluster_env() -> dict[str, str]:
@@ -80,14 +94,15 @@ def volume(claim: str) -> str:
     ]})
 
 
-def trace_manifest(message: str) -> tuple[str, str]:
-    """(name, JSON manifest): the example with the simulation annotations."""
+def trace_manifest(message: str, seconds: int) -> tuple[str, str]:
+    """(name, JSON manifest): the example with the simulation annotations (each pod runs ``seconds``)."""
     import yaml
 
     doc = yaml.safe_load(EXAMPLE.read_text())
     doc["metadata"]["annotations"] = {
         "influencetrace.dev/simulate-gpu-bytes": GPU_BYTES,
         "influencetrace.dev/simulate-termination-message": message,
+        "influencetrace.dev/simulate-duration": f"{seconds}s",
     }
     return doc["metadata"]["name"], json.dumps(doc)
 
@@ -107,7 +122,33 @@ def wait_until_serving(operator: subprocess.Popen, log: Path, timeout: float = 1
     time.sleep(2)
 
 
-def record(message: str, env: dict[str, str], work: Path) -> str:
+def replay_logs(name: str, progress: list[str], env: dict[str, str], work: Path,
+                stop: threading.Event) -> None:
+    """For attempt 1 and 2 of ``name``: once its pod exists, serve its log from a file (kwok ``Logs``) and
+    append the progress lines to it, one a second (attempt 1: the first half; it runs out of memory)."""
+    for attempt, lines in ((1, progress[: len(progress) // 2]), (2, progress)):
+        pod = ""
+        while not pod and not stop.is_set():
+            selector = f"batch.kubernetes.io/job-name={name}-a{attempt}"
+            pod = sh("kubectl", "-n", NAMESPACE, "get", "pods", "-l", selector,
+                     "-o", "jsonpath={.items[0].metadata.name}", env=env, check=False).strip()
+            time.sleep(0.2)
+        path = work / f"{pod or 'none'}.log"
+        path.write_text("")
+        logs = {"apiVersion": "kwok.x-k8s.io/v1alpha1", "kind": "Logs",
+                "metadata": {"name": pod, "namespace": NAMESPACE},
+                "spec": {"logs": [{"containers": ["worker"], "logsFile": str(path)}]}}
+        sh("kubectl", "apply", "-f", "-", input=json.dumps(logs), env=env, check=False)
+        for line in lines:
+            if stop.is_set():
+                return
+            stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+            with path.open("a") as f:
+                f.write(f"{stamp} stderr F {line}\n")
+            time.sleep(1)
+
+
+def record(message: str, progress: list[str], env: dict[str, str], work: Path) -> str:
     kubectl = ("kubectl", "-n", NAMESPACE)
     crd = REPO / "crds" / "influencetraces.yaml"
     sh("kubectl", "apply", "--server-side", "--force-conflicts", "-f", str(crd), env=env)
@@ -122,17 +163,21 @@ def record(message: str, env: dict[str, str], work: Path) -> str:
                                      NAMESPACE], env=op_env, stdout=log, stderr=subprocess.STDOUT)
     watch = subprocess.Popen([*kubectl, "get", "influencetraces", "-w"], env=env, stdout=subprocess.PIPE,
                              stderr=subprocess.DEVNULL, text=True)
+    stop = threading.Event()
     try:
         wait_until_serving(operator, work / "operator.log")
-        name, manifest = trace_manifest(message)
+        name, manifest = trace_manifest(message, len(progress) + 4)
         sh(*kubectl, "apply", "-f", "-", input=manifest, env=env)
-        deadline = time.monotonic() + 180
+        feeder = threading.Thread(target=replay_logs, args=(name, progress, env, work, stop), daemon=True)
+        feeder.start()
+        deadline = time.monotonic() + 180 + 2 * len(progress)
         while phase(name, env) not in ("Succeeded", "Failed"):
             if time.monotonic() > deadline:
                 sys.exit(f"trace {name} did not finish; operator log: {work / 'operator.log'}")
             time.sleep(1)
         time.sleep(2)  # the last status write reaches the watch
     finally:
+        stop.set()
         watch.send_signal(signal.SIGTERM)
         watched = watch.communicate(timeout=30)[0]
         operator.terminate()
@@ -160,8 +205,8 @@ def main() -> int:
     args = parser.parse_args()
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
-    message = worker_message(work)
-    body = record(message, cluster_env(), work)
+    message, progress = worker_message(work)
+    body = record(message, progress, cluster_env(), work)
     if args.check:
         print(body, end="")
     else:
