@@ -62,13 +62,12 @@ def to_status(progress: Progress, stage_seconds: dict[str, float], now: str) -> 
     )
 
 
-def update(kube: Any, status: TraceStatus, pods: list[dict[str, Any]], now: str) -> None:
+def update(kube: Any, namespace: str, status: TraceStatus, pods: list[dict[str, Any]], now: str) -> None:
     """Set status.progress from the first running pod's log (rank 0's node of a multi-node Job)."""
     running = sorted((p for p in pods if K.is_running(p)), key=lambda p: p["metadata"]["name"])
     if not running:
         return
-    meta = running[0]["metadata"]
-    text = read_log(kube, meta["namespace"], meta["name"])
+    text = read_log(kube, namespace, running[0]["metadata"]["name"])
     progress = last_progress(text) if text else None
     if progress is None:
         return

@@ -184,7 +184,7 @@ class Reconciler:
         done = K.classify(job, pods)
         if done is None:
             self._note_progress(p, pods)
-            P.update(self.kube, p.status, pods, p.now)
+            P.update(self.kube, p.ref.namespace, p.status, pods, p.now)
             return
         self._record_outcome(p, record, done)
         H.record(self.history, trace.spec, p.ref.uid, p.ref.name, p.status.current() or record, self.table,

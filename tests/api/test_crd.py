@@ -105,4 +105,4 @@ def test_names_columns_and_subresource() -> None:
     assert version["name"] == "v1alpha1" and version["subresources"] == {"status": {}}
     columns = [c["name"] for c in version["additionalPrinterColumns"]]
     assert columns == ["Phase", "Pool", "Factor", "Scope", "Attempt", "Est-GPU", "Rows", "Queue", "Step",
-                       "Age"]
+                       "Stage", "Progress", "Est-Time", "Age"]
