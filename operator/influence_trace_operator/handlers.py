@@ -12,7 +12,7 @@ import kopf
 from influence_trace.api.spec import API_GROUP, API_VERSION, PLURAL
 
 from influence_trace_operator import labels as L
-from influence_trace_operator import lifecycle, on_child, on_trace
+from influence_trace_operator import lifecycle, metrics, on_child, on_trace
 
 CHILDREN = {L.MANAGED_BY: L.MANAGER}
 
@@ -26,11 +26,12 @@ def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
 
 @kopf.on.cleanup()
 def cleanup(memo: kopf.Memo, **_: Any) -> None:
-    memo.runtime.stop.set()
+    lifecycle.shutdown(memo.runtime)
 
 
 @kopf.on.event(API_GROUP, API_VERSION, PLURAL)
 def trace_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    metrics.note_trace(type, body)
     on_trace.on_trace_event(memo.runtime.reconciler, type, dict(body))
 
 

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import kopf
 from influence_trace.api.status import TERMINAL_PHASES
 
+from influence_trace_operator import health
 from influence_trace_operator.api import Kube
+from influence_trace_operator.history_store import operator_namespace
+from influence_trace_operator.leader import LeaseGuard
 from influence_trace_operator.pools import load_table
 from influence_trace_operator.reconcile import Reconciler
 from influence_trace_operator.settings import OperatorSettings
@@ -27,6 +30,8 @@ class Runtime:
     settings: OperatorSettings
     reconciler: Reconciler
     stop: threading.Event
+    wake: threading.Event = field(default_factory=threading.Event)  # resync now (e.g. Lease gained)
+    lease: LeaseGuard | None = None
 
 
 def build_runtime(settings: OperatorSettings | None = None) -> Runtime:
@@ -51,10 +56,35 @@ def configure(kopf_settings: kopf.OperatorSettings, rt: Runtime) -> None:
     kopf_settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix="influencetrace.dev")
     kopf_settings.watching.reconnect_backoff = 1.0
     threading.Thread(target=_resync_forever, args=(rt,), name="resync", daemon=True).start()
+    if rt.settings.liveness_port:
+        health.serve(rt.reconciler.watchdog, rt.settings.liveness_port)
+    if rt.settings.lease:
+        _start_lease(rt)
+
+
+def _start_lease(rt: Runtime) -> None:
+    """Hold the Lease in a thread; reconciles act only while it is held, and a gain resyncs at once."""
+    s = rt.settings
+    guard = LeaseGuard(s.lease_namespace or operator_namespace(s), s.lease_name, s.lease_seconds)
+    rt.reconciler.may_act = guard.acting
+    rt.lease = guard
+    log.info("waiting for Lease %s/%s before acting", guard.namespace, guard.name)
+    threading.Thread(target=guard.run, args=(rt.stop, rt.wake.set), name="lease", daemon=True).start()
+
+
+def shutdown(rt: Runtime) -> None:
+    """Stop the resync and hand the Lease back, so a successor acts without waiting for it to lapse."""
+    rt.stop.set()
+    rt.wake.set()
+    if rt.lease is not None:
+        rt.lease.release()
 
 
 def resync_once(rt: Runtime) -> int:
-    """Reconcile every unfinished trace; returns how many were looked at."""
+    """Reconcile every unfinished trace (only while this replica may act); returns how many."""
+    rt.reconciler.watchdog.resync_tick()
+    if not rt.reconciler.may_act():
+        return 0
     traces = rt.reconciler.kube.list_traces(rt.settings.namespaces or None)
     count = 0
     for obj in traces:
@@ -66,11 +96,16 @@ def resync_once(rt: Runtime) -> int:
         except Exception:  # one bad trace must not stop the others
             log.exception("resync of %s/%s failed", meta["namespace"], meta["name"])
         count += 1
+        rt.reconciler.watchdog.resync_tick()
     return count
 
 
 def _resync_forever(rt: Runtime) -> None:
-    while not rt.stop.wait(rt.settings.resync_seconds):
+    while not rt.stop.is_set():
+        rt.wake.wait(rt.settings.resync_seconds)
+        rt.wake.clear()
+        if rt.stop.is_set():
+            return
         try:
             resync_once(rt)
         except Exception:

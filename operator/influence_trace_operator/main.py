@@ -2,7 +2,8 @@
 
 In a pod it uses the in-cluster config, elsewhere the current kubeconfig. It watches all namespaces
 unless ``--namespace`` (repeatable) or ``INFLUENCETRACE_NAMESPACES`` names some, runs standalone
-(one replica, no peering) and serves kopf's liveness probe at ``:<liveness_port>/healthz``.
+acts only while it holds the operator's Lease (leader.py), and serves ``/healthz`` and ``/metrics`` at
+``:<liveness_port>`` (health.py).
 """
 
 from __future__ import annotations
@@ -50,12 +51,11 @@ def main(args: argparse.Namespace) -> int:
     runtime = lifecycle.build_runtime(settings)
     import influence_trace_operator.handlers  # noqa: F401  (registers the kopf handlers)
 
-    liveness = f"http://0.0.0.0:{settings.liveness_port}/healthz" if settings.liveness_port else None
     kopf.run(
         standalone=True,
         clusterwide=not settings.namespaces,
         namespaces=settings.namespaces or (),
-        liveness_endpoint=liveness,
+        liveness_endpoint=None,  # our own /healthz (health.py) also sees a wedged reconcile loop
         memo=kopf.Memo(runtime=runtime),
     )
     return 0

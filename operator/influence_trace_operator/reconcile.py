@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,9 +28,11 @@ from influence_trace_operator import conditions as C
 from influence_trace_operator import escalation as E
 from influence_trace_operator import history_store as H
 from influence_trace_operator import kueue as Q
+from influence_trace_operator import metrics as M
 from influence_trace_operator import progress_reader as P
 from influence_trace_operator import queued
 from influence_trace_operator.api import Kube, now
+from influence_trace_operator.health import Watchdog
 from influence_trace_operator.jobs import Placement, TraceRef, build_configmap, build_job, build_service
 from influence_trace_operator.pools import allowed_pools
 from influence_trace_operator.settings import OperatorSettings
@@ -91,11 +94,15 @@ class Reconciler:
         self.history = H.build_store(kube, settings)
         self._locks: defaultdict[tuple[str, str], threading.Lock] = defaultdict(threading.Lock)
         self._guard = threading.Lock()
+        self.watchdog = Watchdog(settings.wedged_seconds, settings.resync_seconds)
+        self.may_act: Callable[[], bool] = lambda: True  # the Lease guard replaces it (leader.py)
 
     def reconcile(self, namespace: str, name: str) -> None:
+        if not self.may_act():
+            return
         with self._guard:
             lock = self._locks[(namespace, name)]
-        with lock:
+        with lock, self.watchdog.watch_pass(f"{namespace}/{name}"), M.timed_pass():
             for _ in range(CONFLICT_RETRIES):
                 try:
                     self._once(namespace, name)
@@ -123,6 +130,7 @@ class Reconciler:
         p.status.observed_generation = p.generation
         if p.status.wire() != before:
             self.kube.replace_status(obj, p.status.wire())
+            M.observe_pass(before, p.status.wire())
         for kind, reason, message in p.events:
             self.kube.post_event(obj, kind, reason, message)
 

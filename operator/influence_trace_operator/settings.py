@@ -44,7 +44,16 @@ class OperatorSettings(BaseSettings):
     resync_seconds: float = Field(
         30.0, gt=0, description="How often every unfinished trace is reconciled even without events."
     )
-    liveness_port: int = Field(8080, description="Port of kopf's /healthz endpoint (0: off).")
+    liveness_port: int = Field(8080, description="Port of /healthz and /metrics (0: off).")
+    wedged_seconds: float = Field(
+        120.0, gt=0, description="A reconcile pass (or resync round) this late makes /healthz fail."
+    )
+    lease: bool = Field(True, description="Act only while holding the Lease (one active replica).")
+    lease_name: str = Field("influence-trace-operator", description="Name of the coordination.k8s.io Lease.")
+    lease_namespace: str | None = Field(
+        None, description="Namespace of the Lease (default: the operator pod's own, as for the history)."
+    )
+    lease_seconds: float = Field(15.0, ge=1, description="Lease duration; renewed every third of it.")
     workers: int = Field(16, ge=1, description="Threads that run reconciles.")
     default_queue: str | None = Field(
         None, description="Kueue LocalQueue for traces without spec.queue (none: such Jobs start at once)."

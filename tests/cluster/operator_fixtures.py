@@ -50,6 +50,7 @@ class Operator:
             **os.environ,
             "INFLUENCETRACE_LIVENESS_PORT": "0",
             "INFLUENCETRACE_RESYNC_SECONDS": "2",
+            "INFLUENCETRACE_LEASE_SECONDS": "5",  # a restart after kill -9 waits this long for the Lease
             **kube.current_cluster().env(),
             **env,
         }
