@@ -105,6 +105,8 @@ def test_default_objects_and_deployment(helm: Path) -> None:
         ("ClusterRoleBinding", "", name),
         ("Role", "ops", f"{name}-history"),
         ("RoleBinding", "ops", f"{name}-history"),
+        ("Role", "ops", f"{name}-lease"),
+        ("RoleBinding", "ops", f"{name}-lease"),
         ("Deployment", "ops", name),
     }
     dep = deployment(objects)["spec"]
@@ -155,8 +157,10 @@ def test_watched_namespaces_get_roles_and_nothing_cluster_wide(helm: Path) -> No
     )
     assert kinds == [
         ("Role", "ops"),  # the history ConfigMap in the release namespace
+        ("Role", "ops"),  # the Lease in the release namespace
         ("Role", "team-a"),
         ("Role", "team-b"),
+        ("RoleBinding", "ops"),
         ("RoleBinding", "ops"),
         ("RoleBinding", "team-a"),
         ("RoleBinding", "team-b"),
@@ -258,6 +262,42 @@ def test_history_role_and_switch(helm: Path, monkeypatch: pytest.MonkeyPatch) ->
     assert OperatorSettings().history is False
 
 
+def test_lease_role_settings_and_replicas(helm: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The Lease: get/update on its name only, create in the release namespace; settings reach the
+    operator; more replicas are allowed because only the Lease holder acts."""
+    name = "rel-influence-trace-operator"
+    objects = render(helm, "operator.replicas=2", "operator.leaseSeconds=20", "operator.wedgedSeconds=90")
+    assert objects[("Role", "ops", f"{name}-lease")]["rules"] == [
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "resourceNames": [name],
+         "verbs": ["get", "update"]},
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
+    ]
+    binding = objects[("RoleBinding", "ops", f"{name}-lease")]
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": name, "namespace": "ops"}]
+    assert deployment(objects)["spec"]["replicas"] == 2
+    for key, value in env_of(objects).items():
+        monkeypatch.setenv(key, value)
+    settings = OperatorSettings()
+    assert (settings.lease, settings.lease_name, settings.lease_namespace) == (True, name, "ops")
+    assert (settings.lease_seconds, settings.wedged_seconds) == (20.0, 90.0)
+
+
+def test_service_monitor_is_off_by_default_and_scrapes_the_health_port(helm: Path) -> None:
+    name = "rel-influence-trace-operator"
+    assert not {k for k in render(helm) if k[0] in ("ServiceMonitor", "Service")}
+    objects = render(helm, "metrics.serviceMonitor.enabled=true", "metrics.serviceMonitor.interval=15s",
+                     "metrics.serviceMonitor.labels.release=prom", "operator.livenessPort=9090")
+    service = objects[("Service", "ops", f"{name}-metrics")]
+    monitor = objects[("ServiceMonitor", "ops", name)]
+    pod_labels = deployment(objects)["spec"]["template"]["metadata"]["labels"]
+    assert service["spec"]["selector"].items() <= pod_labels.items()
+    port = {"name": "health", "port": 9090, "targetPort": "health", "protocol": "TCP"}
+    assert service["spec"]["ports"] == [port]
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    assert monitor["spec"]["endpoints"] == [{"port": "health", "path": "/metrics", "interval": "15s"}]
+    assert monitor["metadata"]["labels"]["release"] == "prom"
+
+
 def test_pool_table_is_the_placement_default_and_loads(helm: Path, tmp_path: Path) -> None:
     objects = render(helm)
     data = objects[("ConfigMap", "ops", "rel-influence-trace-operator-pools")]["data"]["pools.yaml"]
@@ -293,7 +333,8 @@ def test_chart_crd_is_identical_to_the_generated_one() -> None:
         ("headroom=1.5", "/headroom"),
         ("maxAttempts=0", "/maxAttempts"),
         ("json:headroom=1", "/headroom"),
-        ("operator.replicas=2", "additional properties 'replicas' not allowed"),
+        ("operator.replicas=-1", "/operator/replicas"),
+        ("metrics.serviceMonitor.interval=often", "/metrics/serviceMonitor/interval"),
         ("json:pools=[]", "/pools"),
         ('json:pools=[{"name": "a100", "gpuMemoryBytes": 42949672960}]', "missing properties"),
         ("pools[0].gpuMemoryBytes=-1", "/pools/0/gpuMemoryBytes"),

@@ -37,7 +37,9 @@ def converged_once(name: str, namespace: str, attempts: int) -> None:
     assert reasons.count("JobCreated") == attempts and "JobAdopted" not in reasons, reasons
 
 
-def test_a_second_replica_waits_and_takes_over_when_the_first_dies(namespace: str, op, tmp_path: Path) -> None:
+def test_a_second_replica_waits_and_takes_over_when_the_first_dies(
+    namespace: str, op, tmp_path: Path
+) -> None:
     op.start()
     first = kube.wait_for(lambda: holder(namespace), 90, description="first replica holds the Lease")
     (tmp_path / "second").mkdir()
