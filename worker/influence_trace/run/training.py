@@ -34,7 +34,7 @@ from influence_trace.planning.options import WorkerOptions
 from influence_trace.run import checkpoint
 from influence_trace.run.parallel_trace import gather_resources, run_trace_parallel
 from influence_trace.run.partition import contiguous_shares
-from influence_trace.run.pipeline import check_inputs, run_pipeline, select
+from influence_trace.run.pipeline import check_inputs, run_pipeline, select, write_outputs
 from influence_trace.run.resources import resources_used
 from influence_trace.run.resume import Resume
 from influence_trace.trace.engine import run_trace
@@ -187,12 +187,25 @@ def _resources(loop: Loop) -> dict[str, Any] | None:
     return mine if loop.group is None else gather_resources(loop.group, mine)
 
 
+class StepTimer:
+    """The run's timer seen from one step: stages go to the run's timer, totals are this step's."""
+
+    def __init__(self, timer: StageTimer) -> None:
+        self.timer, self.began, self.before = timer, time.perf_counter(), dict(timer.seconds)
+
+    def stage(self, name: str):
+        return self.timer.stage(name)
+
+    def totals(self) -> dict[str, float]:
+        return _step_timings(self.before, self.timer.seconds, time.perf_counter() - self.began)
+
+
 def run_step(loop: Loop, step: int) -> None:
     """One whole step; rank 0 writes step-<N>/ and records the step."""
     if os.environ.get(FAIL_ENV) == str(step):
         raise GPUOutOfMemory(f"injected failure ({FAIL_ENV}) at the start of step {step}", "logprob_backward")
     m = step_manifest(loop.manifest, step)
-    began, before = time.perf_counter(), dict(loop.timer.seconds)
+    timer = StepTimer(loop.timer)
     log.info("training step %d of %d", step, loop.training.steps)
     rollouts_path = check_inputs(m.spec) if loop.writer else None
     if loop.group is not None:
@@ -204,17 +217,10 @@ def run_step(loop: Loop, step: int) -> None:
     result = _trace(loop, m, selection, rollouts_path, resume)
     update = _update(loop, m, selection)
     resources = _resources(loop)
-    if not loop.writer:
-        return
-    with loop.timer.stage("pop_rows"):
-        rows = outputs.rows_from_result(selection, result)
-        outputs.write_rows(m.spec.output.path, rows)
-    timings = _step_timings(before, loop.timer.seconds, time.perf_counter() - began)
-    summary = outputs.build_summary(m, selection, result, rows, read, timings, resources)
-    summary.update(resume.summary())
-    summary.update({"step": step, "update": update})
-    outputs.write_summary(m.spec.output.path, summary)
-    loop.records.append(step_record(step, summary))
+    if loop.writer:
+        extra = {**resume.summary(), "step": step, "update": update}
+        summary = write_outputs(m, selection, result, read, timer, resources, extra)
+        loop.records.append(step_record(step, summary))
 
 
 def _broadcast_path(path: Path | None) -> Path:
