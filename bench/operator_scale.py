@@ -1,11 +1,15 @@
-"""Operator scale benchmark (not a test): many traces applied at once to a kwok cluster.
+"""Operator scale benchmark (not a test): a burst of traces created through the API on a kwok cluster.
 
     CLUSTER_NAME=itbench GPU_NODES_PER_POOL=50 hack/cluster.sh up
-    KUBECONFIG=$(CLUSTER_NAME=itbench hack/cluster.sh kubeconfig) .venv/bin/python bench/operator_scale.py
+    KUBECONFIG=$(CLUSTER_NAME=itbench hack/cluster.sh kubeconfig) .venv/bin/python bench/operator_scale.py \
+        --count 1000
 
-Half of the traces carry ``simulate-gpu-bytes`` above an h100's memory, so they run out of GPU
-memory on h100 and escalate to h200. Watches (in this process) time when each trace, Job and pod
-event arrives; the operator runs as its own process, whose peak RSS (VmHWM) is read at the end.
+The traces are POSTed by ``--clients`` threads (as many users' tools would), not one ``kubectl apply``.
+Half of them carry ``simulate-gpu-bytes`` above an h100's memory, so they run out of GPU memory on
+h100 and escalate to h200. Watches (in this process) time when each trace, Job and pod event
+arrives; the operator runs as its own process, whose peak RSS (VmHWM) is read at the end and whose
+/metrics (reconcile pass durations) is scraped. The out-of-memory-to-next-Job time is split into the
+Job controller's share (pod Failed -> Job Failed) and the operator's (Job Failed -> next Job).
 Prints the figures and, with ``--write``, replaces the "Operator" section of bench/RESULTS.md.
 """
 
@@ -13,15 +17,17 @@ from __future__ import annotations
 
 import argparse
 import os
+import socket
 import statistics
 import subprocess
 import sys
 import threading
 import time
+import urllib.request
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import yaml
 from kubernetes import client, config, watch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -60,6 +66,7 @@ class Recorder:
         self.trace_added: dict[str, float] = {}
         self.job_added: dict[str, float] = {}
         self.pod_failed: dict[str, float] = {}  # job name -> first failed pod seen
+        self.job_failed: dict[str, float] = {}  # job name -> Failed condition first seen
         self.stop = threading.Event()
 
     def _watch(self, fn, handle, **kw) -> None:
@@ -78,6 +85,9 @@ class Recorder:
 
         def jobs(kind, obj, t):
             self.job_added.setdefault(obj.metadata.name, t)
+            conds = (obj.status.conditions if obj.status else None) or []
+            if any(c.type == "Failed" and c.status == "True" for c in conds):
+                self.job_failed.setdefault(obj.metadata.name, t)
 
         def pods(kind, obj, t):
             job = (obj.metadata.labels or {}).get("batch.kubernetes.io/job-name")
@@ -109,7 +119,45 @@ def peak_rss_mib(pid: int) -> float:
     return float("nan")
 
 
-def run(count: int) -> dict:
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def scrape(port: int) -> dict[str, float]:
+    """The operator's reconcile-pass histogram and counters from /metrics (sample name -> value)."""
+    out: dict[str, float] = {}
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
+        for line in resp.read().decode().splitlines():
+            if line and not line.startswith("#"):
+                name, _, value = line.rpartition(" ")
+                out[name] = float(value)
+    return out
+
+
+def hist_quantile(samples: dict[str, float], name: str, q: float) -> float:
+    """Upper bucket bound holding the q-th quantile of a Prometheus histogram."""
+    rows = [(k, v) for k, v in samples.items() if k.startswith(f"{name}_bucket")]
+    buckets = sorted((float(k.split('le="')[1].rstrip('"}')), v) for k, v in rows)
+    total = buckets[-1][1] if buckets else 0
+    return next((le for le, n in buckets if n >= q * total), float("nan"))
+
+
+def create_all(ns: str, docs: list[dict], clients: int) -> list[float]:
+    """POST every trace from ``clients`` threads; returns each request's latency."""
+    api = client.CustomObjectsApi()
+
+    def one(doc: dict) -> float:
+        start = time.monotonic()
+        api.create_namespaced_custom_object("influencetrace.dev", "v1alpha1", ns, "influencetraces", doc)
+        return time.monotonic() - start
+
+    with ThreadPoolExecutor(clients) as pool:
+        return list(pool.map(one, docs))
+
+
+def run(count: int, clients: int = 8, deadline_s: float = 600) -> dict:
     config.load_kube_config()
     subprocess.run(
         [
@@ -126,7 +174,8 @@ def run(count: int) -> dict:
     ns = f"bench-{uuid.uuid4().hex[:6]}"
     client.CoreV1Api().create_namespace({"metadata": {"name": ns}})
     nodes = len(client.CoreV1Api().list_node(label_selector="nvidia.com/gpu.present=true").items)
-    env = {**os.environ, "INFLUENCETRACE_LIVENESS_PORT": "0"}
+    port = free_port()
+    env = {**os.environ, "INFLUENCETRACE_LIVENESS_PORT": str(port)}
     op = subprocess.Popen(
         [str(CLI), "operator", "--namespace", ns],
         env=env,
@@ -137,20 +186,14 @@ def run(count: int) -> dict:
     rec = Recorder(ns)
     rec.start()
     time.sleep(1)
-    names = [f"t{i:03d}" for i in range(count)]
+    names = [f"t{i:04d}" for i in range(count)]
     escalating = set(names[::2])
     docs = [manifest(n, n in escalating) for n in names]
     t0 = time.monotonic()
-    subprocess.run(
-        ["kubectl", "apply", "-n", ns, "-f", "-"],
-        input=yaml.safe_dump_all(docs),
-        text=True,
-        check=True,
-        capture_output=True,
-    )
+    post_latency = create_all(ns, docs, clients)
     applied = time.monotonic() - t0
     wanted = {f"{n}-a1" for n in names} | {f"{n}-a2" for n in escalating}
-    deadline = time.monotonic() + 600
+    deadline = time.monotonic() + deadline_s
     while not wanted <= set(rec.job_added) and time.monotonic() < deadline:
         time.sleep(0.5)
     first_jobs = [
@@ -162,6 +205,16 @@ def run(count: int) -> dict:
         rec.job_added[f"{n}-a2"] - rec.pod_failed[f"{n}-a1"]
         for n in escalating
         if f"{n}-a2" in rec.job_added and f"{n}-a1" in rec.pod_failed
+    ]
+    pod_to_job_failed = [
+        rec.job_failed[f"{n}-a1"] - rec.pod_failed[f"{n}-a1"]
+        for n in escalating
+        if f"{n}-a1" in rec.job_failed and f"{n}-a1" in rec.pod_failed
+    ]
+    job_failed_to_next = [
+        rec.job_added[f"{n}-a2"] - rec.job_failed[f"{n}-a1"]
+        for n in escalating
+        if f"{n}-a2" in rec.job_added and f"{n}-a1" in rec.job_failed
     ]
     all_first = max(rec.job_added[f"{n}-a1"] for n in names if f"{n}-a1" in rec.job_added) - t0
     all_jobs = max(rec.job_added[j] for j in wanted if j in rec.job_added) - t0
@@ -176,22 +229,36 @@ def run(count: int) -> dict:
         time.sleep(1)
     converged = time.monotonic() - t0
     rss = peak_rss_mib(op.pid)
+    metrics = scrape(port)
+    extra_jobs = sorted(set(rec.job_added) - wanted)
     op.terminate()
     op.wait(timeout=30)
     rec.stop.set()
     subprocess.run(["kubectl", "delete", "namespace", ns, "--wait=false"], capture_output=True)
+    med = statistics.median
+    passes = metrics.get("influencetrace_reconcile_seconds_count", 0.0)
     return {
         "traces": count,
+        "clients": clients,
         "gpu_nodes": nodes,
         "escalating": len(escalating),
         "apply_s": applied,
+        "post_p50_s": med(post_latency),
+        "post_p99_s": pct(post_latency, 0.99),
         "jobs_created": len(wanted & set(rec.job_added)),
         "jobs_wanted": len(wanted),
         "all_first_jobs_s": all_first,
         "all_jobs_s": all_jobs,
         "create_to_job_p50_s": statistics.median(first_jobs),
         "create_to_job_p99_s": pct(first_jobs, 0.99),
-        "oom_to_next_job_p50_s": statistics.median(oom_to_next) if oom_to_next else float("nan"),
+        "oom_to_next_job_p50_s": med(oom_to_next) if oom_to_next else float("nan"),
+        "oom_to_next_job_p99_s": pct(oom_to_next, 0.99) if oom_to_next else float("nan"),
+        "pod_failed_to_job_failed_p50_s": med(pod_to_job_failed) if pod_to_job_failed else float("nan"),
+        "job_failed_to_next_job_p50_s": med(job_failed_to_next) if job_failed_to_next else float("nan"),
+        "extra_jobs": len(extra_jobs),
+        "reconcile_passes": passes,
+        "reconcile_mean_s": metrics.get("influencetrace_reconcile_seconds_sum", 0.0) / max(passes, 1),
+        "reconcile_p99_le_s": hist_quantile(metrics, "influencetrace_reconcile_seconds", 0.99),
         "succeeded": phases.count("Succeeded"),
         "failed": phases.count("Failed"),
         "all_terminal_s": converged,
@@ -240,10 +307,12 @@ def write_results(r: dict) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--count", type=int, default=200)
+    parser.add_argument("--count", type=int, default=1000)
+    parser.add_argument("--clients", type=int, default=8, help="threads POSTing traces")
+    parser.add_argument("--deadline", type=float, default=600, help="seconds to wait for convergence")
     parser.add_argument("--write", action="store_true", help="update bench/RESULTS.md")
     args = parser.parse_args()
-    result = run(args.count)
+    result = run(args.count, args.clients, args.deadline)
     for key, value in result.items():
         print(f"{key}: {value:.2f}" if isinstance(value, float) else f"{key}: {value}")
     if args.write:

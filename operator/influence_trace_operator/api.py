@@ -66,8 +66,9 @@ class Kube:
             )["items"]
         return items
 
-    def replace_status(self, trace: dict[str, Any], status: dict[str, Any]) -> None:
-        """PUT the status subresource; the resourceVersion makes a concurrent change fail with 409."""
+    def replace_status(self, trace: dict[str, Any], status: dict[str, Any]) -> str | None:
+        """PUT the status subresource; the resourceVersion makes a concurrent change fail with 409.
+        Returns the resourceVersion written (its watch event is then known to carry nothing new)."""
         meta = trace["metadata"]
         body = {
             "apiVersion": f"{API_GROUP}/{API_VERSION}",
@@ -80,9 +81,10 @@ class Kube:
             "spec": trace.get("spec") or {},
             "status": status,
         }
-        self.custom.replace_namespaced_custom_object_status(
+        resp = self.custom.replace_namespaced_custom_object_status(
             API_GROUP, API_VERSION, meta["namespace"], PLURAL, meta["name"], body, _preload_content=False
         )
+        return _json(resp)["metadata"]["resourceVersion"]
 
     # ---- children ----------------------------------------------------------------------------
     def get_job(self, namespace: str, name: str) -> dict[str, Any] | None:

@@ -91,6 +91,8 @@ def resync_once(rt: Runtime) -> int:
         if (obj.get("status") or {}).get("phase") in TERMINAL_PHASES:
             continue
         meta = obj["metadata"]
+        if rt.reconciler.passed_within(meta["namespace"], meta["name"], rt.settings.resync_seconds):
+            continue  # an event-driven pass looked at it during this period: nothing was missed
         try:
             rt.reconciler.reconcile(meta["namespace"], meta["name"])
         except Exception:  # one bad trace must not stop the others

@@ -19,6 +19,7 @@ def on_trace_event(reconciler: Reconciler, event_type: str | None, body: dict[st
     if (body.get("status") or {}).get("phase") in TERMINAL_PHASES:
         return
     meta = body["metadata"]
-    if meta.get("deletionTimestamp"):
+    if meta.get("deletionTimestamp") or reconciler.own_write(meta["namespace"], meta["name"],
+                                                            meta.get("resourceVersion")):
         return
     reconciler.reconcile(meta["namespace"], meta["name"])

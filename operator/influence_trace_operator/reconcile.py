@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -96,6 +97,21 @@ class Reconciler:
         self._guard = threading.Lock()
         self.watchdog = Watchdog(settings.wedged_seconds, settings.resync_seconds)
         self.may_act: Callable[[], bool] = lambda: True  # the Lease guard replaces it (leader.py)
+        self._written: dict[tuple[str, str], str | None] = {}  # resourceVersion of our last status write
+        self._passed: dict[tuple[str, str], float] = {}  # monotonic end of the last pass
+
+    def _forget(self, namespace: str, name: str) -> None:
+        self._written.pop((namespace, name), None)
+        self._passed.pop((namespace, name), None)
+
+    def own_write(self, namespace: str, name: str, resource_version: str | None) -> bool:
+        """True for a trace event that only echoes our own last status write: nothing new to act on
+        (a Job or Pod change arrives through its own watch). Skipping these halves the passes."""
+        return resource_version is not None and self._written.get((namespace, name)) == resource_version
+
+    def passed_within(self, namespace: str, name: str, seconds: float) -> bool:
+        """Whether a pass of this trace started less than ``seconds`` ago (the resync skips it then)."""
+        return time.monotonic() - self._passed.get((namespace, name), float("-inf")) < seconds
 
     def reconcile(self, namespace: str, name: str) -> None:
         if not self.may_act():
@@ -103,6 +119,7 @@ class Reconciler:
         with self._guard:
             lock = self._locks[(namespace, name)]
         with lock, self.watchdog.watch_pass(f"{namespace}/{name}"), M.timed_pass():
+            self._passed[(namespace, name)] = time.monotonic()
             for _ in range(CONFLICT_RETRIES):
                 try:
                     self._once(namespace, name)
@@ -119,9 +136,11 @@ class Reconciler:
     def _once(self, namespace: str, name: str) -> None:
         obj = self.kube.get_trace(namespace, name)
         if obj is None or obj["metadata"].get("deletionTimestamp"):
+            self._forget(namespace, name)
             return
         status = load_status(obj)
         if status.terminal:
+            self._forget(namespace, name)
             return
         meta = obj["metadata"]
         p = Pass(obj, status, TraceRef(meta["name"], meta["namespace"], meta["uid"]), meta.get("generation"))
@@ -129,7 +148,7 @@ class Reconciler:
         self._step(p)
         p.status.observed_generation = p.generation
         if p.status.wire() != before:
-            self.kube.replace_status(obj, p.status.wire())
+            self._written[(namespace, name)] = self.kube.replace_status(obj, p.status.wire())
             M.observe_pass(before, p.status.wire())
         for kind, reason, message in p.events:
             self.kube.post_event(obj, kind, reason, message)

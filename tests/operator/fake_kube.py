@@ -68,7 +68,7 @@ class FakeKube:
     def list_traces(self, namespaces: list[str] | None) -> list[dict[str, Any]]:
         return [copy.deepcopy(o) for (ns, _), o in self.traces.items() if not namespaces or ns in namespaces]
 
-    def replace_status(self, trace: dict[str, Any], status: dict[str, Any]) -> None:
+    def replace_status(self, trace: dict[str, Any], status: dict[str, Any]) -> str:
         meta = trace["metadata"]
         current = self.traces[(meta["namespace"], meta["name"])]
         if self.conflicts_to_inject > 0 or meta["resourceVersion"] != current["metadata"]["resourceVersion"]:
@@ -78,6 +78,7 @@ class FakeKube:
         current["status"] = copy.deepcopy(status)
         current["metadata"]["resourceVersion"] = str(next(self._versions))
         self.status_writes += 1
+        return current["metadata"]["resourceVersion"]
 
     def get_job(self, namespace: str, name: str) -> dict[str, Any] | None:
         job = self.jobs.get((namespace, name))

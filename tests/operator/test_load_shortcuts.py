@@ -1,0 +1,66 @@
+"""Work the operator skips under load, and only where nothing can be missed: the watch event that
+echoes its own status write, and a resync of a trace a pass looked at within the resync period."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from influence_trace_operator import lifecycle, on_trace
+from influence_trace_operator.reconcile import Reconciler
+from influence_trace_operator.settings import OperatorSettings
+
+from tests.operator.fake_kube import FakeKube
+from tests.operator.operator_builders import H100, H200, trace_dict
+from tests.operator.test_reconciler import NAME, NS
+
+
+@pytest.fixture()
+def kube() -> FakeKube:
+    fake = FakeKube()
+    fake.add_trace(trace_dict())
+    return fake
+
+
+@pytest.fixture()
+def reconciler(kube: FakeKube) -> Reconciler:
+    return Reconciler(kube, OperatorSettings(resync_seconds=30), [H100, H200])  # type: ignore[arg-type]
+
+
+def passes(reconciler: Reconciler, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    calls: list[str] = []
+    real = reconciler.reconcile
+    monkeypatch.setattr(reconciler, "reconcile", lambda ns, name: (calls.append(name), real(ns, name)))
+    return calls
+
+
+def test_the_echo_of_our_own_status_write_is_skipped_but_a_user_edit_is_not(
+    kube: FakeKube, reconciler: Reconciler, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reconciler.reconcile(NS, NAME)
+    assert kube.status_writes == 1
+    calls = passes(reconciler, monkeypatch)
+    echo = kube.get_trace(NS, NAME)
+    on_trace.on_trace_event(reconciler, "MODIFIED", echo)
+    assert calls == []
+    edited = {**echo, "metadata": {**echo["metadata"], "resourceVersion": "edited"}}
+    on_trace.on_trace_event(reconciler, "MODIFIED", edited)
+    assert calls == [NAME]
+
+
+def test_resync_skips_a_trace_passed_within_the_period_and_not_after(
+    reconciler: Reconciler, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rt = lifecycle.Runtime(reconciler.settings, reconciler, threading.Event())
+    assert lifecycle.resync_once(rt) == 1  # never looked at: reconciled
+    assert lifecycle.resync_once(rt) == 0  # just passed
+    reconciler._passed[(NS, NAME)] -= 31
+    assert lifecycle.resync_once(rt) == 1
+
+
+def test_a_replica_without_the_lease_neither_resyncs_nor_acts(kube: FakeKube, reconciler: Reconciler) -> None:
+    reconciler.may_act = lambda: False
+    rt = lifecycle.Runtime(reconciler.settings, reconciler, threading.Event())
+    assert lifecycle.resync_once(rt) == 0
+    reconciler.reconcile(NS, NAME)
+    assert kube.status_writes == 0 and kube.jobs == {}
