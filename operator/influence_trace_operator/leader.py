@@ -116,7 +116,8 @@ class LeaseGuard:
             log.warning("could not release Lease %s/%s: %s", self.namespace, self.name, err.reason)
 
     def run(self, stop: threading.Event, on_acquired: Callable[[], None]) -> None:
-        """Renew or try to acquire every third of the lease until ``stop``; call ``on_acquired`` on gain."""
+        """Renew or try to acquire every third of the lease (at most 2 s) until ``stop``; call
+        ``on_acquired`` on gain (a lapse of our own included: events were ignored meanwhile)."""
         while not stop.is_set():
             before = self.acting()
             try:
@@ -128,5 +129,5 @@ class LeaseGuard:
                 on_acquired()
             elif before and not held:
                 log.warning("lost Lease %s/%s: this replica stops acting", self.namespace, self.name)
-            stop.wait(self.seconds / 3)
+            stop.wait(min(self.seconds / 3, 2.0))
         self.release()

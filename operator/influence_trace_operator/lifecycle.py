@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import kopf
 from influence_trace.api.status import TERMINAL_PHASES
+from kubernetes import client
 
 from influence_trace_operator import health
 from influence_trace_operator.api import Kube
@@ -40,7 +41,16 @@ def build_runtime(settings: OperatorSettings | None = None) -> Runtime:
     settings = settings or OperatorSettings()
     table = load_table(settings.pools_file)
     log.info("pools: %s", ", ".join(f"{p.name} ({p.gpu_memory_bytes} B/GPU)" for p in table))
-    return Runtime(settings, Reconciler(Kube(), settings, table), threading.Event())
+    kube = Kube(api_client(settings.workers + 2))
+    return Runtime(settings, Reconciler(kube, settings, table), threading.Event())
+
+
+def api_client(connections: int) -> client.ApiClient:
+    """An API client whose connection pool fits its threads: the default pool of 10 makes 16 reconcile
+    threads open and discard a connection per call under load."""
+    cfg = client.Configuration.get_default_copy()
+    cfg.connection_pool_maxsize = connections
+    return client.ApiClient(cfg)
 
 
 def configure(kopf_settings: kopf.OperatorSettings, rt: Runtime) -> None:
@@ -65,7 +75,8 @@ def configure(kopf_settings: kopf.OperatorSettings, rt: Runtime) -> None:
 def _start_lease(rt: Runtime) -> None:
     """Hold the Lease in a thread; reconciles act only while it is held, and a gain resyncs at once."""
     s = rt.settings
-    guard = LeaseGuard(s.lease_namespace or operator_namespace(s), s.lease_name, s.lease_seconds)
+    coord = client.CoordinationV1Api(api_client(2))  # its own connections: never queued behind reconciles
+    guard = LeaseGuard(s.lease_namespace or operator_namespace(s), s.lease_name, s.lease_seconds, coord)
     rt.reconciler.may_act = guard.acting
     rt.lease = guard
     log.info("waiting for Lease %s/%s before acting", guard.namespace, guard.name)
