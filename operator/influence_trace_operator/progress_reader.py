@@ -59,6 +59,7 @@ def to_status(progress: Progress, stage_seconds: dict[str, float], now: str) -> 
         text=f"{progress.step}/{progress.total} {progress.unit}{'s' if progress.total != 1 else ''}",
         fraction=round(done, 4), tokens=progress.tokens, elapsed_seconds=round(progress.elapsed, 1),
         eta_seconds=round(eta, 1) if eta is not None else None, eta=readable(eta), updated_at=now,
+        training_step=f"{progress.train_step}/{progress.train_steps}" if progress.train_step else None,
     )
 
 
@@ -84,3 +85,6 @@ def finish(status: TraceStatus) -> None:
     if status.progress is not None:
         status.progress = status.progress.model_copy(
             update={"fraction": 1.0, "text": "done", "eta_seconds": 0.0, "eta": "0s"})
+    if status.result is not None and status.result.steps:  # the Step column shows the steps done
+        base = status.progress or ProgressStatus()
+        status.progress = base.model_copy(update={"training_step": status.result.steps})

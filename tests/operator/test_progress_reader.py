@@ -29,3 +29,29 @@ def test_status_text_and_eta_follow_the_real_speed() -> None:
     assert status.progress == s.model_copy(update={"fraction": 1.0, "text": "done", "eta_seconds": 0.0,
                                                    "eta": "0s"})
     assert isinstance(status.progress, ProgressStatus)
+
+
+def test_the_training_step_travels_from_the_line_to_the_step_column() -> None:
+    from influence_trace.api.progress import Reporter, parse_line
+    from influence_trace.api.status import ResultStatus
+
+    lines: list[str] = []
+
+    class Sink:
+        def write(self, text: str) -> None:
+            lines.append(text)
+
+        def flush(self) -> None:
+            pass
+
+    reporter = Reporter(interval=0.0, stream=Sink())  # type: ignore[arg-type]
+    reporter.training = (3, 10)
+    list(reporter.track(range(2), "capture", "batch", 2))
+    progress = parse_line(lines[0])
+    assert (progress.train_step, progress.train_steps) == (3, 10)
+    status = TraceStatus(progress=to_status(progress, SECONDS, "2026-11-26T13:00:00Z"))
+    assert status.progress.training_step == "3/10"
+    assert to_status(Progress("capture", 1, 2, "batch", 1.0), SECONDS, "now").training_step is None
+    status.result = ResultStatus(steps="10/10")
+    finish(status)
+    assert status.progress.training_step == "10/10" and status.progress.text == "done"

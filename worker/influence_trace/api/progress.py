@@ -38,6 +38,8 @@ class Progress:
     unit: str
     elapsed: float
     tokens: int | None = None
+    train_step: int | None = None  # the training step of a multi-step trace (spec.training)
+    train_steps: int | None = None
 
     def line(self) -> str:
         body = {k: v for k, v in asdict(self).items() if v is not None}
@@ -54,9 +56,15 @@ def parse_line(line: str) -> Progress | None:
         raw = json.loads(line[at + len(PREFIX):])
         return Progress(stage=str(raw["stage"]), step=int(raw["step"]), total=int(raw["total"]),
                         unit=str(raw.get("unit", "step")), elapsed=float(raw.get("elapsed", 0.0)),
-                        tokens=int(raw["tokens"]) if raw.get("tokens") is not None else None)
+                        tokens=int(raw["tokens"]) if raw.get("tokens") is not None else None,
+                        train_step=_optional_int(raw, "train_step"),
+                        train_steps=_optional_int(raw, "train_steps"))
     except (ValueError, KeyError, TypeError):
         return None
+
+
+def _optional_int(raw: dict, key: str) -> int | None:
+    return int(raw[key]) if raw.get(key) is not None else None
 
 
 def last_progress(log_text: str) -> Progress | None:
@@ -79,6 +87,7 @@ class Reporter:
         self.clock = clock
         self.start = clock()
         self.enabled = True
+        self.training: tuple[int, int] | None = None  # (step, steps) while a multi-step trace runs
 
     def track(self, items: Iterable[T], stage: str, unit: str, total: int,
               tokens: list[int] | None = None) -> Iterator[T]:
@@ -92,8 +101,9 @@ class Reporter:
             now = self.clock()
             if self.enabled and (last is None or step == total or now - last >= self.interval):
                 last = now
+                train = self.training or (None, None)
                 self.emit(Progress(stage, step, total, unit, now - self.start,
-                                   done_tokens if tokens is not None else None))
+                                   done_tokens if tokens is not None else None, *train))
 
     def emit(self, progress: Progress) -> None:
         stream = self.stream or sys.stderr

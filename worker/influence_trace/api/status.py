@@ -84,6 +84,9 @@ class ProgressStatus(StatusModel):
     eta_seconds: float | None = Field(None, ge=0, description="Seconds left, by the predicted stage times.")
     eta: str | None = Field(None, description="eta_seconds for people, e.g. '4m'.")
     updated_at: str | None = Field(None, description="When the operator read the line (RFC 3339).")
+    training_step: str | None = Field(None, description="Training step running of all, e.g. 3/10; once "
+                                      "Succeeded, the steps done (spec.training).",
+                                      json_schema_extra=column("Step", 9))
 
 
 class AttemptRecord(StatusModel):
@@ -120,8 +123,7 @@ class ResultStatus(StatusModel):
     metrics: dict[str, float] = Field(
         default_factory=dict, description="Headline quality metrics (auc, signConsistency, ...)."
     )
-    steps: str | None = Field(None, description="Training steps done of all, e.g. 3/10 (spec.training).",
-                              json_schema_extra=column("Step", 9))
+    steps: str | None = Field(None, description="Training steps done of all, e.g. 3/10 (spec.training).")
     report: str | None = Field(None, description="The HTML report the worker wrote beside the outputs.")
 
 

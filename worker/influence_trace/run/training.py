@@ -27,6 +27,7 @@ import torch
 import torch.distributed as dist
 
 from influence_trace.api.contract import GPUOutOfMemory
+from influence_trace.api.progress import REPORTER
 from influence_trace.api.spec import InfluenceTrace, TrainingSpec
 from influence_trace.io import model_io, outputs
 from influence_trace.io.rollouts import read_rows, to_responses
@@ -207,6 +208,7 @@ def run_step(loop: Loop, step: int) -> None:
     m = step_manifest(loop.manifest, step)
     timer = StepTimer(loop.timer)
     log.info("training step %d of %d", step, loop.training.steps)
+    REPORTER.training = (step, loop.training.steps)  # progress lines carry the step (status Step column)
     rollouts_path = check_inputs(m.spec) if loop.writer else None
     if loop.group is not None:
         rollouts_path = _broadcast_path(rollouts_path)
