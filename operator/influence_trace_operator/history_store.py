@@ -10,7 +10,6 @@ the pass goes on (logged), it never fails a trace.
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import logging
 from typing import Any
@@ -31,6 +30,7 @@ from influence_trace.planning.placement import Placement, Pool
 from kubernetes.client.rest import ApiException
 
 from influence_trace_operator import labels as L
+from influence_trace_operator.progress_reader import seconds_between
 from influence_trace_operator.settings import OperatorSettings
 
 log = logging.getLogger(__name__)
@@ -132,14 +132,6 @@ def place(store: HistoryStore | None, spec: InfluenceTraceSpec, table: list[Pool
     return est, learned, chosen, duration
 
 
-def _seconds(start: str | None, end: str | None) -> float | None:
-    try:
-        a, b = (dt.datetime.fromisoformat(str(x).replace("Z", "+00:00")) for x in (start, end))
-    except ValueError:
-        return None
-    return max(0.0, (b - a).total_seconds())
-
-
 def record(store: HistoryStore | None, spec: InfluenceTraceSpec, uid: str, name: str, record: AttemptRecord,
            table: list[Pool], payload: dict[str, Any]) -> None:
     """Record a finished attempt (its record already carries the outcome); errors are only logged."""
@@ -157,7 +149,7 @@ def record(store: HistoryStore | None, spec: InfluenceTraceSpec, uid: str, name:
         measured_gpu_bytes=record.peak_gpu_bytes or None,
         measured_host_bytes=host if isinstance(host, int) and host > 0 else None,
         context_bytes=est.gpu_bytes - max(est.stages.values()),
-        seconds=_seconds(record.started_at, record.finished_at), finished_at=record.finished_at,
+        seconds=seconds_between(record.started_at, record.finished_at), finished_at=record.finished_at,
         predicted_seconds=predict(spec, est, pool).model_seconds,
     )
     try:

@@ -9,6 +9,7 @@ log that cannot be read leaves the progress as it was (logged at debug level): p
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from typing import Any
 
@@ -80,11 +81,25 @@ def update(kube: Any, namespace: str, status: TraceStatus, pods: list[dict[str, 
     status.progress = fresh
 
 
-def finish(status: TraceStatus) -> None:
-    """The trace succeeded: the progress shows it done."""
-    if status.progress is not None:
-        status.progress = status.progress.model_copy(
-            update={"fraction": 1.0, "text": "done", "eta_seconds": 0.0, "eta": "0s"})
+def finish(status: TraceStatus) -> str:
+    """The trace succeeded: the progress shows it done, with the attempt's duration; returns the
+    comparison with the prediction in words (e.g. "took 41s, predicted 14m"), or ""."""
+    record = status.current()
+    took = seconds_between(record.started_at, record.finished_at) if record else None
+    update = {"fraction": 1.0, "text": "done", "eta_seconds": 0.0, "eta": "0s", "actual_seconds": took}
     if status.result is not None and status.result.steps:  # the Step column shows the steps done
-        base = status.progress or ProgressStatus()
-        status.progress = base.model_copy(update={"training_step": status.result.steps})
+        update["training_step"] = status.result.steps
+    status.progress = (status.progress or ProgressStatus()).model_copy(update=update)
+    predicted = status.estimate.seconds if status.estimate else None
+    if took is None:
+        return ""
+    return f"took {readable(took)}" + (f", predicted {readable(predicted)}" if predicted else "")
+
+
+def seconds_between(start: str | None, end: str | None) -> float | None:
+    """Seconds from one RFC 3339 time to another (None if either is missing or unreadable)."""
+    try:
+        a, b = (dt.datetime.fromisoformat(str(x).replace("Z", "+00:00")) for x in (start, end))
+    except ValueError:
+        return None
+    return max(0.0, (b - a).total_seconds())

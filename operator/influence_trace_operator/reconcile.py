@@ -373,14 +373,15 @@ class Reconciler:
         except ValidationError:
             result = ResultStatus()
         p.status.result = result
-        P.finish(p.status)
+        took = P.finish(p.status)
         p.status.phase = "Succeeded"
         p.status.message = decision.message
         p.condition(C.SUCCEEDED, True, C.WORKER_SUCCEEDED, decision.message)
         p.event(
             "Normal",
             "Succeeded",
-            f"{decision.message}: {result.rows_emitted} rows in {result.output_path or 'the output path'}",
+            f"{decision.message}: {result.rows_emitted} rows in {result.output_path or 'the output path'}"
+            + (f"; {took}" if took else ""),
         )
 
     def _fail(self, p: Pass, reason: str, message: str) -> None:

@@ -68,7 +68,7 @@ def test_progress_moves_through_the_columns_and_ends_done(namespace: str, op, tm
                              stderr=subprocess.STDOUT, text=True)
     try:
         kube.apply(trace_manifest("watch", annotations=annotations), namespace)
-        placed = wait_phase("watch", namespace, ("Pending", "Running"), timeout=30)
+        placed = wait_phase("watch", namespace, ("Pending", "Running"), timeout=120)  # a loaded machine
         est = placed["status"]["estimate"]
         assert est["time"] and est["seconds"] >= 30  # the Est-Time column, before the Job starts
         assert set(est["stageSeconds"]) == {"setup", "capture", "hessian"}
@@ -99,6 +99,9 @@ def test_progress_moves_through_the_columns_and_ends_done(namespace: str, op, tm
     fractions = [f for _, _, f in running]
     assert fractions == sorted(fractions) and 0 < fractions[0] < fractions[-1] <= 1, seen
     assert final["progress"]["text"] == "done" and final["progress"]["fraction"] == 1.0
+    assert final["progress"]["actualSeconds"] >= len(lines)  # the pod ran that long; compared below
+    described = kube.kubectl("describe", "itrace", "watch", namespace=namespace).stdout
+    assert "predicted 30s" in described and "took " in described, described
     assert final["result"]["report"] == report and final["result"]["outputPath"] == "/workspace/results/watch"
     header = transcript.splitlines()[0].split()
     assert {"STAGE", "PROGRESS", "EST-TIME"} <= set(header), header

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from influence_trace.api.progress import Progress
-from influence_trace.api.status import ProgressStatus, TraceStatus
+from influence_trace.api.status import AttemptRecord, EstimateStatus, ProgressStatus, TraceStatus
 from influence_trace_operator.progress_reader import finish, fraction, to_status
 
 SECONDS = {"setup": 30.0, "capture": 99.0, "hessian": 299.0}  # +1 s each: capture 100, hessian 300
@@ -24,10 +24,13 @@ def test_status_text_and_eta_follow_the_real_speed() -> None:
     done = (100 + 300 * 57 / 196) / 400
     assert s.text == "57/196 modules" and s.stage == "hessian" and abs(s.fraction - round(done, 4)) < 1e-9
     assert abs(s.eta_seconds - round(120.0 * (1 - done) / done, 1)) < 0.11 and s.eta == "2m"
-    status = TraceStatus(progress=s)
-    finish(status)
+    status = TraceStatus(progress=s, attempt=1, estimate=EstimateStatus(seconds=840.0),
+                         attempts=[AttemptRecord(attempt=1, pool="h100", job="t-a1",
+                                                 started_at="2026-11-26T13:00:00Z",
+                                                 finished_at="2026-11-26T13:00:41Z", outcome="Succeeded")])
+    assert finish(status) == "took 41s, predicted 14m"
     assert status.progress == s.model_copy(update={"fraction": 1.0, "text": "done", "eta_seconds": 0.0,
-                                                   "eta": "0s"})
+                                                   "eta": "0s", "actual_seconds": 41.0})
     assert isinstance(status.progress, ProgressStatus)
 
 

@@ -87,6 +87,8 @@ class ProgressStatus(StatusModel):
     training_step: str | None = Field(None, description="Training step running of all, e.g. 3/10; once "
                                       "Succeeded, the steps done (spec.training).",
                                       json_schema_extra=column("Step", 9))
+    actual_seconds: float | None = Field(None, ge=0, description="Once Succeeded: the attempt's duration "
+                                         "(Job created to outcome), beside estimate.seconds.")
 
 
 class AttemptRecord(StatusModel):
