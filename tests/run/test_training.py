@@ -17,6 +17,7 @@ from influence_trace.api.status import ResultStatus
 from influence_trace.demo.rollouts import make_rollouts
 from influence_trace.planning.options import WorkerOptions
 from influence_trace.report.compare import comparison
+from influence_trace.report.html import build_report
 from influence_trace.report.run_view import expand_steps, open_run
 from influence_trace.run.entry import success_message
 from influence_trace.run.training import FAIL_ENV, run_manifest
@@ -89,6 +90,9 @@ def test_skipping_the_optimizer_step_traces_the_same_scores_at_every_step(tiny_m
     assert [Path(r["path"]).name for r in compared["runs"]] == ["step-1", "step-2"]
     assert compared["runs"][0]["metrics"] == compared["runs"][1]["metrics"]
     assert compared["runs"][0]["metrics"]["auc"] == summary["metrics"]["auc"]
+    page = build_report(tmp_path).read_text()  # `report DIR`: the last step's page with a row per step
+    table = page[page.index("<h2>Training steps</h2>"):page.index("</table>", page.index("Training steps"))]
+    assert table.count("<tr>") == 3 and f"{summary['metrics']['auc']:.4g}" in table
 
 
 def _advantages(responses) -> dict[str, float]:

@@ -25,6 +25,7 @@ from influence_trace.report import svg as report_svg
 from influence_trace.report.run_view import (
     Row,
     Run,
+    expand_steps,
     flatten,
     fmt_setting,
     metric_rows,
@@ -46,14 +47,53 @@ def main(args: argparse.Namespace) -> int:
 
 
 def build_report(output_dir: str | Path, out: str | Path | None = None) -> Path:
-    """Render the report of a finished run to ``out`` (default OUTPUT_DIR/report.html)."""
-    run = open_run(output_dir)
-    target = Path(out) if out else run.path / "report.html"
-    target.write_text(render(run, load_tokenizer(run)), encoding="utf-8")
+    """Render the report of a finished run to ``out`` (default OUTPUT_DIR/report.html).
+
+    A multi-step trace's directory (docs/training.md) gets its last step's page, headed by a table of
+    every step (metrics, update, top tokens)."""
+    dirs = expand_steps([output_dir])
+    run = open_run(dirs[-1])
+    tokenizer = load_tokenizer(run)
+    steps = steps_section([open_run(d) for d in dirs], tokenizer) if dirs != [Path(output_dir)] else ""
+    target = Path(out) if out else Path(output_dir) / "report.html"
+    target.write_text(render(run, tokenizer, steps), encoding="utf-8")
     return target
 
 
-def render(run: Run, tokenizer: Any = None) -> str:
+def top_tokens(run: Run, tokenizer: Any, count: int = 5) -> str:
+    """The token ids with the largest summed score over the step's responses, as text when decodable."""
+    ids = np.concatenate(run.token_ids) if run.token_ids else np.zeros(0, dtype=np.int64)
+    scores = np.concatenate(run.scores) if run.scores else np.zeros(0)
+    keep = np.isfinite(scores)
+    totals: dict[int, float] = {}
+    for t, v in zip(ids[keep].tolist(), scores[keep].tolist(), strict=True):
+        totals[t] = totals.get(t, 0.0) + v
+    best = sorted(totals, key=lambda t: -totals[t])[:count]
+    return ", ".join(repr(tokenizer.decode([t])) if tokenizer is not None else str(t) for t in best)
+
+
+def steps_section(runs: list[Run], tokenizer: Any) -> str:
+    """One row per training step: AUC, sign consistency, update loss, seconds, top tokens."""
+    def cell(value: Any) -> str:
+        return "" if value is None else f"{value:.4g}" if isinstance(value, float) else str(value)
+
+    header = ["Step", "AUC", "Sign consistency", "Update loss (last)", "update_actor s", "step_total s",
+              "Top tokens (summed score)"]
+    rows = []
+    for run in runs:
+        update = run.summary.get("update") or {}
+        timings = run.summary.get("timings") or {}
+        values = [run.summary.get("step"), run.metrics.get("auc"), run.metrics.get("sign_consistency"),
+                  update.get("loss_last"), timings.get("update_actor"), timings.get("step_total")]
+        rows.append("<tr>" + "".join(f"<td>{escape(cell(v))}</td>" for v in values)
+                    + f"<td>{escape(top_tokens(run, tokenizer))}</td></tr>")
+    head = "<tr>" + "".join(f"<th>{escape(h)}</th>" for h in header) + "</tr>"
+    return (f"<h2>Training steps</h2><table>{head}{''.join(rows)}</table>"
+            f'<p class="sub">The page below is step {escape(cell(runs[-1].summary.get("step")))}; '
+            "each step-N folder is a run of its own (docs/training.md).</p>")
+
+
+def render(run: Run, tokenizer: Any = None, steps: str = "") -> str:
     """The whole page as a string; ``tokenizer`` (or None: token ids are shown) decodes token texts."""
     all_scores = np.concatenate(run.scores) if run.scores else np.zeros(0)
     clip = clip_value(all_scores)
@@ -61,7 +101,7 @@ def render(run: Run, tokenizer: Any = None) -> str:
     fields = {
         "TITLE": escape(f"InfluenceTrace report: {run.name}"),
         "SUBTITLE": escape(subtitle(run)),
-        "BODY": body(run, all_scores, clip),
+        "BODY": steps + body(run, all_scores, clip),
         "CLIP": f"{clip:.3g}",
         "CLIP_NEG": f"{-clip:.3g}",
         "CLIP_POS": f"{clip:.3g}",
