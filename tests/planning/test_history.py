@@ -176,8 +176,9 @@ def test_estimate_command_uses_an_exported_history(tmp_path: Path) -> None:
     assert after["pool"] == "h100" and after["source"] == "observed (1 runs)"
     assert after["gpuBytes"] == round(before["gpuBytes"] * 0.5)
     assert after["modelGpuBytes"] == before["gpuBytes"]
+    assert after["seconds"] == sum(after["stageSeconds"].values()) > 30  # setup alone is 30 s
     table = cli(str(path), "--history", str(exported)).stdout
-    assert "source: observed (1 runs)" in table
+    assert "source: observed (1 runs)" in table and "time: about " in table and "on h100 (setup " in table
     broken = tmp_path / "broken.json"
     broken.write_text("{")
     bad = cli(str(path), "--history", str(broken))
