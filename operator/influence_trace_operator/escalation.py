@@ -80,7 +80,7 @@ def launches_used(status: TraceStatus) -> int:
     return sum(1 + a.evictions + a.kueue_evictions for a in status.attempts)
 
 
-def _relaunch(status: TraceStatus, max_attempts: int, decision: Decision) -> Decision:
+def relaunch_within(status: TraceStatus, max_attempts: int, decision: Decision) -> Decision:
     """Turn a launch into Failed when maxAttempts is used up."""
     used = launches_used(status)
     if used >= max_attempts:
@@ -181,7 +181,7 @@ def after_attempt(
             f"worker failed with {done.reason or done.outcome}{code}{where} on pool {status.pool}: "
             f"{done.message or 'no message'}",
         )
-    return _relaunch(status, max_attempts, decision) if decision.action == "launch" else decision
+    return relaunch_within(status, max_attempts, decision) if decision.action == "launch" else decision
 
 
 def evictions_exhausted(status: TraceStatus, max_attempts: int) -> Decision | None:

@@ -20,7 +20,7 @@ from influence_trace_operator import conditions as C
 from influence_trace_operator import escalation as E
 from influence_trace_operator import kueue as Q
 from influence_trace_operator.api import Kube
-from influence_trace_operator.classify import job_state
+from influence_trace_operator.classify import Finished, job_state
 from influence_trace_operator.jobs import TraceRef
 
 
@@ -142,3 +142,24 @@ def _note_evictions(
     kube.delete_job(p.ref.namespace, record.job)
     fail(p, stop.reason, stop.message)
     return True
+
+
+def after_eviction_kill(
+    status: TraceStatus, done: Finished, record: AttemptRecord, pools: list[Pool], max_attempts: int
+) -> E.Decision | None:
+    """A queued Job that failed with exit 137 but not ``OOMKilled`` after Kueue evicted it: suspending
+    the Job deleted its pod, and the kill (SIGKILL, which the Job's FailJob rule matches) failed the
+    Job. That is the eviction, not the worker: relaunch on the same pool with the same host memory."""
+    if record.kueue_evictions == 0 or done.outcome != "KernelOOMKilled" or done.reason == "OOMKilled":
+        return None
+    pool = next((x for x in pools if x.name == record.pool), None)
+    if pool is None:
+        return None
+    decision = E.Decision(
+        "launch",
+        C.JOB_CREATED,
+        f"the worker of Job {record.job} was killed when Kueue evicted it; relaunching on pool {pool.name} "
+        "with the same host memory (no escalation)",
+        E.placement_on(pool, record.attempt + 1, record.host_memory_bytes),
+    )
+    return E.relaunch_within(status, max_attempts, decision)

@@ -216,9 +216,11 @@ class Reconciler:
         self._record_outcome(p, record, done)
         H.record(self.history, trace.spec, p.ref.uid, p.ref.name, p.status.current() or record, self.table,
                  done.payload)
-        decision = E.after_attempt(
-            p.status, done, allowed, self._max_attempts(trace), self.settings.host_memory_growth,
-            lambda: self._what_fits(trace, allowed),
+        decision = queued.after_eviction_kill(p.status, done, record, allowed, self._max_attempts(trace)) or (
+            E.after_attempt(
+                p.status, done, allowed, self._max_attempts(trace), self.settings.host_memory_growth,
+                lambda: self._what_fits(trace, allowed),
+            )
         )
         if decision.action == "succeed":
             self._succeed(p, done, decision)

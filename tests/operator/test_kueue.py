@@ -239,3 +239,21 @@ def test_queue_without_kueue_installed_says_so(kube: FakeKube, reconciler: Recon
     status = kube.status_of(NS, NAME)
     assert status["phase"] == "Pending" and "not installed" in status["message"]
     assert kube.jobs[(NS, "demo-a1")]["spec"]["suspend"] is True
+
+
+def test_a_sigkill_at_kueue_eviction_relaunches_like_an_eviction() -> None:
+    from influence_trace_operator.classify import Finished
+    from influence_trace_operator.queued import after_eviction_kill
+
+    record = AttemptRecord(attempt=1, pool="h100", job="demo-a1", host_memory_bytes=2**34, kueue_evictions=1)
+    status = TraceStatus(attempt=1, pool="h100", attempts=[record])
+    killed = Finished(outcome="KernelOOMKilled", exit_code=137, reason="PodFailurePolicy")
+    decision = after_eviction_kill(status, killed, record, [H100, H200], 3)
+    assert decision is not None and decision.action == "launch" and decision.placement is not None
+    assert (decision.placement.pool, decision.placement.attempt) == ("h100", 2)
+    assert decision.placement.host_memory_bytes == 2**34
+    oom = Finished(outcome="KernelOOMKilled", exit_code=137, reason="OOMKilled")
+    assert after_eviction_kill(status, oom, record, [H100, H200], 3) is None  # the kernel's: escalate
+    never = record.model_copy(update={"kueue_evictions": 0})
+    assert after_eviction_kill(status, killed, never, [H100, H200], 3) is None
+    assert after_eviction_kill(status, killed, record, [H100, H200], 1).action == "fail"  # type: ignore[union-attr]
