@@ -10,7 +10,7 @@ Gram build >= 2.5x the GEMM's rate at k_out 48, k_in 280 (T >= 16,384), >= 1.2x 
 of Qwen2.5-1.5B at factors 32 and 64. ``--solve`` adds damped Cholesky + solve for R responses.
 
     .venv/bin/python bench/hessian_rate.py [--shapes 48x280 280x48 ...] [--tokens 16384]
-        [--reference-tokens 4096] [--threads 2] [--solve]
+        [--reference-tokens 4096] [--threads 1] [--repeats 2] [--skip-dense] [--solve]
 """
 
 from __future__ import annotations
@@ -60,7 +60,8 @@ def measure(k_out: int, k_in: int, args: argparse.Namespace, dtype: torch.dtype)
     ledger = MemoryLedger()
     ref_rate = plain_gemm_rate(u, v, min(tokens, args.reference_tokens), args.repeats)
     flops = 2.0 * tokens * dim * dim
-    dense_s = best_of(args.repeats, lambda: dense_token_hessian(u, v, DEFAULT_CHUNK_BYTES, ledger))
+    dense_s = (float("nan") if args.skip_dense
+               else best_of(args.repeats, lambda: dense_token_hessian(u, v, DEFAULT_CHUNK_BYTES, ledger)))
     gram_s = best_of(args.repeats, lambda: symmetric_gram(u, v, DEFAULT_CHUNK_BYTES, ledger))
     gram = symmetric_gram(u, v, DEFAULT_CHUNK_BYTES, ledger)
     expand_s = best_of(args.repeats, lambda: expand_gram(gram, k_out, k_in, ledger))
@@ -103,6 +104,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     parser.add_argument("--solve", action="store_true")
+    parser.add_argument("--skip-dense", action="store_true", help="do not time the dense build (slow at large D)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
