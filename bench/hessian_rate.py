@@ -104,7 +104,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     parser.add_argument("--solve", action="store_true")
-    parser.add_argument("--skip-dense", action="store_true", help="do not time the dense build (slow at large D)")
+    parser.add_argument("--skip-dense", action="store_true", help="no dense build timing (slow at large D)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
