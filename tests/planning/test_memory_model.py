@@ -12,7 +12,10 @@ from influence_trace.api.spec import DEFAULT_MODULES, load_manifest
 from influence_trace.planning.memory_model import (
     DEFAULT_CHUNK_BYTES,
     EstimateOptions,
+    capture_batch_bytes,
     estimate,
+    layer_activation_bytes_per_token,
+    logit_chunk_tokens,
     module_stage_bytes,
 )
 from influence_trace.planning.placement import place
@@ -102,7 +105,36 @@ def test_seed_configurations_fit_an_h100(name: str) -> None:
     est, placement = place(seed_spec(name))
     assert placement.pool is not None and placement.pool.name == "h100"
     assert est.gpu_bytes < 80e9 and est.host_bytes < SEED[name][1] * 1e9
-    assert est.peak_stage == "capture"  # the largest capture batch, not any Hessian
+    assert est.peak_stage == "hessian"  # the Hessian the operator plans for, not a capture artifact
+
+
+def test_one_long_capture_sequence_stays_under_4_gb() -> None:
+    """One sequence of the assumed 1,024 + 8,192 tokens of Qwen2.5-1.5B (bfloat16): checkpointed
+    layers and one 441-position logit chunk instead of every layer's activations and 8,192 x 151,936
+    float32 logits (39.8 GB before issue 13)."""
+    shapes = PRESETS["qwen2.5-1.5b"]
+    assert logit_chunk_tokens(shapes.vocab_size) == 441
+    batch = capture_batch_bytes(shapes, 1024 + 8192, 8192, "bfloat16")
+    assert batch <= 4e9
+    # The estimate's safe side counts every one of the 9,216 positions as a response position.
+    assert estimate(seed_spec()).gpu_breakdown["capture_batch"] == capture_batch_bytes(
+        shapes, 9216, 9216, "bfloat16") <= 4e9
+    per_layer = layer_activation_bytes_per_token(shapes, "bfloat16")
+    assert batch == (9216 * ((28 + 4) * 1536 * 2 + 2 * per_layer) + 8192 * 1536 * 2 * 2
+                     + 441 * 151936 * (3 * 4 + 2))
+
+
+def test_7b_factor_32_capture_is_not_what_places_it() -> None:
+    """Qwen2.5-7B at factor 32 with the seed's token count: the capture stage is far below the Hessian
+    stage. The Hessian stage still needs an h200 under the assumed 128-token responses: besides H
+    and its Cholesky factor (2 x 17.6 GB) it holds every token's factors (16.5 GB) and every
+    response's gradient (R x D, 12.2 GB) of the module."""
+    spec = seed_spec()
+    spec = spec.model_copy(update={"model": spec.model.model_copy(update={"preset": "qwen2.5-7b"})})
+    est, placement = place(spec)
+    assert est.stages["capture"] < 0.35 * est.stages["hessian"]
+    assert est.gpu_breakdown["hessian"] == 66304**2 * 4 and est.peak_stage == "hessian"
+    assert placement.pool.name == "h200"
 
 
 def test_pure_modules_do_not_import_torch() -> None:

@@ -33,7 +33,7 @@ from influence_trace.planning.hessian_plan import (
 )
 
 # The worker's own defaults; options.py imports no torch, so this module stays torch-free.
-from influence_trace.planning.options import DEFAULT_CAPTURE_TOKENS, DEFAULT_CHUNK_BYTES
+from influence_trace.planning.options import DEFAULT_CAPTURE_TOKENS, DEFAULT_CHUNK_BYTES, LOGIT_CHUNK_BYTES
 from influence_trace.planning.workload import Workload, resolve_workload
 
 DTYPE_BYTES = {"bfloat16": 2, "float16": 2, "float32": 4, "float64": 8}
@@ -143,34 +143,49 @@ def projection_bytes(dims: list[ModuleDims], factor: int, capture_dtype: str) ->
     return total * itemsize
 
 
-def activation_bytes_per_token(shapes: Shapes, model_dtype: str) -> int:
-    """Saved-for-backward bytes per padded token in all layers (frozen weights: no Linear saves its
-    input, since its backward needs only W).
+def layer_activation_bytes_per_token(shapes: Shapes, model_dtype: str) -> int:
+    """Saved-for-backward bytes per padded token in one decoder layer (frozen weights: no Linear saves
+    its input, since its backward needs only W).
 
-    Per layer, in model-dtype elements: the two RMSNorms' float32 copies (4h), attention's q, k, v
-    and output (flash or memory-efficient attention, no seq x seq matrix: 2q + 2kv, at least the 4h
-    the worker's own rule reserves) and the MLP's gate, SiLU output and up (3i). For Qwen2/Llama
-    this is the worker's ``8h + 3i``; it is larger where q is wide (Qwen3-0.6B).
+    In model-dtype elements: the two RMSNorms' float32 copies (4h), attention's q, k, v and output
+    (flash or memory-efficient attention, no seq x seq matrix: 2q + 2kv, at least 4h) and the MLP's
+    gate, SiLU output and up (3i). For Qwen2/Llama this is ``8h + 3i``; larger where q is wide.
     """
     h, i = shapes.hidden_size, shapes.intermediate_size
     q = shapes.num_attention_heads * shapes.head_dim
     kv = shapes.num_key_value_heads * shapes.head_dim
-    per_layer = 4 * h + max(4 * h, 2 * q + 2 * kv) + 3 * i
-    return shapes.num_layers * per_layer * DTYPE_BYTES[model_dtype]
+    return (4 * h + max(4 * h, 2 * q + 2 * kv) + 3 * i) * DTYPE_BYTES[model_dtype]
+
+
+def activation_bytes_per_token(shapes: Shapes, model_dtype: str) -> int:
+    """Per padded token with every decoder layer checkpointed (trace/lean_capture.py): each layer's
+    input (h) kept through the forward, plus the embedding leaf, the final hidden states and their
+    gradients (4h), and, during backward, one layer recomputed: its saved activations and as much
+    again for their gradients."""
+    h, item = shapes.hidden_size, DTYPE_BYTES[model_dtype]
+    return (shapes.num_layers + 4) * h * item + 2 * layer_activation_bytes_per_token(shapes, model_dtype)
 
 
 def logit_bytes_per_token(shapes: Shapes, model_dtype: str) -> int:
-    """Per response position: the logits in at least float32, the log-softmax and its gradient, plus
-    the model-dtype output (and its gradient) when the model computes in a narrower dtype."""
+    """Per response position of one logit chunk: the logits in at least float32, the log-softmax and
+    its gradient, plus the model-dtype output when the model computes in a narrower dtype."""
     item = DTYPE_BYTES[model_dtype]
     compute = max(item, 4)
     return shapes.vocab_size * (3 * compute + (item if item != compute else 0))
 
 
+def logit_chunk_tokens(vocab_size: int) -> int:
+    """Response positions per checkpointed log-probability chunk: float32 logits of at most
+    LOGIT_CHUNK_BYTES (trace/lean_capture.py computes and recomputes one chunk at a time)."""
+    return max(1, LOGIT_CHUNK_BYTES // (vocab_size * 4))
+
+
 def capture_batch_bytes(shapes: Shapes, padded_tokens: int, response_tokens: int, model_dtype: str) -> int:
-    """"capture_batch": one forward/backward's activations plus the response positions' logits."""
+    """"capture_batch": one forward/backward with checkpointed layers and one logit chunk at a time."""
+    logit_rows = min(response_tokens, logit_chunk_tokens(shapes.vocab_size))
     return (padded_tokens * activation_bytes_per_token(shapes, model_dtype)
-            + response_tokens * logit_bytes_per_token(shapes, model_dtype))
+            + response_tokens * shapes.hidden_size * DTYPE_BYTES[model_dtype] * 2  # gathered rows, grads
+            + logit_rows * logit_bytes_per_token(shapes, model_dtype))
 
 
 def generation_cache_bytes(shapes: Shapes, batch: int, tokens: int, model_dtype: str) -> int:

@@ -14,6 +14,7 @@ CHUNK_BYTES_ENV = "INFLUENCE_TRACE_CHUNK_BYTES"
 CAPTURE_TOKENS_ENV = "INFLUENCE_TRACE_CAPTURE_TOKENS"
 
 DEFAULT_CHUNK_BYTES = 256 * 2**20  # one Hessian chunk buffer (c x D in the Hessian dtype)
+LOGIT_CHUNK_BYTES = 256 * 2**20  # float32 logits of one checkpointed log-probability chunk
 DEFAULT_CAPTURE_TOKENS = 4096  # padded tokens per capture forward/backward (about 18 GB on Qwen2.5-1.5B)
 
 

@@ -5,6 +5,8 @@ p is ``delta_p x_p^T``. A forward hook takes ``v = P_in x`` at the positions ``p
 predict the response tokens, and a tensor hook on the output takes ``u = P_out delta`` at the same
 positions during the backward pass. Weights never get gradients (they are frozen: a leaf tensor on
 the input embeddings carries the graph), and per-token gradients ``u v^T`` are never formed here.
+Decoder layers and the log-probabilities run checkpointed (trace/lean_capture.py), so a batch holds
+neither every layer's activations nor ``tokens x vocab`` logits; the hooks skip the recomputation.
 """
 
 from __future__ import annotations
@@ -21,9 +23,10 @@ from influence_trace.api.architectures import shapes_and_dtype
 from influence_trace.api.contract import InvalidInput
 from influence_trace.api.progress import REPORTER
 from influence_trace.api.spec import TraceSettings
-from influence_trace.planning.memory_model import capture_batch_bytes
+from influence_trace.planning.memory_model import capture_batch_bytes, logit_chunk_tokens
 from influence_trace.planning.options import WorkerOptions
 from influence_trace.trace.device_peak import start_window
+from influence_trace.trace.lean_capture import Recompute, checkpointed_layers, response_log_probs
 from influence_trace.trace.ledger import MemoryLedger
 from influence_trace.trace.projection import TracedModule, project
 from influence_trace.trace.selection import Selection
@@ -111,15 +114,20 @@ def _hooks(model: nn.Module, traced: list[TracedModule], factors: Factors, state
 
     def rows_of(t: torch.Tensor) -> torch.Tensor:
         batch: _Batch = state["batch"]
-        # lm_head (if traced) already sees only the gathered positions, in capture order.
+        # A 2-D input already has one row per captured token, in capture order.
+        # Detached first: the factors must not join (and keep alive) the graph, and inside a
+        # checkpointed layer the first forward must save no more tensors than its recomputation.
+        t = t.detach()
         rows = t if t.dim() == 2 else t[batch.rows_b, batch.rows_p]
-        return rows.detach().to(cdtype)  # the factors must not join (and keep alive) the graph
+        return rows.to(cdtype)
 
     def store(buffer: torch.Tensor, values: torch.Tensor) -> None:
         state["staging"].put(buffer, values)  # asynchronous on CUDA; lands in the store after the batch
 
     def capture_hook(mod: TracedModule):
         def forward_hook(_module: nn.Module, args: tuple, output: torch.Tensor) -> None:
+            if state["recompute"].active:  # backward recomputing a checkpointed layer: stored already
+                return
             store(factors.v[mod.name], project(rows_of(args[0]), mod.p_in))
 
             def grad_hook(grad: torch.Tensor) -> None:
@@ -167,7 +175,7 @@ def _batch_tensors(selection_rows, idx: list[int], offsets: np.ndarray, device) 
 
 
 def estimate_batch_bytes(model: nn.Module, padded_tokens: int, response_tokens: int) -> int:
-    """The memory model's prediction for one capture batch (activations kept for backward, logits).
+    """The memory model's prediction for one capture batch (checkpointed layers, one logit chunk).
 
     Used for the budget check before a batch; on CUDA the measured peak replaces it.
     """
@@ -197,10 +205,12 @@ def capture_factors(model: nn.Module, selection: Selection, traced: list[TracedM
     weights = response_weights(selection, trace)
     cdtype = compute_dtype(trace)
     batches = plan_batches(lengths, options.capture_tokens)
-    state: dict = {"staging": staging_for(batches, responses, traced, trace, on_cuda)}
+    state: dict = {"staging": staging_for(batches, responses, traced, trace, on_cuda),
+                   "recompute": Recompute()}
     lm_head = model.get_output_embeddings()
+    logit_chunk = logit_chunk_tokens(lm_head.out_features)
     measured = 0
-    with _hooks(model, traced, factors, state, cdtype):
+    with _hooks(model, traced, factors, state, cdtype), checkpointed_layers(model):
         tokens = [sum(responses[i].num_tokens for i in idx) for idx in batches]
         for idx in REPORTER.track(_progress(batches, options.progress, "capture batches"), "capture", "batch",
                                   len(batches), tokens):
@@ -211,14 +221,13 @@ def capture_factors(model: nn.Module, selection: Selection, traced: list[TracedM
             state["batch"] = batch
             state["staging"].begin(batch.dest)
             hidden = model.base_model(input_ids=ids, attention_mask=mask, use_cache=False)[0]
-            logits = lm_head(hidden[batch.rows_b, batch.rows_p])
-            logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
-            logp = torch.log_softmax(logits, dim=-1).gather(1, targets[:, None])[:, 0]
+            logp = response_log_probs(lm_head, hidden[batch.rows_b, batch.rows_p], targets, logit_chunk)
             coef = np.repeat(weights[idx], [responses[i].num_tokens for i in idx])
             objective = (logp * torch.as_tensor(coef, dtype=logp.dtype, device=device)).sum()
-            objective.backward()
+            with state["recompute"].backward():
+                objective.backward()
             state["staging"].end()  # no wait here: the batch's copies land while the next one runs
-            del hidden, logits, logp, objective
+            del hidden, logp, objective
             if on_cuda:
                 measured = max(measured, torch.cuda.max_memory_allocated(device) - base)
                 ledger.allocate("capture_batch", measured, STAGE)
