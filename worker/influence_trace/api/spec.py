@@ -178,10 +178,18 @@ class TraceSettings(ApiModel):
     hessian_dtype: HessianDType = Field("float32", description="Precision of H, Cholesky and solves.")
     seed: int = Field(0, ge=0, description="Seeds the projections and generation.")
     debug_hessian_similarity: bool = Field(False, description="Also compute the HINV_DOT diagnostic.")
-    allow_tf32: bool = Field(False, description="Let CUDA matmuls use TF32 (faster, less exact).")
+    allow_tf32: bool | None = Field(
+        None, description="TF32 for CUDA matmuls: true or false forces it; unset follows captureDtype "
+        "(on for bfloat16, whose 8 significant bits TF32's 11 exceed; off for float32/float64)."
+    )
     max_damping_retries: int = Field(
         6, ge=0, description="Cholesky retries, each with ten times the damping, before failing."
     )
+
+    @property
+    def tf32(self) -> bool:
+        """Whether CUDA matmuls (the Hessian's Gram above all) may use TF32: allowTf32, else captureDtype."""
+        return self.capture_dtype == "bfloat16" if self.allow_tf32 is None else self.allow_tf32
 
     @model_validator(mode="after")
     def _check_combinations(self) -> TraceSettings:

@@ -15,7 +15,7 @@ CAPTURE_TOKENS_ENV = "INFLUENCE_TRACE_CAPTURE_TOKENS"
 
 DEFAULT_CHUNK_BYTES = 256 * 2**20  # one Hessian chunk buffer (c x D in the Hessian dtype)
 LOGIT_CHUNK_BYTES = 256 * 2**20  # float32 logits of one checkpointed log-probability chunk
-DEFAULT_CAPTURE_TOKENS = 4096  # padded tokens per capture forward/backward (about 18 GB on Qwen2.5-1.5B)
+DEFAULT_CAPTURE_TOKENS = 4096  # padded tokens per capture forward/backward (about 2 GB on Qwen2.5-1.5B)
 
 
 def _env_int(name: str) -> int | None:

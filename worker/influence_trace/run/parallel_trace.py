@@ -111,7 +111,7 @@ def run_trace_parallel(model: nn.Module, selection: Selection, trace: TraceSetti
     shares = _shares(selection, group.world)
     assignment = _assignment(traced, selection, trace, group.world)
     names = [t.name for t in traced]
-    with tf32_matmuls(device, trace.allow_tf32):
+    with tf32_matmuls(device, trace.tf32):
         share = sub_selection(selection, shares[group.rank])
         given = hooks(share)
         local = given.get("factors")

@@ -80,7 +80,7 @@ def frozen_weights(model: nn.Module) -> Iterator[None]:
 
 @contextmanager
 def tf32_matmuls(device: torch.device, allow: bool) -> Iterator[None]:
-    """TF32 matmuls on CUDA exactly when trace.allowTf32 says so, restored afterwards."""
+    """TF32 matmuls on CUDA exactly when ``allow`` (TraceSettings.tf32) says so, restored afterwards."""
     if device.type != "cuda":
         yield
         return
@@ -221,7 +221,7 @@ def run_trace(model: nn.Module, selection: Selection, trace: TraceSettings, opti
     ledger.allocate("projections", projection_bytes(traced), "setup")
     move_projections(traced, device)
     scopes = build_scopes(selection, trace)
-    with tf32_matmuls(device, trace.allow_tf32):
+    with tf32_matmuls(device, trace.tf32):
         if factors is None:
             with timer.stage("logprob_backward"), frozen_weights(model):
                 factors = capture_factors(model, selection, traced, trace, options, ledger)
