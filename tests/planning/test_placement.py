@@ -46,10 +46,10 @@ def test_pool_table_from_a_file(tmp_path: Path) -> None:
     table = load_pools(path)
     assert [p.name for p in table.pools] == ["a100", "h200"] and table.headroom == 0.2
     assert table.pools[0].node_selector == {"influencetrace.dev/pool": "a100"}
-    s = spec()
+    s = spec(factor=16)
     s = s.model_copy(update={"resources": s.resources.model_copy(update={"pools": None})})
     _, placement = place(s, table.pools, table.headroom)
-    assert placement.pool.name == "h200"  # 76 GB does not fit a 43 GB A100
+    assert placement.pool.name == "h200"  # factor 16: 54.4 GB x 1.2 does not fit a 43 GB A100
     assert not placement.fits[0].fits and "GPU" in placement.fits[0].why
 
 

@@ -106,7 +106,7 @@ def stage_seconds(spec: InfluenceTraceSpec, est: Estimate, rates: Rates = DEFAUL
 
 
 def _hessian_dtype(spec: InfluenceTraceSpec) -> str:
-    if spec.trace.hessian_dtype == "float32" and spec.trace.allow_tf32:
+    if spec.trace.hessian_dtype == "float32" and spec.trace.tf32:
         return "tf32"
     return spec.trace.hessian_dtype
 
