@@ -112,7 +112,9 @@ def test_full_cluster_queue_waits_then_starts_when_quota_frees(namespace: str, q
     def waiting() -> dict | None:
         obj = get_trace("q", namespace)
         cond = kube.condition(obj, "Running") or {}
-        return obj if cond.get("reason") == "QueuedInKueue" and "quota" in cond.get("message", "") else None
+        message = cond.get("message", "")
+        kueues = message.startswith("queued in Kueue LocalQueue lq: ") and "insufficient" in message
+        return obj if cond.get("reason") == "QueuedInKueue" and kueues else None
 
     obj = kube.wait_for(waiting, 60, description="trace q QueuedInKueue with Kueue's message")
     status = obj["status"]
