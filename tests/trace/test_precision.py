@@ -21,7 +21,7 @@ from influence_trace.trace.selection import select_groups
 from tests.trace.bruteforce import load_model, read_rollouts, settings
 from tests.trace.numeric_helpers import run
 
-# Measured on the tiny model (2026-11-26): per_prompt 1.64, all_selected see docs/algorithm.md. TF32
+# Measured on the tiny model (2026-11-26): per_prompt 1.64, all_selected 0.96 (docs/algorithm.md). TF32
 # rounds only H's inputs, not the gradients it is applied to, and small per_prompt Hessians amplify
 # that inconsistency; the bound is what the measurement supports, not the hoped-for ~1.
 ERROR_RATIO = 2.0
