@@ -109,38 +109,65 @@ class Kube:
         return existing, False
 
     def delete_job(self, namespace: str, name: str) -> None:
+        """Delete a Job and (foreground) its pods before it, so no GPU stays held once it is gone."""
         try:
             self.batch.delete_namespaced_job(
-                name, namespace, propagation_policy="Background", _preload_content=False
+                name, namespace, propagation_policy="Foreground", _preload_content=False
             )
         except ApiException as err:
             if err.status != 404:
                 raise
 
-    def ensure_configmap(self, body: dict[str, Any]) -> None:
-        """Create the manifest ConfigMap unless it exists (its content is a function of the spec)."""
+    def ensure_configmap(self, body: dict[str, Any]) -> dict[str, Any] | None:
+        """Create the manifest ConfigMap; None when created, the existing object when the name is taken."""
+        ns, name = body["metadata"]["namespace"], body["metadata"]["name"]
         try:
-            self.core.create_namespaced_config_map(
-                body["metadata"]["namespace"], body, _preload_content=False
-            )
+            self.core.create_namespaced_config_map(ns, body, _preload_content=False)
+            return None
         except ApiException as err:
             if err.status != 409:
                 raise
+        return _json(self.core.read_namespaced_config_map(name, ns, _preload_content=False))
 
-    def ensure_service(self, body: dict[str, Any]) -> None:
-        """Create the rendezvous Service of a multi-node trace unless it exists (a function of the name)."""
+    def replace_configmap(self, body: dict[str, Any], existing: dict[str, Any]) -> None:
+        """PUT at the existing object's resourceVersion (a concurrent change answers 409)."""
+        meta = {**body["metadata"], "resourceVersion": existing["metadata"]["resourceVersion"]}
+        self.core.replace_namespaced_config_map(
+            meta["name"], meta["namespace"], {**body, "metadata": meta}, _preload_content=False
+        )
+
+    def ensure_service(self, body: dict[str, Any]) -> dict[str, Any] | None:
+        """Create the rendezvous Service; None when created, the existing object when the name is taken."""
+        ns, name = body["metadata"]["namespace"], body["metadata"]["name"]
         try:
-            self.core.create_namespaced_service(body["metadata"]["namespace"], body, _preload_content=False)
+            self.core.create_namespaced_service(ns, body, _preload_content=False)
+            return None
         except ApiException as err:
             if err.status != 409:
                 raise
+        return _json(self.core.read_namespaced_service(name, ns, _preload_content=False))
 
-    def job_pods(self, namespace: str, job: str) -> list[dict[str, Any]]:
-        return _json(
-            self.core.list_namespaced_pod(
-                namespace, label_selector=f"{L.JOB_NAME}={job}", _preload_content=False
-            )
-        )["items"]
+    def replace_service(self, body: dict[str, Any], existing: dict[str, Any]) -> None:
+        meta = {**body["metadata"], "resourceVersion": existing["metadata"]["resourceVersion"]}
+        self.core.replace_namespaced_service(
+            meta["name"], meta["namespace"], {**body, "metadata": meta}, _preload_content=False
+        )
+
+    def job_pods(self, namespace: str, job: str, uid: str | None = None) -> list[dict[str, Any]]:
+        """The Job's pods: by its controller uid when known (a namesake Job's pods share the name)."""
+        selector = f"{L.CONTROLLER_UID}={uid}" if uid else f"{L.JOB_NAME}={job}"
+        pods = self.core.list_namespaced_pod(namespace, label_selector=selector, _preload_content=False)
+        return _json(pods)["items"]
+
+    def volume_claim_exists(self, namespace: str, name: str) -> bool:
+        """Whether the PVC exists in the namespace (needs get on persistentvolumeclaims there)."""
+        try:
+            self.core.read_namespaced_persistent_volume_claim(name, namespace, _preload_content=False)
+            return True
+        except ApiException as err:
+            if err.status == 404:
+                return False
+            raise
 
     # ---- events ------------------------------------------------------------------------------
     def post_event(self, trace: dict[str, Any], kind: str, reason: str, message: str) -> None:

@@ -93,6 +93,8 @@ def relaunch_within(status: TraceStatus, max_attempts: int, decision: Decision) 
     return decision
 
 
+relaunch_within = _relaunch  # for the other decisions that launch (pending.after_unschedulable)
+
 GENERIC_WHAT_FITS = (
     "a larger spec.trace.factor (e.g. twice the current one), a positive spec.trace.maxHessianDim, "
     "or more resources.gpus to split the tokens"

@@ -12,7 +12,7 @@ from typing import Any
 
 import yaml
 from influence_trace.api.contract import EXIT_CODES, EXIT_KERNEL_OOM_KILL
-from influence_trace.api.spec import API_VERSION, KIND, InfluenceTrace
+from influence_trace.api.spec import API_VERSION, KIND, InfluenceTrace, duration_seconds
 
 from influence_trace_operator import labels as L
 from influence_trace_operator.settings import OperatorSettings
@@ -227,6 +227,9 @@ def build_job(
     pod_labels = {**trace.spec.pod.labels, **labels}
     job_spec: dict[str, Any] = {
         "backoffLimit": 0,  # no retry storm: every relaunch is the operator's decision
+        "activeDeadlineSeconds": duration_seconds(
+            trace.spec.resources.run_timeout or settings.default_run_timeout
+        ),
         "completions": nodes,
         "parallelism": nodes,
         "podFailurePolicy": {

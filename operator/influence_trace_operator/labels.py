@@ -30,3 +30,5 @@ SIMULATE_PREFIX = PREFIX + "simulate"  # trace annotations with this prefix are 
 WORKER_CONTAINER = "worker"
 # Job label set by the Job controller on its pods (Kubernetes >= 1.27).
 JOB_NAME = "batch.kubernetes.io/job-name"
+CONTROLLER_UID = "batch.kubernetes.io/controller-uid"  # set by the Job controller: the Job's uid
+COMPLETION_INDEX = "batch.kubernetes.io/job-completion-index"  # the rank of an Indexed Job's pod

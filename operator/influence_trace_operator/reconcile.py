@@ -24,14 +24,17 @@ from influence_trace.planning.placement import Pool, suggest_after_oom
 from kubernetes.client.rest import ApiException
 from pydantic import ValidationError
 
+from influence_trace_operator import children, queued
 from influence_trace_operator import classify as K
 from influence_trace_operator import conditions as C
 from influence_trace_operator import escalation as E
+from influence_trace_operator import faults as F
 from influence_trace_operator import history_store as H
 from influence_trace_operator import kueue as Q
 from influence_trace_operator import metrics as M
 from influence_trace_operator import progress_reader as P
 from influence_trace_operator import queued
+from influence_trace_operator import pending as PD
 from influence_trace_operator.api import Kube, now
 from influence_trace_operator.health import Watchdog
 from influence_trace_operator.jobs import Placement, TraceRef, build_configmap, build_job, build_service
@@ -40,6 +43,10 @@ from influence_trace_operator.settings import OperatorSettings
 
 log = logging.getLogger(__name__)
 CONFLICT_RETRIES = 5
+CANCEL_ANNOTATION = "influencetrace.dev/cancel"  # any value: stop the running Job, fail the trace
+CANCELLED = "Cancelled"  # Failed: cancelled by the annotation; attempt outcome when its Job was deleted
+JOB_RELAUNCHED = "JobRelaunched"  # Placed True: a deleted Job's attempt relaunched on the same pool
+VOLUME_CLAIM_MISSING = "VolumeClaimMissing"  # Placed False: no Job until the PVC exists
 
 
 class Wait(Exception):
@@ -113,9 +120,15 @@ class Reconciler:
         """Whether a pass of this trace started less than ``seconds`` ago (the resync skips it then)."""
         return time.monotonic() - self._passed.get((namespace, name), float("-inf")) < seconds
 
+        self.retries = F.Retries(
+            self.reconcile, settings.api_backoff_seconds, settings.api_backoff_max_seconds
+        )
+
     def reconcile(self, namespace: str, name: str) -> None:
         if not self.may_act():
             return
+        if self.retries.waiting((namespace, name)):
+            return  # backing off after a refused call; its timer reconciles it when due
         with self._guard:
             lock = self._locks[(namespace, name)]
         with lock, self.watchdog.watch_pass(f"{namespace}/{name}"), M.timed_pass():
@@ -145,7 +158,15 @@ class Reconciler:
         meta = obj["metadata"]
         p = Pass(obj, status, TraceRef(meta["name"], meta["namespace"], meta["uid"]), meta.get("generation"))
         before = status.wire()
-        self._step(p)
+        try:
+            self._step(p)
+            self.retries.succeeded((namespace, name))
+        except ApiException as err:
+            if err.status == 409:
+                raise
+            self._api_fault(p, err)
+        except F.ChildConflict as err:
+            self._fail(p, F.CHILD_CONFLICT, str(err))
         p.status.observed_generation = p.generation
         if p.status.wire() != before:
             self._written[(namespace, name)] = self.kube.replace_status(obj, p.status.wire())
@@ -153,11 +174,24 @@ class Reconciler:
         for kind, reason, message in p.events:
             self.kube.post_event(obj, kind, reason, message)
 
+    def _api_fault(self, p: Pass, err: ApiException) -> None:
+        """A refused call: permanent ones fail the trace, others are told and retried with backoff."""
+        fault = F.describe(err)
+        log.warning("%s/%s: %s", p.ref.namespace, p.ref.name, fault.message)
+        if fault.permanent:
+            self._fail(p, F.API_REJECTED, fault.message)
+            return
+        failures, wait = self.retries.failed((p.ref.namespace, p.ref.name))
+        F.record_transient(p, fault, wait, failures)
+
     def _step(self, p: Pass) -> None:
         try:
             trace = parse_trace(p.obj)
         except ManifestError as err:
             self._fail(p, C.INVALID_SPEC, str(err))
+            return
+        if (p.obj["metadata"].get("annotations") or {}).get(CANCEL_ANNOTATION):
+            self._fail(p, CANCELLED, f"cancelled by the annotation {CANCEL_ANNOTATION}")
             return
         allowed, unknown = allowed_pools(self.table, trace.spec.resources.pools)
         if unknown:
@@ -200,28 +234,28 @@ class Reconciler:
             raise Wait(f"status names attempt {p.status.attempt} without a record")
         job = self.kube.get_job(p.ref.namespace, record.job)
         if job is None:
-            self._recreate(p, trace, record)
-            return
-        self._check_owner(job, p.ref)
-        if queued.follow(self.kube, self.table, self._fail, p, record, job, self._max_attempts(trace)):
-            return
-        pods = self.kube.job_pods(p.ref.namespace, record.job)
-        if self._note_evictions(p, record, pods, self._max_attempts(trace)):
-            return
-        done = K.classify(job, pods)
-        if done is None:
-            self._note_progress(p, pods)
-            P.update(self.kube, p.ref.namespace, p.status, pods, p.now)
-            return
-        self._record_outcome(p, record, done)
-        H.record(self.history, trace.spec, p.ref.uid, p.ref.name, p.status.current() or record, self.table,
-                 done.payload)
-        decision = queued.after_eviction_kill(p.status, done, record, allowed, self._max_attempts(trace)) or (
-            E.after_attempt(
-                p.status, done, allowed, self._max_attempts(trace), self.settings.host_memory_growth,
-                lambda: self._what_fits(trace, allowed),
-            )
-        )
+            done = self._without_job(p, record)
+        else:
+            self._check_owner(job, p.ref)
+            if queued.follow(self.kube, self.table, self._fail, p, record, job, self._max_attempts(trace)):
+                return
+            pods = self.kube.job_pods(p.ref.namespace, record.job, job["metadata"].get("uid"))
+            if self._note_evictions(p, record, pods, self._max_attempts(trace)):
+                return
+            pending_s, run_s = PD.timeouts(trace, self.settings.default_pending_timeout,
+                                          self.settings.default_run_timeout)
+            done = PD.deadline_exceeded(job, run_s) or K.classify(job, pods)
+            if done is None:
+                done = PD.timed_out(p.status, pods, pending_s, p.now, PD.started(job, record))
+                if done is None:
+                    self._note_progress(p, pods)
+                    P.update(self.kube, p.ref.namespace, p.status, pods, p.now)
+                    return
+                self.kube.delete_job(p.ref.namespace, record.job)
+            self._record_outcome(p, record, done)
+            H.record(self.history, trace.spec, p.ref.uid, p.ref.name, p.status.current() or record,
+                     self.table, done.payload)
+        decision = self._decide(p, trace, allowed, done)
         if decision.action == "succeed":
             self._succeed(p, done, decision)
         elif decision.action == "fail":
@@ -230,6 +264,41 @@ class Reconciler:
             assert decision.placement is not None
             p.event("Warning", done.outcome, decision.message)
             self._launch(p, trace, decision.placement, decision, relaunch=True)
+
+    def _without_job(self, p: Pass, record: AttemptRecord) -> K.Finished:
+        """The attempt's Job is gone: deleted while it ran (Cancelled), or after its outcome was recorded."""
+        if record.outcome != "Running":
+            return K.Finished(outcome=record.outcome, exit_code=record.exit_code, reason=record.reason,
+                              stage=record.stage, message=record.message or "")
+        done = K.Finished(outcome="Cancelled", reason=CANCELLED,
+                          message=f"Job {record.job} was deleted before it finished")
+        self._record_outcome(p, record, done)
+        return done
+
+    def _decide(self, p: Pass, trace: InfluenceTrace, allowed: list[Pool], done: K.Finished) -> E.Decision:
+        """The next step after an attempt: the timeouts' and cancellation's rules, else escalation's."""
+        max_attempts = self._max_attempts(trace)
+        if done.outcome == "Unschedulable":
+            return PD.after_unschedulable(p.status, done, allowed, max_attempts)
+        if done.reason == PD.RUN_TIMEOUT:
+            return E.Decision("fail", PD.RUN_TIMEOUT, f"attempt {p.status.attempt} on pool {p.status.pool}: "
+                              f"{done.message}")
+        if done.outcome == "Cancelled":
+            record = p.status.current()
+            pool = next((x for x in allowed if record and x.name == record.pool), None)
+            if record is None or pool is None:
+                return E.Decision("fail", CANCELLED, done.message)
+            relaunch = E.Decision(
+                "launch", JOB_RELAUNCHED, f"{done.message}; relaunching on pool {pool.name}",
+                E.placement_on(pool, record.attempt + 1, record.host_memory_bytes),
+            )
+            return E.relaunch_within(p.status, max_attempts, relaunch)
+        record = p.status.current()
+        evicted = queued.after_eviction_kill(p.status, done, record, allowed, max_attempts) if record else None
+        return evicted or E.after_attempt(
+            p.status, done, allowed, max_attempts, self.settings.host_memory_growth,
+            lambda: self._what_fits(trace, allowed),
+        )
 
     def _max_attempts(self, trace: InfluenceTrace) -> int:
         """spec.resources.maxAttempts, or the operator's default when the trace leaves it unset."""
@@ -246,9 +315,13 @@ class Reconciler:
     def _launch(
         self, p: Pass, trace: InfluenceTrace, placement: Placement, decision: E.Decision, relaunch: bool
     ) -> None:
-        self.kube.ensure_configmap(build_configmap(trace, p.ref))
+        claim = trace.spec.storage.volume_claim
+        if claim and not self.kube.volume_claim_exists(p.ref.namespace, claim):
+            self._wait_for_claim(p, claim)
+            return
+        children.ensure(self.kube, build_configmap(trace, p.ref), p.ref)
         if trace.spec.resources.nodes > 1:  # the pods of an Indexed Job meet through it
-            self.kube.ensure_service(build_service(trace, p.ref))
+            children.ensure(self.kube, build_service(trace, p.ref), p.ref)
         job, created = self.kube.create_job(self._job(trace, p.ref, placement))
         self._check_owner(job, p.ref)
         name = job["metadata"]["name"]
@@ -276,36 +349,28 @@ class Reconciler:
             f"{placement.host_memory_bytes / 2**30:.1f} GiB host memory)",
         )
 
-    def _recreate(self, p: Pass, trace: InfluenceTrace, record: AttemptRecord) -> None:
-        """The status names a Job that does not exist (crash before creating it, or deleted): create it."""
-        if record.outcome != "Running":
-            raise Wait(f"attempt {record.attempt} finished but no decision was recorded")
-        pool = next((x for x in self.table if x.name == record.pool), None)
-        if pool is None:
-            self._fail(
-                p, C.INVALID_SPEC, f"pool {record.pool} of attempt {record.attempt} is no longer known"
-            )
-            return
-        placement = E.placement_on(pool, record.attempt, record.host_memory_bytes)
-        self.kube.ensure_configmap(build_configmap(trace, p.ref))
-        if trace.spec.resources.nodes > 1:
-            self.kube.ensure_service(build_service(trace, p.ref))
-        _, created = self.kube.create_job(self._job(trace, p.ref, placement))
-        if created:
-            p.event(
-                "Normal",
-                "JobCreated",
-                f"Created missing Job {record.job} on pool {record.pool} (attempt {record.attempt})",
-            )
+    def _wait_for_claim(self, p: Pass, claim: str) -> None:
+        """No Job until the PVC exists: the scheduler would only say so on a pod that holds a GPU slot."""
+        message = (f"PersistentVolumeClaim {claim} (spec.storage.volumeClaim) does not exist in namespace "
+                   f"{p.ref.namespace}; waiting for it")
+        old = C.get_condition(p.status, C.PLACED)
+        if old is None or old.reason != VOLUME_CLAIM_MISSING:
+            p.event("Warning", VOLUME_CLAIM_MISSING, message)
+        p.condition(C.PLACED, False, VOLUME_CLAIM_MISSING, message)
+        p.status.phase = p.status.phase or "Pending"
+        p.status.message = message
 
     def _job(self, trace: InfluenceTrace, ref: TraceRef, placement: Placement) -> dict[str, Any]:
         """The attempt's Job; suspended and labelled for its LocalQueue when the trace queues in Kueue."""
         return Q.queue_job(build_job(trace, ref, placement, self.settings), Q.queue_of(trace, self.settings))
 
     def _check_owner(self, job: dict[str, Any], ref: TraceRef) -> None:
-        owners = job["metadata"].get("ownerReferences") or []
-        if not any(o.get("uid") == ref.uid for o in owners):
-            raise Wait(f"Job {job['metadata']['name']} belongs to another object (a deleted namesake?)")
+        """This trace's Job, or Wait (a deleted namesake's, collected soon), or ChildConflict (foreign)."""
+        verdict = children.owner_verdict(job, ref)
+        if verdict == "namesake":
+            raise Wait(f"Job {job['metadata']['name']} belongs to a deleted trace of the same name")
+        if verdict == "foreign":
+            raise children.conflict(job, "Job")
 
     def _note_evictions(
         self, p: Pass, record: AttemptRecord, pods: list[dict[str, Any]], max_attempts: int
@@ -334,6 +399,7 @@ class Reconciler:
     def _note_progress(self, p: Pass, pods: list[dict[str, Any]]) -> None:
         running = [pod for pod in pods if K.is_running(pod)]
         if not running:
+            self._note_pending(p, pods)
             return
         pod = running[0]
         node = (pod.get("spec") or {}).get("nodeName") or "?"
@@ -347,6 +413,17 @@ class Reconciler:
         p.status.phase = "Running"
         p.status.message = f"attempt {p.status.attempt} running on pool {p.status.pool}"
         p.condition(C.RUNNING, True, C.POD_RUNNING, f"pod {pod['metadata']['name']} on node {node}")
+
+    def _note_pending(self, p: Pass, pods: list[dict[str, Any]]) -> None:
+        """The scheduler's reason in the Running condition, and one Warning event when it changes."""
+        why = PD.scheduler_reason(pods)
+        if why is None:
+            return
+        old = C.get_condition(p.status, C.RUNNING)
+        if old is None or old.message != why:
+            p.event("Warning", PD.UNSCHEDULABLE, why)
+        p.condition(C.RUNNING, False, C.POD_PENDING, why)
+        p.status.message = f"attempt {p.status.attempt} waits for a node in pool {p.status.pool}: {why}"
 
     def _record_outcome(self, p: Pass, record: AttemptRecord, done: K.Finished) -> None:
         peak = done.payload.get("peakGpuBytes")
@@ -387,6 +464,13 @@ class Reconciler:
         )
 
     def _fail(self, p: Pass, reason: str, message: str) -> None:
+        record = p.status.current()
+        if record is not None and record.outcome == "Running":  # no GPU stays held by a finished trace
+            self.kube.delete_job(p.ref.namespace, record.job)
+            done = K.Finished(
+                outcome="Cancelled", reason=reason, message=f"stopped: the trace failed ({reason})"
+            )
+            self._record_outcome(p, record, done)
         p.status.phase = "Failed"
         p.status.message = message
         if reason in (C.INVALID_SPEC, C.INFEASIBLE):

@@ -6,6 +6,7 @@ through environment variables, the command line overrides the pools file and nam
 
 from __future__ import annotations
 
+from influence_trace.api.spec import DURATION_PATTERN
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -69,3 +70,15 @@ class OperatorSettings(BaseSettings):
     history_margin: float = Field(
         0.05, ge=0.0, lt=1.0, description="Margin over a measured peak (replaces the headroom for it)."
     )
+    default_pending_timeout: str = Field(
+        "30m", pattern=DURATION_PATTERN,
+        description="How long an attempt may wait for a node when spec.resources.pendingTimeout is unset.",
+    )
+    default_run_timeout: str = Field(
+        "24h", pattern=DURATION_PATTERN,
+        description="activeDeadlineSeconds of a Job when spec.resources.runTimeout is unset.",
+    )
+    api_backoff_seconds: float = Field(
+        2.0, gt=0, description="First wait after a refused API call; doubled per failure."
+    )
+    api_backoff_max_seconds: float = Field(300.0, gt=0, description="Longest wait between retries.")

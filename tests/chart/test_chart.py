@@ -31,8 +31,9 @@ EXPECTED_RULES = {
     ("batch", "jobs", ("get", "list", "watch", "create", "delete")),
     ("", "pods", ("list", "watch")),
     ("", "pods/log", ("get",)),
-    ("", "configmaps", ("create",)),
-    ("", "services", ("create",)),
+    ("", "configmaps", ("get", "create", "update")),
+    ("", "services", ("get", "create", "update")),
+    ("", "persistentvolumeclaims", ("get",)),
     ("", "events", ("create",)),
 }
 RESTRICTED_CONTAINER = {
@@ -216,6 +217,8 @@ def test_environment_reaches_operator_settings(
         "worker.minHostMemoryBytes=8589934592",
         "headroom=0.25",
         "maxAttempts=5",
+        "pendingTimeout=10m",
+        "runTimeout=2h",
         "operator.resyncSeconds=45",
         "operator.workers=4",
         "operator.livenessPort=9090",
@@ -236,6 +239,7 @@ def test_environment_reaches_operator_settings(
     )
     assert (settings.headroom, settings.resync_seconds, settings.workers) == (0.25, 45.0, 4)
     assert settings.default_max_attempts == 5
+    assert (settings.default_pending_timeout, settings.default_run_timeout) == ("10m", "2h")
     assert settings.namespaces == ["team-a"] and settings.liveness_port == 9090
     assert settings.pools_file == "/etc/influence-trace-operator/pools.yaml"
     container = deployment(objects)["spec"]["template"]["spec"]["containers"][0]

@@ -86,7 +86,7 @@ ClusterRole (all namespaces) or by the Role in each watched namespace.
   verbs: ["update"]
 {{- end }}
 # One worker Job per attempt: create, read back (adoption after a restart), watched by kopf, deleted
-# when evictions use up maxAttempts.
+# (foreground) when the trace fails, is cancelled, or its attempt waited past pendingTimeout.
 - apiGroups: ["batch"]
   resources: ["jobs"]
   verbs: ["get", "list", "watch", "create", "delete"]
@@ -98,14 +98,17 @@ ClusterRole (all namespaces) or by the Role in each watched namespace.
 - apiGroups: [""]
   resources: ["pods/log"]
   verbs: ["get"]
-# The manifest ConfigMap each trace's pods mount; created once, garbage-collected with the trace.
+# The manifest ConfigMap each trace's pods mount, and the headless rendezvous Service of a
+# multi-node trace: created once, garbage-collected with the trace. On a name clash (409) the
+# existing one is read and, when this trace (or a deleted namesake) owns it with other content,
+# replaced, so a re-created trace never runs an old manifest.
 - apiGroups: [""]
-  resources: ["configmaps"]
-  verbs: ["create"]
-# The headless rendezvous Service of a multi-node trace (resources.nodes > 1); owned by the trace.
+  resources: ["configmaps", "services"]
+  verbs: ["get", "create", "update"]
+# spec.storage.volumeClaim is checked before a Job is made (VolumeClaimMissing); read only.
 - apiGroups: [""]
-  resources: ["services"]
-  verbs: ["create"]
+  resources: ["persistentvolumeclaims"]
+  verbs: ["get"]
 # Events on traces (the operator's and kopf's own warnings).
 - apiGroups: [""]
   resources: ["events"]

@@ -28,6 +28,15 @@ ModelDType = Literal["bfloat16", "float16", "float32", "float64"]
 CaptureDType = Literal["bfloat16", "float32", "float64"]
 HessianDType = Literal["float32", "float64"]
 PresetName = Literal[tuple(PRESETS)]  # type: ignore[valid-type]
+DURATION_PATTERN = r"^[1-9][0-9]{0,5}(s|m|h)$"
+# A duration such as 90s, 30m or 12h (one number and one unit, at most 999999 of it).
+Duration = Annotated[str, Field(pattern=DURATION_PATTERN, max_length=7)]
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600}
+
+
+def duration_seconds(value: str) -> int:
+    """Seconds in a ``Duration`` (already validated by the pattern)."""
+    return int(value[:-1]) * _UNIT_SECONDS[value[-1]]
 
 DEFAULT_MODULES = (
     "self_attn.q_proj",
@@ -211,6 +220,21 @@ class ResourcesSpec(ApiModel):
     max_attempts: int | None = Field(
         None, ge=1, le=20,
         description="Jobs the operator may launch in all (unset: the operator's default, 3 by default).",
+    )
+    pending_timeout: Duration | None = Field(
+        None,
+        description=(
+            "How long an attempt may wait for a node, e.g. 30m (unset: the operator's default). Past it "
+            "the attempt moves to a larger allowed pool when the scheduler reports a capacity shortage, "
+            "else the trace fails with the scheduler's reason."
+        ),
+    )
+    run_timeout: Duration | None = Field(
+        None,
+        description=(
+            "How long one attempt's Job may be active, e.g. 12h (the Job's activeDeadlineSeconds; "
+            "unset: the operator's default)."
+        ),
     )
 
 

@@ -29,6 +29,8 @@ Outcome = Literal[
     "InvalidInput",
     "Error",
     "Failed",
+    "Cancelled",  # its Job was deleted by someone other than the operator
+    "Unschedulable",  # never got a node within resources.pendingTimeout
 ]
 ConditionStatus = Literal["True", "False", "Unknown"]
 
