@@ -77,6 +77,22 @@ def _created(pod: dict[str, Any]) -> str:
     return (pod.get("metadata") or {}).get("creationTimestamp") or ""
 
 
+def _rank(pod: dict[str, Any]) -> int:
+    """An Indexed Job pod's completion index (its node rank); 0 for a one-pod Job."""
+    meta = pod.get("metadata") or {}
+    index = (meta.get("annotations") or {}).get(L.COMPLETION_INDEX) or (meta.get("labels") or {}).get(
+        L.COMPLETION_INDEX
+    )
+    return int(index) if str(index or "").isdigit() else 0
+
+
+def _first_failed(pod: dict[str, Any]) -> tuple[str, int]:
+    """The pod whose worker ended first (in a failed multi-node Job the other ranks die of its
+    failure, so the newest pod tells the wrong story), then the lowest rank."""
+    term = worker_terminated(pod) or {}
+    return (term.get("finishedAt") or "~", _rank(pod))
+
+
 def _short(text: str | None) -> str:
     text = (text or "").strip()
     return text if len(text) <= MESSAGE_LIMIT else "..." + text[-MESSAGE_LIMIT:]
@@ -137,7 +153,7 @@ def classify(job: dict[str, Any], pods: list[dict[str, Any]]) -> Finished | None
         return None
     wanted = "Succeeded" if state == "Complete" else "Failed"
     candidates = [p for p in pods if (p.get("status") or {}).get("phase") == wanted and not is_evicted(p)]
-    for pod in sorted(candidates, key=_created, reverse=True):
+    for pod in sorted(candidates, key=_first_failed if state == "Failed" else _rank):
         found = from_pod(pod)
         if found is not None and (found.outcome == "Succeeded") == (state == "Complete"):
             return found

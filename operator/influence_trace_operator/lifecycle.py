@@ -16,6 +16,7 @@ from influence_trace.api.status import TERMINAL_PHASES
 from kubernetes import client
 
 from influence_trace_operator import health
+from influence_trace_operator import labels as L
 from influence_trace_operator.api import Kube
 from influence_trace_operator.history_store import operator_namespace
 from influence_trace_operator.leader import LeaseGuard
@@ -65,6 +66,7 @@ def configure(kopf_settings: kopf.OperatorSettings, rt: Runtime) -> None:
     kopf_settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="influencetrace.dev")
     kopf_settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix="influencetrace.dev")
     kopf_settings.watching.reconnect_backoff = 1.0
+    filter_children(kopf_settings)
     threading.Thread(target=_resync_forever, args=(rt,), name="resync", daemon=True).start()
     if rt.settings.liveness_port:
         health.serve(rt.reconciler.watchdog, rt.settings.liveness_port)
@@ -89,6 +91,14 @@ def shutdown(rt: Runtime) -> None:
     rt.wake.set()
     if rt.lease is not None:
         rt.lease.release()
+
+
+def filter_children(kopf_settings: kopf.OperatorSettings) -> None:
+    """Jobs and Pods are watched (and listed) by the API server's label selector, so the operator
+    neither streams nor holds every pod of the cluster, only its workers'."""
+    selector = f"{L.MANAGED_BY}={L.MANAGER}"
+    kopf_settings.watching.label_selectors["batch", "v1", "jobs"] = selector
+    kopf_settings.watching.label_selectors["", "v1", "pods"] = selector
 
 
 def resync_once(rt: Runtime) -> int:

@@ -29,6 +29,9 @@ class FakeKube:
         self.services: dict[tuple[str, str], dict[str, Any]] = {}
         self.events: list[tuple[str, str, str]] = []
         self.status_writes = 0
+        self.replaced = 0  # ConfigMaps/Services replaced after a 409
+        self.claims: set[tuple[str, str]] = set()  # PersistentVolumeClaims that exist
+        self.errors_to_inject: list[ApiException] = []  # raised, in order, by the next creates
         self.conflicts_to_inject = 0  # the next N status writes fail with 409
         self._versions = itertools.count(1)
         self._uids = itertools.count(1)
@@ -49,11 +52,11 @@ class FakeKube:
         job["status"] = {"conditions": [{"type": state, "status": "True"}]}
         self.pods[(namespace, name)] = [pod]
 
-    def foreign_job(self, namespace: str, name: str) -> None:
-        """A Job of that name owned by some other object (e.g. a deleted trace of the same name)."""
+    def foreign_job(self, namespace: str, name: str, owner: dict[str, Any] | None = None) -> None:
+        """A Job of that name owned by some other object (by default not a trace at all)."""
         self.jobs[(namespace, name)] = {
             "metadata": {"name": name, "namespace": namespace, "uid": "other",
-                         "ownerReferences": [{"uid": "someone-else"}]},
+                         "ownerReferences": [owner or {"uid": "someone-else"}]},
             "status": {},
         }
 
@@ -85,6 +88,7 @@ class FakeKube:
         return copy.deepcopy(job) if job is not None else None
 
     def create_job(self, body: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+        self._refuse()
         key = (body["metadata"]["namespace"], body["metadata"]["name"])
         if key in self.jobs:
             return copy.deepcopy(self.jobs[key]), False
@@ -98,14 +102,41 @@ class FakeKube:
         self.jobs.pop((namespace, name), None)
         self.pods.pop((namespace, name), None)
 
-    def ensure_configmap(self, body: dict[str, Any]) -> None:
-        self.configmaps.setdefault((body["metadata"]["namespace"], body["metadata"]["name"]), body)
+    def _ensure(self, store: dict[tuple[str, str], dict[str, Any]], body: dict[str, Any]) -> dict | None:
+        self._refuse()
+        key = (body["metadata"]["namespace"], body["metadata"]["name"])
+        if key in store:
+            return copy.deepcopy(store[key])
+        store[key] = copy.deepcopy(body)
+        store[key]["metadata"]["resourceVersion"] = str(next(self._versions))
+        return None
 
-    def ensure_service(self, body: dict[str, Any]) -> None:
-        self.services.setdefault((body["metadata"]["namespace"], body["metadata"]["name"]), body)
+    def _replace(self, store: dict[tuple[str, str], dict[str, Any]], body: dict[str, Any]) -> None:
+        store[(body["metadata"]["namespace"], body["metadata"]["name"])] = copy.deepcopy(body)
+        self.replaced += 1
 
-    def job_pods(self, namespace: str, job: str) -> list[dict[str, Any]]:
+    def ensure_configmap(self, body: dict[str, Any]) -> dict[str, Any] | None:
+        return self._ensure(self.configmaps, body)
+
+    def replace_configmap(self, body: dict[str, Any], existing: dict[str, Any]) -> None:
+        self._replace(self.configmaps, body)
+
+    def ensure_service(self, body: dict[str, Any]) -> dict[str, Any] | None:
+        return self._ensure(self.services, body)
+
+    def replace_service(self, body: dict[str, Any], existing: dict[str, Any]) -> None:
+        self._replace(self.services, body)
+
+    def job_pods(self, namespace: str, job: str, uid: str | None = None) -> list[dict[str, Any]]:
         return copy.deepcopy(self.pods.get((namespace, job), []))
+
+    def volume_claim_exists(self, namespace: str, name: str) -> bool:
+        return (namespace, name) in self.claims
+
+    def _refuse(self) -> None:
+        """Raise the next injected API error (e.g. a 500 the real server will not produce on demand)."""
+        if self.errors_to_inject:
+            raise self.errors_to_inject.pop(0)
 
     def post_event(self, trace: dict[str, Any], kind: str, reason: str, message: str) -> None:
         self.events.append((kind, reason, message))

@@ -74,3 +74,31 @@ def test_evicted_pods_are_not_the_outcome() -> None:
 def test_logs_as_message_are_kept_short() -> None:
     done = classify(job("Failed"), [pod("Failed", 70, "Error", "x" * 5000)])
     assert len(done.message) <= 1030
+
+
+def _ranked(rank: int, finished: str, **kw) -> dict:
+    p = pod(name=f"demo-a1-{rank}", **kw)
+    p["metadata"]["annotations"] = {"batch.kubernetes.io/job-completion-index": str(rank)}
+    p["status"]["containerStatuses"][0]["state"]["terminated"]["finishedAt"] = finished
+    return p
+
+
+def test_multinode_failure_comes_from_the_pod_that_failed_first() -> None:
+    """Rank 1 ran out of GPU memory first; rank 0 died afterwards of the broken process group (70)."""
+    oom = json.dumps({"reason": "GPUOutOfMemory", "stage": "hessian_solve", "message": "OOM"})
+    first = _ranked(1, "2025-01-01T00:01:00Z", phase="Failed", exit_code=75, message=oom,
+                    created="2025-01-01T00:00:00Z")
+    later = _ranked(0, "2025-01-01T00:01:30Z", phase="Failed", exit_code=70,
+                    message=json.dumps({"reason": "Error", "message": "NCCL"}), created="2025-01-01T00:00:05Z")
+    done = classify(job("Failed"), [later, first])
+    assert (done.outcome, done.pod, done.stage) == ("GPUOutOfMemory", "demo-a1-1", "hessian_solve")
+
+
+def test_multinode_success_is_read_from_rank_zero() -> None:
+    summary = {"rowsEmitted": 5}
+    rank0 = _ranked(0, "2025-01-01T00:02:00Z", phase="Succeeded", exit_code=0, reason="Completed",
+                    message=json.dumps(summary), created="2025-01-01T00:00:00Z")
+    rank1 = _ranked(1, "2025-01-01T00:01:00Z", phase="Succeeded", exit_code=0, reason="Completed",
+                    message=json.dumps({}), created="2025-01-01T00:00:09Z")
+    done = classify(job("Complete"), [rank1, rank0])
+    assert done.pod == "demo-a1-0" and done.payload["rowsEmitted"] == 5

@@ -22,6 +22,7 @@ NS, NAME = "team-a", "demo"
 def kube() -> FakeKube:
     fake = FakeKube()
     fake.add_trace(trace_dict())
+    fake.claims.add((NS, "influence-data"))  # the trace's spec.storage.volumeClaim
     return fake
 
 
@@ -84,19 +85,42 @@ def test_a_job_created_before_a_crash_is_adopted(kube: FakeKube, reconciler: Rec
     assert kube.events[-1][1] == "JobAdopted"
 
 
-def test_a_missing_job_named_in_status_is_recreated(kube: FakeKube, reconciler: Reconciler) -> None:
+def test_a_deleted_job_ends_its_attempt_as_cancelled_and_relaunches(kube: FakeKube,
+                                                                     reconciler: Reconciler) -> None:
+    """The Job is created before the status names it, so a missing Job was deleted: Cancelled."""
     reconciler.reconcile(NS, NAME)
-    kube.jobs.clear()  # deleted, or the operator crashed between status and Job
+    kube.jobs.clear()
     reconciler.reconcile(NS, NAME)
-    assert list(kube.jobs) == [(NS, "demo-a1")]
-    assert "Created missing Job demo-a1" in kube.events[-1][2]
+    status = kube.status_of(NS, NAME)
+    assert [(a["attempt"], a["outcome"], a["pool"]) for a in status["attempts"]] == [
+        (1, "Cancelled", "h100"), (2, "Running", "h100")]
+    assert list(kube.jobs) == [(NS, "demo-a2")]
+    kube.jobs.clear()
+    reconciler.reconcile(NS, NAME)
+    kube.jobs.clear()
+    reconciler.reconcile(NS, NAME)  # the third deletion uses up maxAttempts (3)
+    status = kube.status_of(NS, NAME)
+    assert status["phase"] == "Failed" and "maxAttempts (3)" in status["message"]
 
 
 def test_a_job_name_held_by_a_foreign_object_is_never_adopted(kube: FakeKube, reconciler: Reconciler) -> None:
     kube.foreign_job(NS, "demo-a1")
     reconciler.reconcile(NS, NAME)
-    assert kube.status_writes == 0  # waits; nothing is recorded as this trace's Job
+    status = kube.status_of(NS, NAME)
+    failed = next(c for c in status["conditions"] if c["type"] == "Failed")
+    assert failed["reason"] == "ChildConflict" and "Job demo-a1 already exists" in failed["message"]
+    assert status["attempts"] == []  # nothing is recorded as this trace's Job
     assert kube.jobs[(NS, "demo-a1")]["metadata"]["uid"] == "other"
+
+
+def test_a_job_of_a_deleted_namesake_is_waited_for(kube: FakeKube, reconciler: Reconciler) -> None:
+    kube.foreign_job(NS, "demo-a1", {"kind": "InfluenceTrace", "name": NAME, "uid": "old-uid"})
+    reconciler.reconcile(NS, NAME)
+    assert kube.status_writes == 0  # the garbage collector removes it; then the Job is created
+    del kube.jobs[(NS, "demo-a1")]
+    kube.traces[(NS, NAME)].pop("status", None)
+    reconciler.reconcile(NS, NAME)
+    assert owned_by(kube.jobs[(NS, "demo-a1")], kube.traces[(NS, NAME)])
 
 
 def test_success_records_the_worker_result(kube: FakeKube, reconciler: Reconciler) -> None:
