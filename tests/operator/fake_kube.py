@@ -30,7 +30,7 @@ class FakeKube:
         self.events: list[tuple[str, str, str]] = []
         self.status_writes = 0
         self.replaced = 0  # ConfigMaps/Services replaced after a 409
-        self.claims: set[tuple[str, str]] = set()  # PersistentVolumeClaims that exist
+        self.missing_claims: set[tuple[str, str]] = set()  # PersistentVolumeClaims that do not exist
         self.errors_to_inject: list[ApiException] = []  # raised, in order, by the next creates
         self.conflicts_to_inject = 0  # the next N status writes fail with 409
         self._versions = itertools.count(1)
@@ -131,7 +131,7 @@ class FakeKube:
         return copy.deepcopy(self.pods.get((namespace, job), []))
 
     def volume_claim_exists(self, namespace: str, name: str) -> bool:
-        return (namespace, name) in self.claims
+        return (namespace, name) not in self.missing_claims
 
     def _refuse(self) -> None:
         """Raise the next injected API error (e.g. a 500 the real server will not produce on demand)."""

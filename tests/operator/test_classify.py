@@ -88,8 +88,9 @@ def test_multinode_failure_comes_from_the_pod_that_failed_first() -> None:
     oom = json.dumps({"reason": "GPUOutOfMemory", "stage": "hessian_solve", "message": "OOM"})
     first = _ranked(1, "2025-01-01T00:01:00Z", phase="Failed", exit_code=75, message=oom,
                     created="2025-01-01T00:00:00Z")
-    later = _ranked(0, "2025-01-01T00:01:30Z", phase="Failed", exit_code=70,
-                    message=json.dumps({"reason": "Error", "message": "NCCL"}), created="2025-01-01T00:00:05Z")
+    nccl = json.dumps({"reason": "Error", "message": "NCCL"})
+    later = _ranked(0, "2025-01-01T00:01:30Z", phase="Failed", exit_code=70, message=nccl,
+                    created="2025-01-01T00:00:05Z")
     done = classify(job("Failed"), [later, first])
     assert (done.outcome, done.pod, done.stage) == ("GPUOutOfMemory", "demo-a1-1", "hessian_solve")
 

@@ -25,7 +25,6 @@ NS, NAME = "team-a", "demo"
 def kube() -> FakeKube:
     fake = FakeKube()
     fake.add_trace(trace_dict())
-    fake.claims.add((NS, "influence-data"))
     return fake
 
 
@@ -102,12 +101,12 @@ def test_a_foreign_configmap_stops_the_trace(kube: FakeKube, reconciler: Reconci
 
 
 def test_a_missing_claim_waits_without_a_job(kube: FakeKube, reconciler: Reconciler) -> None:
-    kube.claims.clear()
+    kube.missing_claims.add((NS, "influence-data"))
     reconciler.reconcile(NS, NAME)
     reconciler.reconcile(NS, NAME)
     assert condition(kube, "Placed")["reason"] == "VolumeClaimMissing" and kube.jobs == {}
     assert [e[1] for e in kube.events] == ["VolumeClaimMissing"]
-    kube.claims.add((NS, "influence-data"))
+    kube.missing_claims.clear()
     reconciler.reconcile(NS, NAME)
     assert list(kube.jobs) == [(NS, "demo-a1")]
 

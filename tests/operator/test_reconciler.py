@@ -22,7 +22,6 @@ NS, NAME = "team-a", "demo"
 def kube() -> FakeKube:
     fake = FakeKube()
     fake.add_trace(trace_dict())
-    fake.claims.add((NS, "influence-data"))  # the trace's spec.storage.volumeClaim
     return fake
 
 
