@@ -12,7 +12,7 @@ from typing import Any
 
 import yaml
 from influence_trace.api.contract import EXIT_CODES, EXIT_KERNEL_OOM_KILL
-from influence_trace.api.spec import API_VERSION, KIND, InfluenceTrace, duration_seconds
+from influence_trace.api.spec import API_VERSION, KIND, WORKSPACE_MOUNT, InfluenceTrace, duration_seconds
 
 from influence_trace_operator import labels as L
 from influence_trace_operator.settings import OperatorSettings
@@ -20,7 +20,7 @@ from influence_trace_operator.settings import OperatorSettings
 NAME_LIMIT = 63  # Job names become the value of the job-name label on its pods
 MANIFEST_DIR = "/etc/influence-trace"
 MANIFEST_KEY = "trace.yaml"
-WORKSPACE = "/workspace"
+WORKSPACE = WORKSPACE_MOUNT
 WORKER_UID = 65532  # the Dockerfile's non-root user
 # Exit codes that end the Job at once instead of retrying: the worker's own failures (a retry on the
 # same pool fails the same way) and 137 (kernel OOM kill: the host memory request must change).

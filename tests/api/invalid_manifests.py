@@ -30,6 +30,11 @@ CASES: list[tuple[str, Any, str]] = [
     ("spec.training", {"steps": 3}, "spec.training.steps"),
     ("spec.training", {"optimizer": {"betas": [0.9]}}, "spec.training.optimizer.betas"),
     ("spec.rollouts.stepPaths", ["/a.jsonl", "/b.jsonl"], "spec.rollouts.stepPaths"),
+    ("spec.pod.labels", {"batch.kubernetes.io/controller-uid": "x"}, "spec.pod.labels"),
+    ("spec.pod.annotations", {"influencetrace.dev/pool-gpu-bytes": "1"}, "spec.pod.annotations"),
+    ("spec.pod.labels", {"team": "x" * 64}, "spec.pod.labels"),
+    ("spec.resources.nodes", 65, "spec.resources.nodes"),
+    ("spec.resources.pendingTimeout", "30 minutes", "spec.resources.pendingTimeout"),
 ]
 IDS = [c[0] + "=" + repr(c[1])[:20] for c in CASES]
 

@@ -46,7 +46,9 @@ def test_bounds_enums_and_defaults() -> None:
     top_p = spec["rollouts"]["properties"]["generate"]["properties"]["topP"]
     assert top_p["minimum"] == 0.0 and top_p["exclusiveMinimum"] is True and top_p["maximum"] == 1.0
     assert spec["resources"]["properties"]["maxAttempts"]["maximum"] == 20
-    assert spec["pod"]["properties"]["labels"]["additionalProperties"] == {"type": "string"}
+    labels = spec["pod"]["properties"]["labels"]
+    assert labels["additionalProperties"] == {"type": "string", "maxLength": 63}
+    assert labels["maxProperties"] == 32
     assert trace["modules"]["x-kubernetes-list-type"] == "set"
 
 

@@ -27,5 +27,5 @@ def test_every_field_has_a_row_with_its_default_and_bounds() -> None:
     for field in fields:
         assert f"| `{field}` |" in text, field
     assert "| `spec.trace.factor` | integer | `32` | >= 1 |" in text
-    assert "| `spec.model.path` | string | required | length >= 1 |" in text
+    assert "| `spec.model.path` | string | required | length >= 1, length <= 1024 |" in text
     assert "`spec.rollouts`: " in text  # the CEL rule "path or generate" is listed

@@ -21,7 +21,15 @@ import yaml
 from pydantic import BaseModel
 
 from influence_trace.api.rules import COLUMN_KEY
-from influence_trace.api.spec import API_GROUP, API_VERSION, KIND, PLURAL, InfluenceTraceSpec
+from influence_trace.api.spec import (
+    API_GROUP,
+    API_VERSION,
+    KIND,
+    NAME_MAX,
+    NAME_PATTERN,
+    PLURAL,
+    InfluenceTraceSpec,
+)
 from influence_trace.api.status import TraceStatus
 
 SHORT_NAMES = ["itrace", "itraces"]
@@ -38,6 +46,14 @@ SPEC_IMMUTABLE = {
     "delete and re-create the InfluenceTrace to change it",
     "fieldPath": ".spec",
     "reason": "FieldValueForbidden",
+}
+# The trace's name, refused by the API server when a derived child name would be invalid (spec.py).
+NAME_VALID = {
+    "rule": f"size(self.metadata.name) <= {NAME_MAX} && self.metadata.name.matches('{NAME_PATTERN}')",
+    "message": f"metadata.name must be a DNS-1035 label (lower case letters, digits, '-', starting with "
+    f"a letter) of at most {NAME_MAX} characters, so that the Job, Service and ConfigMap names derived "
+    "from it stay valid",
+    "reason": "FieldValueInvalid",
 }
 AGE_COLUMN = {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}
 
@@ -143,7 +159,7 @@ def _marked_schema() -> dict[str, Any]:
             "status": _schema_of(TraceStatus),
         },
     }
-    schema["x-kubernetes-validations"] = [dict(SPEC_IMMUTABLE)]
+    schema["x-kubernetes-validations"] = [dict(SPEC_IMMUTABLE), dict(NAME_VALID)]
     return schema
 
 

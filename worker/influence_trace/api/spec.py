@@ -9,6 +9,7 @@ with the field's path.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -28,6 +29,14 @@ ModelDType = Literal["bfloat16", "float16", "float32", "float64"]
 CaptureDType = Literal["bfloat16", "float32", "float64"]
 HessianDType = Literal["float32", "float64"]
 PresetName = Literal[tuple(PRESETS)]  # type: ignore[valid-type]
+# A trace's name: a DNS-1035 label short enough that every derived name stays valid without cutting:
+# the ConfigMap <name>-manifest (61), the Service <name>-ranks (58, a DNS-1035 label itself), the Job
+# <name>-a<attempt> (56) and its Indexed pods' hostnames <job>-<rank> (59), each within 63.
+NAME_MAX = 52
+NAME_PATTERN = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
+WORKSPACE_MOUNT = "/workspace"  # where the worker pods mount spec.storage.volumeClaim
+MAX_NODES = 64  # the CRD's bound on resources.nodes; the operator's own limit (chart maxNodes) is lower
+PATH_MAX = 1024
 DURATION_PATTERN = r"^[1-9][0-9]{0,5}(s|m|h)$"
 # A duration such as 90s, 30m or 12h (one number and one unit, at most 999999 of it).
 Duration = Annotated[str, Field(pattern=DURATION_PATTERN, max_length=7)]
@@ -78,7 +87,9 @@ class Architecture(ApiModel):
 class ModelSpec(ApiModel):
     """Which causal LM to trace and in which precision."""
 
-    path: str = Field(min_length=1, description="Hugging Face model directory as the worker sees it.")
+    path: str = Field(
+        min_length=1, max_length=PATH_MAX, description="Hugging Face model directory as the worker sees it."
+    )
     preset: PresetName | None = Field(None, description="Named architecture for the memory model.")
     architecture: Architecture | None = Field(None, description="Explicit shapes instead of a preset.")
     dtype: ModelDType = Field("bfloat16", description="Precision the model is loaded in.")
@@ -130,7 +141,8 @@ class RolloutsSpec(ApiModel):
 
     model_config = ConfigDict(json_schema_extra=validations(PATH_OR_GENERATE, STEP_PATHS_ALONE))
 
-    path: str | None = Field(None, min_length=1, description="JSONL or Parquet, one row per response.")
+    path: str | None = Field(None, min_length=1, max_length=PATH_MAX,
+                             description="JSONL or Parquet, one row per response.")
     tokens_estimate: int | None = Field(None, ge=1, description="Response tokens, for the memory model.")
     max_prompts: int = Field(0, ge=0, description="Trace at most this many selected groups (0 = all).")
     generate: GenerateSpec | None = Field(None, description="Generate the rollouts with the model first.")
@@ -212,9 +224,12 @@ class ResourcesSpec(ApiModel):
     """What the worker runs on, and how far the operator may escalate."""
 
     gpus: int = Field(1, ge=1, le=16, description="GPUs per worker pod (one process per GPU).")
-    nodes: int = Field(1, ge=1, description="Worker pods (more than one makes an Indexed Job).")
-    pools: list[Annotated[str, Field(min_length=1)]] | None = Field(
-        None, description="Allowed GPU pools in escalation order (default: all, smallest first).",
+    nodes: int = Field(1, ge=1, le=MAX_NODES,
+                       description="Worker pods (more than one makes an Indexed Job; the operator's "
+                       "limit, chart maxNodes, may be lower).")
+    pools: list[Annotated[str, Field(min_length=1, max_length=63)]] | None = Field(
+        None, max_length=16,
+        description="Allowed GPU pools in escalation order (default: all, smallest first).",
         json_schema_extra=SET,
     )
     max_attempts: int | None = Field(
@@ -241,13 +256,20 @@ class ResourcesSpec(ApiModel):
 class StorageSpec(ApiModel):
     """Where the worker's data lives in the cluster."""
 
-    volume_claim: str | None = Field(None, min_length=1, description="PVC mounted at /workspace.")
+    volume_claim: str | None = Field(
+        None, min_length=1, max_length=253, pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$",
+        description="PVC mounted at /workspace (looked up before each launch).",
+    )
 
 
 class OutputSpec(ApiModel):
     """Where the worker writes rows.parquet and summary.json."""
 
-    path: str = Field(min_length=1, description="Output directory as the worker sees it.")
+    path: str = Field(
+        min_length=1, max_length=PATH_MAX,
+        description="Output directory as the worker sees it (under /workspace/ when storage.volumeClaim "
+        "is set: anything else is the container's own disk, lost with the pod).",
+    )
     keep_factors: bool = Field(
         False,
         description=(
@@ -257,11 +279,52 @@ class OutputSpec(ApiModel):
     )
 
 
-class PodSpecExtras(ApiModel):
-    """Labels and annotations copied onto the worker's pods."""
+# Label and annotation keys a trace may not put on its pods: Kubernetes' own (kubernetes.io, k8s.io and
+# their subdomains: e.g. batch.kubernetes.io/controller-uid selects a Job's pods) and the operator's
+# (influencetrace.dev), except the kwok simulation keys (influencetrace.dev/simulate*, hack/README.md).
+RESERVED_KEY_REGEX = r"^([^/]*\.)?(kubernetes\.io|k8s\.io|influencetrace\.dev)/"
+SIMULATE_KEY_PREFIX = "influencetrace.dev/simulate"
+MAX_POD_KEYS = 32  # entries in spec.pod.labels, and in spec.pod.annotations
+MAX_ANNOTATION_VALUE = 4096
 
-    labels: dict[str, str] = Field(default_factory=dict, description="Extra pod labels.")
-    annotations: dict[str, str] = Field(default_factory=dict, description="Extra pod annotations.")
+
+def _unreserved(keys: Any) -> bool:
+    return all(not re.match(RESERVED_KEY_REGEX, k) or k.startswith(SIMULATE_KEY_PREFIX) for k in keys)
+
+
+def _no_reserved_rule(field: str) -> Rule:
+    cel_regex = RESERVED_KEY_REGEX.replace("\\", "\\\\")
+    return Rule(
+        cel=f"!has(self.{field}) || self.{field}.all(k, size(k) <= 317 && (!k.matches('{cel_regex}') "
+        f"|| k.startsWith('{SIMULATE_KEY_PREFIX}')))",
+        holds=lambda m: _unreserved(getattr(m, field)) and all(len(k) <= 317 for k in getattr(m, field)),
+        message=f"{field} keys must not use the reserved prefixes kubernetes.io/, k8s.io/, "
+        f"influencetrace.dev/ (or their subdomains) and are at most 317 characters",
+        field_path=f".{field}",
+        reason="FieldValueForbidden",
+    )
+
+
+NO_RESERVED_LABELS = _no_reserved_rule("labels")
+NO_RESERVED_ANNOTATIONS = _no_reserved_rule("annotations")
+
+
+class PodSpecExtras(ApiModel):
+    """Labels and annotations copied onto the worker's pods (reserved prefixes refused)."""
+
+    model_config = ConfigDict(json_schema_extra=validations(NO_RESERVED_LABELS, NO_RESERVED_ANNOTATIONS))
+
+    labels: dict[str, Annotated[str, Field(max_length=63)]] = Field(
+        default_factory=dict, max_length=MAX_POD_KEYS, description="Extra pod labels."
+    )
+    annotations: dict[str, Annotated[str, Field(max_length=MAX_ANNOTATION_VALUE)]] = Field(
+        default_factory=dict, max_length=MAX_POD_KEYS, description="Extra pod annotations."
+    )
+
+    @model_validator(mode="after")
+    def _rules(self) -> PodSpecExtras:
+        check_rules(self, (NO_RESERVED_LABELS, NO_RESERVED_ANNOTATIONS))
+        return self
 
 
 class AdamWSpec(ApiModel):
@@ -292,6 +355,13 @@ class TrainingSpec(ApiModel):
     )
 
 
+OUTPUT_ON_VOLUME = Rule(
+    cel=f"!has(self.storage.volumeClaim) || self.output.path.startsWith('{WORKSPACE_MOUNT}/')",
+    holds=lambda s: s.storage.volume_claim is None or s.output.path.startswith(f"{WORKSPACE_MOUNT}/"),
+    message=f"output.path must lie under {WORKSPACE_MOUNT}/, where storage.volumeClaim is mounted "
+    "(anything else is the container's own disk, lost with the pod)",
+    field_path=".output.path",
+)
 STEPS_NEED_ROLLOUTS = Rule(
     cel="!has(self.training) || !has(self.training.steps) || self.training.steps <= 1 "
     "|| has(self.rollouts.generate) || has(self.rollouts.stepPaths)",
@@ -314,7 +384,8 @@ STEP_PATHS_MATCH_STEPS = Rule(
 class InfluenceTraceSpec(ApiModel):
     """The spec of an InfluenceTrace."""
 
-    model_config = ConfigDict(json_schema_extra=validations(STEPS_NEED_ROLLOUTS, STEP_PATHS_MATCH_STEPS))
+    model_config = ConfigDict(json_schema_extra=validations(STEPS_NEED_ROLLOUTS, STEP_PATHS_MATCH_STEPS,
+                                                                 OUTPUT_ON_VOLUME))
 
     model: ModelSpec
     rollouts: RolloutsSpec
@@ -334,7 +405,7 @@ class InfluenceTraceSpec(ApiModel):
 
     @model_validator(mode="after")
     def _rules(self) -> InfluenceTraceSpec:
-        check_rules(self, (STEPS_NEED_ROLLOUTS, STEP_PATHS_MATCH_STEPS))
+        check_rules(self, (STEPS_NEED_ROLLOUTS, STEP_PATHS_MATCH_STEPS, OUTPUT_ON_VOLUME))
         return self
 
 
@@ -343,7 +414,7 @@ class ObjectMeta(BaseModel):
 
     model_config = ConfigDict(extra="allow", frozen=True)
 
-    name: str = Field("trace", min_length=1, max_length=63)
+    name: str = Field("trace", min_length=1, max_length=NAME_MAX, pattern=NAME_PATTERN)
     namespace: str | None = None
     labels: dict[str, str] = Field(default_factory=dict)
     annotations: dict[str, str] = Field(default_factory=dict)
