@@ -38,6 +38,7 @@ class Kube:
         self.custom = client.CustomObjectsApi(self.api_client)
         self.batch = client.BatchV1Api(self.api_client)
         self.core = client.CoreV1Api(self.api_client)
+        self.networking = client.NetworkingV1Api(self.api_client)
 
     # ---- traces ------------------------------------------------------------------------------
     def get_trace(self, namespace: str, name: str) -> dict[str, Any] | None:
@@ -150,6 +151,23 @@ class Kube:
     def replace_service(self, body: dict[str, Any], existing: dict[str, Any]) -> None:
         meta = {**body["metadata"], "resourceVersion": existing["metadata"]["resourceVersion"]}
         self.core.replace_namespaced_service(
+            meta["name"], meta["namespace"], {**body, "metadata": meta}, _preload_content=False
+        )
+
+    def ensure_network_policy(self, body: dict[str, Any]) -> dict[str, Any] | None:
+        """Create a multi-node trace's NetworkPolicy; None when created, else the existing object."""
+        ns, name = body["metadata"]["namespace"], body["metadata"]["name"]
+        try:
+            self.networking.create_namespaced_network_policy(ns, body, _preload_content=False)
+            return None
+        except ApiException as err:
+            if err.status != 409:
+                raise
+        return _json(self.networking.read_namespaced_network_policy(name, ns, _preload_content=False))
+
+    def replace_network_policy(self, body: dict[str, Any], existing: dict[str, Any]) -> None:
+        meta = {**body["metadata"], "resourceVersion": existing["metadata"]["resourceVersion"]}
+        self.networking.replace_namespaced_network_policy(
             meta["name"], meta["namespace"], {**body, "metadata": meta}, _preload_content=False
         )
 

@@ -1,4 +1,4 @@
-"""The trace's ConfigMap and Service are the trace's only: ownership and content checked on a 409.
+"""A trace's ConfigMap, Service and NetworkPolicy are its own: ownership and content checked on a 409.
 
 A child is created with a ``spec-hash`` annotation (a hash of its data or spec). When the name is
 taken, the existing object is
@@ -66,11 +66,11 @@ def ensure(kube: Any, body: dict[str, Any], ref: TraceRef) -> str:
     """Create the ConfigMap or Service, or settle the existing one; 'created', 'kept' or 'replaced'."""
     body = stamped(body)
     kind = body["kind"]
-    create, replace = (
-        (kube.ensure_configmap, kube.replace_configmap)
-        if kind == "ConfigMap"
-        else (kube.ensure_service, kube.replace_service)
-    )
+    create, replace = {
+        "ConfigMap": (kube.ensure_configmap, kube.replace_configmap),
+        "Service": (kube.ensure_service, kube.replace_service),
+        "NetworkPolicy": (kube.ensure_network_policy, kube.replace_network_policy),
+    }[kind]
     existing = create(body)
     if existing is None:
         return "created"

@@ -166,11 +166,13 @@ def _container(trace: InfluenceTrace, placement: Placement, settings: OperatorSe
                 "cpu": str(settings.cpu_per_gpu * gpus),
                 "memory": memory,
                 "nvidia.com/gpu": str(gpus),
+                "ephemeral-storage": settings.tmp_size_limit,  # /tmp is on the node's disk
             },
             "limits": {"memory": memory, "nvidia.com/gpu": str(gpus)},
         },
         "securityContext": {
             "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,  # writes go to /tmp, /dev/shm and the volume only
             "capabilities": {"drop": ["ALL"]},
             "runAsNonRoot": True,
             "seccompProfile": {"type": "RuntimeDefault"},
@@ -181,11 +183,13 @@ def _container(trace: InfluenceTrace, placement: Placement, settings: OperatorSe
     }
 
 
-def _volumes(trace: InfluenceTrace, ref: TraceRef) -> list[dict[str, Any]]:
+def _volumes(trace: InfluenceTrace, ref: TraceRef, settings: OperatorSettings) -> list[dict[str, Any]]:
+    """The manifest, bounded scratch space (a pod past a sizeLimit is evicted, not the node filled;
+    /dev/shm counts against the memory limit) and the trace's PVC."""
     volumes: list[dict[str, Any]] = [
         {"name": "manifest", "configMap": {"name": configmap_name(ref.name)}},
-        {"name": "tmp", "emptyDir": {}},
-        {"name": "dshm", "emptyDir": {"medium": "Memory"}},
+        {"name": "tmp", "emptyDir": {"sizeLimit": settings.tmp_size_limit}},
+        {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": settings.shm_size_limit}},
     ]
     if trace.spec.storage.volume_claim:
         volumes.append(
@@ -211,7 +215,7 @@ def _pod_spec(
             "seccompProfile": {"type": "RuntimeDefault"},
         },
         "containers": [_container(trace, placement, settings)],
-        "volumes": _volumes(trace, ref),
+        "volumes": _volumes(trace, ref, settings),
     }
     if settings.service_account:
         spec["serviceAccountName"] = settings.service_account

@@ -35,9 +35,11 @@ from influence_trace_operator import metrics as M
 from influence_trace_operator import progress_reader as P
 from influence_trace_operator import queued
 from influence_trace_operator import pending as PD
+from influence_trace_operator import tenancy as T
 from influence_trace_operator.api import Kube, now
 from influence_trace_operator.health import Watchdog
 from influence_trace_operator.jobs import Placement, TraceRef, build_configmap, build_job, build_service
+from influence_trace_operator.netpol import build_network_policy
 from influence_trace_operator.pools import allowed_pools
 from influence_trace_operator.settings import OperatorSettings
 
@@ -194,9 +196,14 @@ class Reconciler:
             self._fail(p, CANCELLED, f"cancelled by the annotation {CANCEL_ANNOTATION}")
             return
         allowed, unknown = allowed_pools(self.table, trace.spec.resources.pools)
+        bounds = T.bound(trace, allowed, self.table, self.settings.namespace_pools, p.ref.namespace,
+                         self.settings.max_nodes)
+        allowed = bounds.pools
         if unknown:
             known = ", ".join(p.name for p in self.table)
             self._fail(p, C.INVALID_SPEC, f"spec.resources.pools: unknown pools {unknown}; known: {known}")
+        elif bounds.refusal is not None:
+            self._fail(p, *bounds.refusal)
         elif p.status.attempt == 0:
             self._start(p, trace, allowed)
         else:
@@ -206,7 +213,7 @@ class Reconciler:
         """Attempt 1: estimate, choose the pool, create the Job, or fail with no Job."""
         s = self.settings
         try:
-            model, learned, chosen, duration = H.place(self.history, trace.spec, self.table, s)
+            model, learned, chosen, duration = H.place(self.history, trace.spec, allowed, s)
         except ValueError as err:  # no shapes, unknown module suffixes, unknown pools
             self._fail(p, C.INVALID_SPEC, str(err))
             return
@@ -322,6 +329,8 @@ class Reconciler:
         children.ensure(self.kube, build_configmap(trace, p.ref), p.ref)
         if trace.spec.resources.nodes > 1:  # the pods of an Indexed Job meet through it
             children.ensure(self.kube, build_service(trace, p.ref), p.ref)
+            if self.settings.network_policy:
+                children.ensure(self.kube, build_network_policy(p.ref), p.ref)
         job, created = self.kube.create_job(self._job(trace, p.ref, placement))
         self._check_owner(job, p.ref)
         name = job["metadata"]["name"]

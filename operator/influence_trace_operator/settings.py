@@ -78,6 +78,23 @@ class OperatorSettings(BaseSettings):
         "24h", pattern=DURATION_PATTERN,
         description="activeDeadlineSeconds of a Job when spec.resources.runTimeout is unset.",
     )
+    tmp_size_limit: str = Field(
+        "16Gi", description="sizeLimit of a worker pod's /tmp emptyDir, also its ephemeral-storage request."
+    )
+    shm_size_limit: str = Field("8Gi", description="sizeLimit of a worker pod's /dev/shm (memory) emptyDir.")
+    max_nodes: int = Field(
+        16, ge=1, le=64, description="Largest spec.resources.nodes the operator runs (the CRD allows 64)."
+    )
+    namespace_pools: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description=(
+            "Pools each namespace may use, as JSON {namespace: [pool, ...]}; a namespace not listed may use "
+            "the pools under '*', or every pool when '*' is absent too."
+        ),
+    )
+    network_policy: bool = Field(
+        True, description="Give each multi-node trace a NetworkPolicy admitting only its own pods."
+    )
     api_backoff_seconds: float = Field(
         2.0, gt=0, description="First wait after a refused API call; doubled per failure."
     )

@@ -34,6 +34,7 @@ EXPECTED_RULES = {
     ("", "configmaps", ("get", "create", "update")),
     ("", "services", ("get", "create", "update")),
     ("", "persistentvolumeclaims", ("get",)),
+    ("networking.k8s.io", "networkpolicies", ("get", "create", "update")),
     ("", "events", ("create",)),
 }
 RESTRICTED_CONTAINER = {
@@ -218,6 +219,9 @@ def test_environment_reaches_operator_settings(
         "headroom=0.25",
         "maxAttempts=5",
         "pendingTimeout=10m",
+        "maxNodes=8",
+        "namespacePools.team-a={h100}",
+        "networkPolicy=false",
         "runTimeout=2h",
         "operator.resyncSeconds=45",
         "operator.workers=4",
@@ -240,6 +244,9 @@ def test_environment_reaches_operator_settings(
     assert (settings.headroom, settings.resync_seconds, settings.workers) == (0.25, 45.0, 4)
     assert settings.default_max_attempts == 5
     assert (settings.default_pending_timeout, settings.default_run_timeout) == ("10m", "2h")
+    assert (settings.max_nodes, settings.namespace_pools, settings.network_policy) == (
+        8, {"team-a": ["h100"]}, False)
+    assert (settings.tmp_size_limit, settings.shm_size_limit) == ("16Gi", "8Gi")
     assert settings.namespaces == ["team-a"] and settings.liveness_port == 9090
     assert settings.pools_file == "/etc/influence-trace-operator/pools.yaml"
     container = deployment(objects)["spec"]["template"]["spec"]["containers"][0]

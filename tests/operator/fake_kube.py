@@ -27,6 +27,7 @@ class FakeKube:
         self.pods: dict[tuple[str, str], list[dict[str, Any]]] = {}  # by (namespace, job name)
         self.configmaps: dict[tuple[str, str], dict[str, Any]] = {}
         self.services: dict[tuple[str, str], dict[str, Any]] = {}
+        self.network_policies: dict[tuple[str, str], dict[str, Any]] = {}
         self.events: list[tuple[str, str, str]] = []
         self.status_writes = 0
         self.replaced = 0  # ConfigMaps/Services replaced after a 409
@@ -126,6 +127,12 @@ class FakeKube:
 
     def replace_service(self, body: dict[str, Any], existing: dict[str, Any]) -> None:
         self._replace(self.services, body)
+
+    def ensure_network_policy(self, body: dict[str, Any]) -> dict[str, Any] | None:
+        return self._ensure(self.network_policies, body)
+
+    def replace_network_policy(self, body: dict[str, Any], existing: dict[str, Any]) -> None:
+        self._replace(self.network_policies, body)
 
     def job_pods(self, namespace: str, job: str, uid: str | None = None) -> list[dict[str, Any]]:
         return copy.deepcopy(self.pods.get((namespace, job), []))

@@ -77,12 +77,16 @@ def test_pod_placement_resources_and_security() -> None:
     sc = c["securityContext"]
     assert sc["allowPrivilegeEscalation"] is False and sc["capabilities"] == {"drop": ["ALL"]}
     assert sc["runAsNonRoot"] is True and sc["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert sc["readOnlyRootFilesystem"] is True
+    assert c["resources"]["requests"]["ephemeral-storage"] == "16Gi"
     assert c["terminationMessagePolicy"] == "FallbackToLogsOnError"
     mounts = {m["name"]: m["mountPath"] for m in c["volumeMounts"]}
     assert mounts["workspace"] == "/workspace" and mounts["manifest"] == "/etc/influence-trace"
     volumes = {v["name"]: v for v in pod["volumes"]}
     assert volumes["workspace"]["persistentVolumeClaim"] == {"claimName": "influence-data"}
     assert volumes["manifest"]["configMap"]["name"] == "demo-manifest"
+    assert volumes["tmp"]["emptyDir"] == {"sizeLimit": "16Gi"}
+    assert volumes["dshm"]["emptyDir"] == {"medium": "Memory", "sizeLimit": "8Gi"}
 
 
 def test_pod_labels_and_annotations() -> None:

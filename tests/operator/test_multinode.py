@@ -44,3 +44,16 @@ def test_headless_service_selects_the_traces_pods_and_is_owned_by_it() -> None:
     pod_labels = job["spec"]["template"]["metadata"]["labels"]
     assert spec["selector"].items() <= pod_labels.items()  # every attempt's pods, by trace label
     assert L.ATTEMPT not in spec["selector"]
+
+
+def test_network_policy_admits_only_the_traces_own_pods_to_the_rendezvous_port() -> None:
+    from influence_trace_operator.netpol import build_network_policy
+
+    policy = build_network_policy(REF)
+    own = {L.TRACE: "demo", L.MANAGED_BY: L.MANAGER}
+    assert policy["spec"]["podSelector"] == {"matchLabels": own}
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    (rule,) = policy["spec"]["ingress"]
+    assert rule == {"from": [{"podSelector": {"matchLabels": own}}],
+                    "ports": [{"protocol": "TCP", "port": 29500}]}
+    assert policy["metadata"]["ownerReferences"][0]["uid"] == REF.uid

@@ -105,6 +105,12 @@ ClusterRole (all namespaces) or by the Role in each watched namespace.
 - apiGroups: [""]
   resources: ["configmaps", "services"]
   verbs: ["get", "create", "update"]
+# A multi-node trace's NetworkPolicy: only its own pods reach rank 0's rendezvous port (networkPolicy).
+{{- if .Values.networkPolicy }}
+- apiGroups: ["networking.k8s.io"]
+  resources: ["networkpolicies"]
+  verbs: ["get", "create", "update"]
+{{- end }}
 # spec.storage.volumeClaim is checked before a Job is made (VolumeClaimMissing); read only.
 - apiGroups: [""]
   resources: ["persistentvolumeclaims"]

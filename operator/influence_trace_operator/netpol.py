@@ -1,0 +1,41 @@
+"""Pure: the NetworkPolicy of a multi-node trace. Rank 0's rendezvous port (the TCP store that
+``gather_object`` and the process group use) admits only the trace's own worker pods.
+
+The store authenticates no one: any process that reaches the port can join the group or feed
+``gather_object`` pickled objects. The policy selects the trace's pods by its trace label, so once
+a pod is selected every other ingress to it is refused (worker pods serve nothing else).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from influence_trace_operator import labels as L
+from influence_trace_operator.jobs import RENDEZVOUS_PORT, TraceRef, child_labels, fit_name, owner_reference
+
+
+def network_policy_name(trace: str) -> str:
+    return fit_name(trace, "-ranks")
+
+
+def build_network_policy(ref: TraceRef) -> dict[str, Any]:
+    own = {L.TRACE: child_labels(ref)[L.TRACE], L.MANAGED_BY: L.MANAGER}
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {
+            "name": network_policy_name(ref.name),
+            "namespace": ref.namespace,
+            "labels": child_labels(ref),
+            "annotations": {L.TRACE_NAME: ref.name},
+            "ownerReferences": [owner_reference(ref)],
+        },
+        "spec": {
+            "podSelector": {"matchLabels": own},
+            "policyTypes": ["Ingress"],
+            "ingress": [{
+                "from": [{"podSelector": {"matchLabels": own}}],
+                "ports": [{"protocol": "TCP", "port": RENDEZVOUS_PORT}],
+            }],
+        },
+    }
