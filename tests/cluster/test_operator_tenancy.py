@@ -25,7 +25,7 @@ def _refusal(body: dict, namespace: str) -> str:
 def test_api_server_refuses_reserved_keys_bad_names_and_output_off_the_volume(namespace: str) -> None:
     body = with_field(trace_manifest("lab"), "spec.pod.labels", {"batch.kubernetes.io/controller-uid": "x"})
     assert "reserved prefixes" in _refusal(body, namespace)
-    body = with_field(trace_manifest("ann"), "spec.pod.annotations", {"node.k8s.io/x": "y"})
+    body = with_field(trace_manifest("ann"), "spec.pod.annotations", {"node.k8s.io/x": "value"})
     assert "reserved prefixes" in _refusal(body, namespace)
     assert "metadata.name must be a DNS-1035 label" in _refusal(trace_manifest("a" * 53), namespace)
     assert "metadata.name must be a DNS-1035 label" in _refusal(trace_manifest("9lives"), namespace)
