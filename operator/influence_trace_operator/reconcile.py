@@ -32,9 +32,8 @@ from influence_trace_operator import faults as F
 from influence_trace_operator import history_store as H
 from influence_trace_operator import kueue as Q
 from influence_trace_operator import metrics as M
-from influence_trace_operator import progress_reader as P
-from influence_trace_operator import queued
 from influence_trace_operator import pending as PD
+from influence_trace_operator import progress_reader as P
 from influence_trace_operator import tenancy as T
 from influence_trace_operator.api import Kube, now
 from influence_trace_operator.health import Watchdog
