@@ -64,6 +64,7 @@ class Pass:
     generation: int | None
     now: str = field(default_factory=now)
     events: list[tuple[str, str, str]] = field(default_factory=list)
+    later: list[Callable[[], None]] = field(default_factory=list)  # after the status write and events
 
     def event(self, kind: str, reason: str, message: str) -> None:
         self.events.append((kind, reason, message))
@@ -174,6 +175,8 @@ class Reconciler:
             M.observe_pass(before, p.status.wire())
         for kind, reason, message in p.events:
             self.kube.post_event(obj, kind, reason, message)
+        for step in p.later:
+            step()
 
     def _api_fault(self, p: Pass, err: ApiException) -> None:
         """A refused call: permanent ones fail the trace, others are told and retried with backoff."""
@@ -259,8 +262,9 @@ class Reconciler:
                     return
                 self.kube.delete_job(p.ref.namespace, record.job)
             self._record_outcome(p, record, done)
-            H.record(self.history, trace.spec, p.ref.uid, p.ref.name, p.status.current() or record,
-                     self.table, done.payload)
+            finished = p.status.current() or record
+            p.later.append(lambda: H.record(self.history, trace.spec, p.ref.uid, p.ref.name, finished,
+                                            self.table, done.payload))  # not on the way to the next Job
         decision = self._decide(p, trace, allowed, done)
         if decision.action == "succeed":
             self._succeed(p, done, decision)
