@@ -73,10 +73,13 @@ class Recorder:
     def _watch(self, fn, handle, **kw) -> None:
         w = watch.Watch()
         while not self.stop.is_set():
-            for ev in w.stream(fn, self.ns, timeout_seconds=5, **kw):
-                handle(ev["type"], ev["object"], time.monotonic())
-                if self.stop.is_set():
-                    break
+            try:
+                for ev in w.stream(fn, self.ns, timeout_seconds=5, **kw):
+                    handle(ev["type"], ev["object"], time.monotonic())
+                    if self.stop.is_set():
+                        break
+            except client.exceptions.ApiException:  # e.g. 504 "Too large resource version": start over
+                w = watch.Watch()  # the relist replays objects; first arrival times are kept
 
     def start(self) -> None:
         custom, batch, core = client.CustomObjectsApi(), client.BatchV1Api(), client.CoreV1Api()
