@@ -79,7 +79,7 @@ def _fill_h100(namespace: str) -> None:
     for node in kube.gpu_nodes("h100"):
         name = f"fill-{node['metadata']['name']}"
         kube.apply(kube.pod_manifest(name, pool="h100", gpus=8, restart_policy="Always"), namespace)
-        kube.wait_for_pod_phase(name, namespace, ("Running",), timeout=90)
+        kube.wait_for_pod_phase(name, namespace, ("Running",), timeout=240)  # old pods may linger
 
 
 def test_pending_reason_then_timeout_moves_to_a_larger_pool(namespace: str, op) -> None:
