@@ -108,6 +108,9 @@ class Reconciler:
         self.may_act: Callable[[], bool] = lambda: True  # the Lease guard replaces it (leader.py)
         self._written: dict[tuple[str, str], str | None] = {}  # resourceVersion of our last status write
         self._passed: dict[tuple[str, str], float] = {}  # monotonic end of the last pass
+        self.retries = F.Retries(
+            self.reconcile, settings.api_backoff_seconds, settings.api_backoff_max_seconds
+        )
 
     def _forget(self, namespace: str, name: str) -> None:
         self._written.pop((namespace, name), None)
@@ -122,9 +125,6 @@ class Reconciler:
         """Whether a pass of this trace started less than ``seconds`` ago (the resync skips it then)."""
         return time.monotonic() - self._passed.get((namespace, name), float("-inf")) < seconds
 
-        self.retries = F.Retries(
-            self.reconcile, settings.api_backoff_seconds, settings.api_backoff_max_seconds
-        )
 
     def reconcile(self, namespace: str, name: str) -> None:
         if not self.may_act():
