@@ -93,7 +93,6 @@ def relaunch_within(status: TraceStatus, max_attempts: int, decision: Decision) 
     return decision
 
 
-relaunch_within = _relaunch  # for the other decisions that launch (pending.after_unschedulable)
 
 GENERIC_WHAT_FITS = (
     "a larger spec.trace.factor (e.g. twice the current one), a positive spec.trace.maxHessianDim, "

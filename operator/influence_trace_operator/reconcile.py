@@ -304,7 +304,7 @@ class Reconciler:
             )
             return E.relaunch_within(p.status, max_attempts, relaunch)
         record = p.status.current()
-        evicted = queued.after_eviction_kill(p.status, done, record, allowed, max_attempts) if record else None
+        evicted = record and queued.after_eviction_kill(p.status, done, record, allowed, max_attempts)
         return evicted or E.after_attempt(
             p.status, done, allowed, max_attempts, self.settings.host_memory_growth,
             lambda: self._what_fits(trace, allowed),
