@@ -6,7 +6,8 @@ an ETA; it is not a benchmark. Per process:
             (max response tokens x batches x weight bytes / bandwidth)
   capture   forward and backward without weight gradients: 4 x parameters x padded tokens flops in
             the model dtype
-  hessian   per traced module: the Gram matrix 2 T D^2 (token source; response source R D^2), one
+  hessian   per traced module: the Gram matrix 2 T D^2, or 2 T pairs(k_out) pairs(k_in) where the
+            worker builds it as a symmetric Gram (token source; response source R D^2), one
             Cholesky D^3 / 3 and triangular solves 2 D^2 R per scope, in the Hessian dtype; modules
             are split over the processes
   setup     process start and reading the weights (``STARTUP_SECONDS`` + bytes / ``LOAD_BYTES_PER_SECOND``)
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 
 from influence_trace.api.architectures import traced_module_dims
 from influence_trace.api.spec import InfluenceTraceSpec
+from influence_trace.planning.hessian_plan import pairs, uses_symmetric_gram
 from influence_trace.planning.history import History, Observation, config_fields, config_key
 from influence_trace.planning.memory_model import DTYPE_BYTES, Estimate, resolve_shapes
 from influence_trace.planning.placement import Pool
@@ -120,7 +122,10 @@ def _hessian_flops(spec: InfluenceTraceSpec, est: Estimate) -> float:
     for d in dims:
         dim = float(d.dim)
         rows = w.response_tokens if t.hessian_source == "token" else w.responses
-        total += 2 * rows * dim * dim + 2 * w.responses * dim  # Gram (or response rows) and scores
+        build = 2 * rows * dim * dim
+        if t.hessian_source == "token" and uses_symmetric_gram(d.k_out, d.k_in):
+            build = 2 * rows * pairs(d.k_out) * pairs(d.k_in)  # the symmetric Gram: about T D^2 / 2
+        total += build + 2 * w.responses * dim  # the Hessian build (or response rows) and scores
         if t.hessian_mode == "inverse":
             total += scopes * dim**3 / 3 + 2 * dim * dim * w.responses
     return total
