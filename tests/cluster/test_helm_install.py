@@ -43,8 +43,10 @@ EXPECTED_CAN_I = {
     ("jobs.batch", frozenset({"get", "list", "watch", "create", "delete"})),
     ("pods", frozenset({"list", "watch"})),
     ("pods/log", frozenset({"get"})),
-    ("configmaps", frozenset({"create"})),
-    ("services", frozenset({"create"})),
+    ("configmaps", frozenset({"get", "create", "update"})),  # children checked and replaced on a clash
+    ("services", frozenset({"get", "create", "update"})),
+    ("networkpolicies.networking.k8s.io", frozenset({"get", "create", "update"})),
+    ("persistentvolumeclaims", frozenset({"get"})),  # a missing volume claim is reported before the Job
     ("events", frozenset({"create"})),
 }
 _ROW = re.compile(r"^\s*(?:(\S+)\s+)?(\[[^\]]*\])\s+(\[[^\]]*\])\s+(\[[^\]]*\])\s*$")
@@ -171,9 +173,12 @@ def test_namespaced_install_runs_an_escalating_trace_with_the_chart_identity(
 
     # The account can do exactly what the operator needs in the watched namespace, nothing elsewhere.
     assert extra_rights(release_ns, name, namespace) == EXPECTED_CAN_I
-    # In its own namespace: the history ConfigMap (get/update by name; create cannot be limited to one).
-    history = frozenset({("configmaps", f"[{name}-history]", frozenset({"get", "update"}))})
-    assert extra_rights(release_ns, name, release_ns, history) == {("configmaps", frozenset({"create"}))}
+    # In its own namespace: the history ConfigMap and the replicas' Lease (get/update by name; create
+    # cannot be limited to one name).
+    named = frozenset({("configmaps", f"[{name}-history]", frozenset({"get", "update"})),
+                       ("leases.coordination.k8s.io", f"[{name}]", frozenset({"get", "update"}))})
+    assert extra_rights(release_ns, name, release_ns, named) == {
+        ("configmaps", frozenset({"create"})), ("leases.coordination.k8s.io", frozenset({"create"}))}
     assert kube.get("configmap", f"{name}-history", release_ns) is not None  # the two attempts' record
     assert extra_rights(release_ns, name, "default") == set()
 
