@@ -646,7 +646,8 @@ FLAVOR
       resources:
       - {name: cpu, nominalQuota: \"$((cpu * n))\"}
       - {name: memory, nominalQuota: \"$((${mem%Ti} * n))Ti\"}
-      - {name: nvidia.com/gpu, nominalQuota: \"$((gpus * n))\"}"
+      - {name: nvidia.com/gpu, nominalQuota: \"$((gpus * n))\"}
+      - {name: ephemeral-storage, nominalQuota: \"$((30 * n))Ti\"}"
   done
   cat <<QUEUE
 ---
@@ -660,7 +661,9 @@ spec:
   preemption:
     withinClusterQueue: LowerPriority
   resourceGroups:
-  - coveredResources: [cpu, memory, nvidia.com/gpu]
+  # ephemeral-storage too: worker pods request their /tmp scratch (chart scratch.tmpSizeLimit), and Kueue
+  # admits no pod that requests a resource its ClusterQueue does not cover.
+  - coveredResources: [cpu, memory, nvidia.com/gpu, ephemeral-storage]
     flavors:${flavors}
 QUEUE
 }

@@ -52,6 +52,7 @@ def _flavor(name: str, cpu: int, gpus: int) -> dict[str, Any]:
         {"name": "cpu", "nominalQuota": str(cpu)},
         {"name": "memory", "nominalQuota": "8Ti"},
         {"name": "nvidia.com/gpu", "nominalQuota": str(gpus)},
+        {"name": "ephemeral-storage", "nominalQuota": "64Ti"},  # the worker's /tmp scratch request
     ]}
 
 
@@ -65,7 +66,7 @@ def queue(kueue: kube.Cluster, namespace: str) -> Iterator[str]:
             "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}},
             "preemption": {"withinClusterQueue": "LowerPriority"},
             "resourceGroups": [{
-                "coveredResources": ["cpu", "memory", "nvidia.com/gpu"],
+                "coveredResources": ["cpu", "memory", "nvidia.com/gpu", "ephemeral-storage"],
                 "flavors": [_flavor("h100", 64, H100_GPUS), _flavor("h200", 128, 8)],
             }],
         },
