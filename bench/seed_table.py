@@ -74,7 +74,7 @@ def write_rollouts(path: Path, tokens: int, response_len: int, group: int, vocab
 def manifest(model: Path, rollouts: Path, out: Path, factor: int, scope: str, dtype: str) -> dict:
     return {
         "apiVersion": "influencetrace.dev/v1alpha1", "kind": "InfluenceTrace",
-        "metadata": {"name": f"f{factor}-{scope}"},
+        "metadata": {"name": f"f{factor}-{scope}".replace("_", "-")},  # a DNS-1035 label
         "spec": {
             "model": {"path": str(model), "dtype": dtype},
             "rollouts": {"path": str(rollouts)},
