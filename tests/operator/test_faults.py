@@ -16,16 +16,9 @@ from influence_trace_operator.settings import OperatorSettings
 from kubernetes.client.rest import ApiException
 
 from tests.operator.fake_kube import FakeKube
-from tests.operator.operator_builders import H100, H200, trace_dict
+from tests.operator.operator_builders import H100, H200
 
 NS, NAME = "team-a", "demo"
-
-
-@pytest.fixture()
-def kube() -> FakeKube:
-    fake = FakeKube()
-    fake.add_trace(trace_dict())
-    return fake
 
 
 @pytest.fixture()

@@ -11,15 +11,8 @@ from influence_trace_operator.reconcile import Reconciler
 from influence_trace_operator.settings import OperatorSettings
 
 from tests.operator.fake_kube import FakeKube
-from tests.operator.operator_builders import H100, H200, trace_dict
+from tests.operator.operator_builders import H100, H200
 from tests.operator.test_reconciler import NAME, NS
-
-
-@pytest.fixture()
-def kube() -> FakeKube:
-    fake = FakeKube()
-    fake.add_trace(trace_dict())
-    return fake
 
 
 @pytest.fixture()

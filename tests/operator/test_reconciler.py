@@ -13,16 +13,9 @@ from influence_trace_operator.reconcile import CONFLICT_RETRIES, Reconciler
 from influence_trace_operator.settings import OperatorSettings
 
 from tests.operator.fake_kube import FakeKube, owned_by, trace_name_of
-from tests.operator.operator_builders import H100, H200, pod, trace_dict
+from tests.operator.operator_builders import H100, H200, pod
 
 NS, NAME = "team-a", "demo"
-
-
-@pytest.fixture()
-def kube() -> FakeKube:
-    fake = FakeKube()
-    fake.add_trace(trace_dict())
-    return fake
 
 
 @pytest.fixture()
