@@ -228,11 +228,15 @@ def render() -> str:
     return header + yaml.safe_dump(build_crd(), sort_keys=False, width=100)
 
 
-def main(args: argparse.Namespace) -> int:
-    """``influence-trace crd [--out FILE]``: print or write the generated CRD."""
-    text = render()
-    if getattr(args, "out", None):
-        Path(args.out).write_text(text)
+def emit(text: str, out: str | None) -> int:
+    """Write a generated document to ``out``, or print it; the exit code of the commands that do."""
+    if out:
+        Path(out).write_text(text)
     else:
         sys.stdout.write(text)
     return 0
+
+
+def main(args: argparse.Namespace) -> int:
+    """``influence-trace crd [--out FILE]``: print or write the generated CRD."""
+    return emit(render(), getattr(args, "out", None))

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -115,14 +114,8 @@ def render() -> str:
     return "\n".join(lines)
 
 
-
 def main(args: argparse.Namespace) -> int:
     """``influence-trace crd [--reference] [--out FILE]``: the CRD, or with --reference this reference."""
     if not getattr(args, "reference", False):
         return crd.main(args)
-    text = render()
-    if getattr(args, "out", None):
-        Path(args.out).write_text(text)
-    else:
-        sys.stdout.write(text)
-    return 0
+    return crd.emit(render(), getattr(args, "out", None))
