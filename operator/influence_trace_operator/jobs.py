@@ -101,6 +101,17 @@ def child_labels(ref: TraceRef, attempt: int | None = None, pool: str | None = N
     return out
 
 
+def child_metadata(ref: TraceRef, name: str) -> dict[str, Any]:
+    """Metadata of a per-trace child (ConfigMap, Service, NetworkPolicy): owned by and named for it."""
+    return {
+        "name": name,
+        "namespace": ref.namespace,
+        "labels": child_labels(ref),
+        "annotations": {L.TRACE_NAME: ref.name},
+        "ownerReferences": [owner_reference(ref)],
+    }
+
+
 def worker_manifest(trace: InfluenceTrace, ref: TraceRef) -> str:
     """The manifest handed to ``influence-trace run``: the trace's spec, as stored, as YAML."""
     body = {
@@ -117,13 +128,7 @@ def build_configmap(trace: InfluenceTrace, ref: TraceRef) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
-        "metadata": {
-            "name": configmap_name(ref.name),
-            "namespace": ref.namespace,
-            "labels": child_labels(ref),
-            "annotations": {L.TRACE_NAME: ref.name},
-            "ownerReferences": [owner_reference(ref)],
-        },
+        "metadata": child_metadata(ref, configmap_name(ref.name)),
         "data": {MANIFEST_KEY: worker_manifest(trace, ref)},
     }
 
@@ -304,13 +309,7 @@ def build_service(trace: InfluenceTrace, ref: TraceRef) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": {
-            "name": service_name(ref.name),
-            "namespace": ref.namespace,
-            "labels": labels,
-            "annotations": {L.TRACE_NAME: ref.name},
-            "ownerReferences": [owner_reference(ref)],
-        },
+        "metadata": child_metadata(ref, service_name(ref.name)),
         "spec": {
             "clusterIP": "None",
             "publishNotReadyAddresses": True,

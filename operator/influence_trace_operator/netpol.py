@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from influence_trace_operator import labels as L
-from influence_trace_operator.jobs import RENDEZVOUS_PORT, TraceRef, child_labels, fit_name, owner_reference
+from influence_trace_operator.jobs import RENDEZVOUS_PORT, TraceRef, child_labels, child_metadata, fit_name
 
 
 def network_policy_name(trace: str) -> str:
@@ -23,13 +23,7 @@ def build_network_policy(ref: TraceRef) -> dict[str, Any]:
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
-        "metadata": {
-            "name": network_policy_name(ref.name),
-            "namespace": ref.namespace,
-            "labels": child_labels(ref),
-            "annotations": {L.TRACE_NAME: ref.name},
-            "ownerReferences": [owner_reference(ref)],
-        },
+        "metadata": child_metadata(ref, network_policy_name(ref.name)),
         "spec": {
             "podSelector": {"matchLabels": own},
             "policyTypes": ["Ingress"],
