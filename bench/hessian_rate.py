@@ -29,7 +29,7 @@ from influence_trace.trace.hessian import (
     token_hessian,
 )
 from influence_trace.trace.ledger import MemoryLedger
-from influence_trace.trace.solve import damped_cholesky, solve_responses
+from influence_trace.trace.solve import damped_cholesky, solve_in_place
 
 # Qwen2.5-1.5B's traced (k_out, k_in) at factor 32 (q/o, k/v, gate/up, down), then factor 64.
 QWEN15B_SHAPES = ["48x280", "280x48", "48x48", "8x48", "24x140", "140x24", "24x24", "4x24"]
@@ -82,11 +82,10 @@ def build_and_solve_ratio(u: torch.Tensor, v: torch.Tensor, args: argparse.Names
     """(2 T D^2 + D^3 / 3 + 2 D^2 R) / time of the worker's build, Cholesky and solve, over the GEMM rate."""
     tokens, dim = u.shape[0], u.shape[1] * v.shape[1]
     offsets = torch.linspace(0, tokens, args.responses + 1).long().tolist()
-    grads = response_gradients(u, v, offsets)
 
-    def build_factor_solve() -> None:
+    def build_factor_solve() -> None:  # the gradients formed after the factorization, as the worker does
         fact = damped_cholesky(token_hessian(u, v, DEFAULT_CHUNK_BYTES, ledger), -1.0, 6, ledger, "bench")
-        solve_responses(fact, grads, ledger)
+        solve_in_place(fact, response_gradients(u, v, offsets))
 
     seconds = best_of(args.repeats, build_factor_solve)
     work = 2.0 * tokens * dim * dim + dim**3 / 3.0 + 2.0 * dim * dim * args.responses

@@ -103,7 +103,8 @@ def test_tiny_budget_is_a_gpu_oom_in_the_stage_that_needs_the_memory(model, resp
     assert info.value.stage == "hessian_solve" and info.value.exit_code == 75
     names = {name for name, _, _ in ledger.log}
     assert {"weights", "capture_batch", "factors", "response_grads", "hessian", "cholesky",
-            "solutions", "gram", "pairs", "expansion"} <= names  # 32 x 32: the symmetric Gram build
+            "gram", "pairs", "expansion"} <= names  # 32 x 32: the symmetric Gram build
+    assert "solutions" not in names  # solved in place, over the response gradients
 
 
 def test_float32_and_bfloat16_paths_approximate_float64(model, responses, tiny_model_dir: Path) -> None:

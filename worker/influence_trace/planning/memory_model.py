@@ -7,8 +7,8 @@ named as the worker's ``MemoryLedger`` names them, so a run's ledger can be chec
 
 Two stages hold the device at different times:
   capture  weights + projections + one capture batch (activations kept for backward, logits)
-  hessian  weights + projections + one module's factors, response gradients and, per scope, the
-           Hessian (built from chunks), its Cholesky factor and the solutions
+  hessian  weights + projections + one module's factors and, per scope, the Hessian (built from
+           chunks), its Cholesky factor and the scope's response gradients (solved in place)
 The peak is the larger of the two; every category is reported either way.
 """
 
@@ -229,7 +229,8 @@ def module_stage_bytes(d: ModuleDims, w: Workload, trace: TraceSettings, chunk_b
     """One module's Hessian-stage buffers at their largest (ledger names), for the worst scope.
 
     per_prompt's worst scope is the largest group; all_selected's (and HINV_DOT's global Hessian)
-    is every token. hessianMode identity needs no Hessian, Cholesky factor or solutions.
+    is every token. "response_grads" is the scope's R_s x D buffer: its gradients, solved in place.
+    hessianMode identity needs no Hessian or Cholesky factor (unless HINV_DOT asks for its global one).
     """
     s = DTYPE_BYTES[trace.hessian_dtype]
     dim = d.dim
@@ -238,14 +239,13 @@ def module_stage_bytes(d: ModuleDims, w: Workload, trace: TraceSettings, chunk_b
     scope_r = w.responses if whole else w.scope_responses
     out = {
         "factors": w.response_tokens * (d.k_in + d.k_out) * s,
-        "response_grads": w.responses * dim * s,
+        "response_grads": scope_r * dim * s,
         "directions": (w.responses if trace.scope == "all_selected" else w.scope_responses) * dim * s,
     }
-    if trace.hessian_mode == "identity":
+    if trace.hessian_mode == "identity" and not trace.debug_hessian_similarity:
         return out
     out["hessian"] = dim * dim * s
     out["cholesky"] = dim * dim * s
-    out["solutions"] = scope_r * dim * s
     if trace.hessian_source == "token" and uses_symmetric_gram(d.k_out, d.k_in):
         out["gram"] = gram_bytes(d.k_out, d.k_in, s)
         out["pairs"] = pair_buffer_bytes(scope_t, d.k_out, d.k_in, s, chunk_bytes)
@@ -255,21 +255,24 @@ def module_stage_bytes(d: ModuleDims, w: Workload, trace: TraceSettings, chunk_b
     return out
 
 
-def module_peak(parts: dict[str, int]) -> int:
-    """The largest moment of a module: G with the pair buffers, G with H and an expansion band, H with
-    a chunk (dense build), H with its Cholesky factor (factored out of place), L with the solutions,
-    or the solutions with the contrast directions."""
-    base = parts["factors"] + parts["response_grads"]
+def module_peak(parts: dict[str, int], hessian_source: str) -> int:
+    """The largest moment of a module, over its phases in the worker's order: G with the pair buffers,
+    G with H and an expansion band, H with a chunk (dense build) or, for hessianSource response, H
+    with the response gradients it is built from; H with its Cholesky factor (factored out of place,
+    the gradients freed); L with the scope's gradients formed again and solved in place; the
+    solutions with the contrast directions."""
     g = parts.get
+    grads = g("response_grads", 0)
     phases = (
         g("gram", 0) + g("pairs", 0),
         g("gram", 0) + g("hessian", 0) + g("expansion", 0),
         g("hessian", 0) + g("chunk", 0),
+        g("hessian", 0) + grads if hessian_source == "response" and "hessian" in parts else 0,
         g("hessian", 0) + g("cholesky", 0),
-        g("cholesky", 0) + g("solutions", 0),
-        g("solutions", 0) + g("directions", 0),
+        g("cholesky", 0) + grads,
+        grads + g("directions", 0),
     )
-    return base + max(phases)
+    return parts["factors"] + max(phases)
 
 
 def resident_bytes(w: Workload, trace: TraceSettings) -> dict[str, int]:
@@ -374,7 +377,7 @@ def estimate(spec: InfluenceTraceSpec, shapes: Shapes | None = None, options: Es
              "projections": projection_bytes(dims, trace.factor, trace.capture_dtype)}
     capture = _capture_stage(shapes, local, spec, opts)
     parts = {d.name: module_stage_bytes(d, w, trace, opts.chunk_bytes) for d in dims}
-    modules = [_module_estimate(d, parts[d.name]) for d in dims]
+    modules = [_module_estimate(d, parts[d.name], trace.hessian_source) for d in dims]
     largest = max(modules, key=lambda m: m.peak_bytes)
     resident = resident_bytes(w, trace)
     stages = {"capture": sum(fixed.values()) + capture,
@@ -408,8 +411,9 @@ def estimate(spec: InfluenceTraceSpec, shapes: Shapes | None = None, options: Es
     )
 
 
-def _module_estimate(d: ModuleDims, parts: dict[str, int]) -> ModuleEstimate:
-    return ModuleEstimate(d.name, d.k_in, d.k_out, d.dim, parts.get("hessian", 0), module_peak(parts))
+def _module_estimate(d: ModuleDims, parts: dict[str, int], hessian_source: str) -> ModuleEstimate:
+    return ModuleEstimate(d.name, d.k_in, d.k_out, d.dim, parts.get("hessian", 0),
+                          module_peak(parts, hessian_source))
 
 
 def _assumptions(spec: InfluenceTraceSpec, w: Workload, opts: EstimateOptions) -> list[str]:

@@ -1,9 +1,9 @@
 """The token influence computation, start to finish, for one loaded model and one selection.
 
 Order of work (ALGORITHM.md, "Doing it fast"): capture every module's projected factors in one pass
-over the responses; then, one module at a time, stage its factors on the device, form the response
-gradients, and per scope build the Hessian, factor it, solve for the scope's response gradients and
-score the scope's tokens. Only one module's Hessian exists at a time.
+over the responses; then, one module at a time, stage its factors on the device and per scope build
+the Hessian, factor it, form the scope's response gradients and solve for them in place, and score
+the scope's tokens. Only one module's Hessian, and one scope's R_s x D buffer, exist at a time.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from influence_trace.api.spec import TraceSettings
 from influence_trace.planning.options import WorkerOptions
 from influence_trace.trace.capture import Factors, capture_factors, compute_dtype
 from influence_trace.trace.diagnostics import summarize_hinv_dot
-from influence_trace.trace.hessian import build_hessian, response_gradients
+from influence_trace.trace.hessian import STAGE, response_gradients, response_hessian, token_hessian
 from influence_trace.trace.ledger import MemoryLedger
 from influence_trace.trace.projection import (
     TracedModule,
@@ -32,7 +32,7 @@ from influence_trace.trace.projection import (
 from influence_trace.trace.records import ModuleReport, TraceResult
 from influence_trace.trace.scoring import contrast_directions, contrast_matrix, score_tokens
 from influence_trace.trace.selection import Selection
-from influence_trace.trace.solve import damped_cholesky, solve_responses
+from influence_trace.trace.solve import damped_cholesky, solve_in_place
 from influence_trace.trace.staging import transfer_for
 from influence_trace.trace.timing import StageTimer
 
@@ -94,48 +94,75 @@ def tf32_matmuls(device: torch.device, allow: bool) -> Iterator[None]:
 
 @dataclass
 class _Staged:
-    """One module's factors and response gradients on the device, in the Hessian dtype."""
+    """One module's factors on the device, in the Hessian dtype."""
 
     u: torch.Tensor  # T x k_out
     v: torch.Tensor  # T x k_in
-    grads: torch.Tensor  # R x D
     offsets: list[int]  # R + 1 token offsets
+
+    @property
+    def dim(self) -> int:
+        return self.u.shape[1] * self.v.shape[1]
 
 
 def _stage(mod: TracedModule, factors: Factors, dtype: torch.dtype, device: torch.device,
            ledger: MemoryLedger) -> _Staged:
-    """Copy the module's factors to the device and form G (stage grad_staging)."""
+    """Copy the module's factors to the device (stage grad_staging); gradients are formed per scope."""
     host_u, host_v = factors.u[mod.name], factors.v[mod.name]
     itemsize = torch.finfo(dtype).bits // 8
     ledger.allocate("factors", (host_u.numel() + host_v.numel()) * itemsize, "grad_staging")
     transfer = transfer_for(device)  # through reused pinned chunks: the dtype change needs one chunk
     u = transfer.to_device(host_u, device, dtype)
     v = transfer.to_device(host_v, device, dtype)
-    offsets = [int(x) for x in factors.token_offsets]
-    ledger.allocate("response_grads", (len(offsets) - 1) * mod.dims.dim * itemsize, "grad_staging")
-    return _Staged(u, v, response_gradients(u, v, offsets), offsets)
+    return _Staged(u, v, [int(x) for x in factors.token_offsets])
+
+
+def _scope_gradients(staged: _Staged, first: int, last: int, ledger: MemoryLedger,
+                     stage: str) -> torch.Tensor:
+    """G_s (R_s x D) for responses [first, last), formed only when needed (declared "response_grads").
+
+    Forming it costs 2 T_s D flops, nothing beside the Hessian's, so it is formed again rather than
+    kept through the Hessian and its factorization.
+    """
+    a, b = staged.offsets[first], staged.offsets[last]
+    ledger.allocate("response_grads", (last - first) * staged.dim * staged.u.element_size(), stage)
+    local = [o - a for o in staged.offsets[first : last + 1]]
+    return response_gradients(staged.u[a:b], staged.v[a:b], local)
 
 
 def _inverse_solutions(staged: _Staged, first: int, last: int, trace: TraceSettings, chunk_bytes: int,
-                       ledger: MemoryLedger, where: str) -> tuple[torch.Tensor, float, int]:
-    """(W = H~^-1 G_s^T as D x R_s, damping, retries) for responses [first, last)."""
-    grads = staged.grads[first:last]
+                       ledger: MemoryLedger, where: str,
+                       similarity: torch.Tensor | None = None) -> tuple[torch.Tensor, float, int]:
+    """(W^T = (H~^-1 G_s^T)^T as R_s x D, damping, retries) for responses [first, last).
+
+    Only one R_s x D buffer exists at a time: for hessianSource response G_s is freed once H = G_s^T G_s
+    is built; after the factorization (H freed) G_s is formed again and solved in place. ``similarity``
+    receives G_s H~^-1 G_s^T (HINV_DOT).
+    """
     a, b = staged.offsets[first], staged.offsets[last]
-    hessian = build_hessian(trace.hessian_source, staged.u[a:b], staged.v[a:b], grads, chunk_bytes, ledger)
+    if trace.hessian_source == "token":
+        hessian = token_hessian(staged.u[a:b], staged.v[a:b], chunk_bytes, ledger)
+    else:
+        grads = _scope_gradients(staged, first, last, ledger, STAGE)
+        hessian = response_hessian(grads, ledger)
+        del grads
+        ledger.free("response_grads")
     fact = damped_cholesky(hessian, trace.reg_lambda, trace.max_damping_retries, ledger, where)
     del hessian
     ledger.free("hessian")
-    solved = solve_responses(fact, grads, ledger)
+    solved = _scope_gradients(staged, first, last, ledger, STAGE)
+    solve_in_place(fact, solved, similarity)
+    damping, retries = fact.damping, fact.retries
+    del fact
     ledger.free("cholesky")
-    return solved, fact.damping, fact.retries
+    return solved, damping, retries
 
 
 def _score_scope(scope: Scope, solved: torch.Tensor, staged: _Staged, scores: torch.Tensor,
                  ledger: MemoryLedger) -> None:
     """Add the scope's token scores for this module: M = C W^T, then u_t^T M_o v_t."""
-    dim = staged.grads.shape[1]
-    ledger.allocate("directions", (scope.last - scope.first) * dim * solved.element_size(), "token_scoring")
-    directions = contrast_directions(scope.coeffs, solved.T)
+    ledger.allocate("directions", solved.numel() * solved.element_size(), "token_scoring")
+    directions = contrast_directions(scope.coeffs, solved)
     a, b = staged.offsets[scope.first], staged.offsets[scope.last]
     local = [o - a for o in staged.offsets[scope.first : scope.last + 1]]
     score_tokens(directions, staged.u[a:b], staged.v[a:b], local, scores[a:b])
@@ -144,14 +171,13 @@ def _score_scope(scope: Scope, solved: torch.Tensor, staged: _Staged, scores: to
 
 
 def _global_hinv_dot(staged: _Staged, trace: TraceSettings, chunk_bytes: int, ledger: MemoryLedger,
-                     name: str) -> torch.Tensor:
-    """G H~^-1 G^T over every selected response, with one global Hessian (HINV_DOT)."""
+                     name: str, hinv_dot: torch.Tensor) -> None:
+    """Add G H~^-1 G^T over every selected response, with one global Hessian (HINV_DOT), to hinv_dot."""
     count = len(staged.offsets) - 1
     solved, _, _ = _inverse_solutions(staged, 0, count, trace, chunk_bytes, ledger,
-                                      f"module {name}, HINV_DOT global Hessian")
-    product = (staged.grads @ solved).to(torch.float64)
-    ledger.free("solutions")
-    return product
+                                      f"module {name}, HINV_DOT global Hessian", hinv_dot)
+    del solved
+    ledger.free("response_grads")
 
 
 def trace_module(mod: TracedModule, factors: Factors, scopes: list[Scope], trace: TraceSettings,
@@ -168,27 +194,26 @@ def trace_module(mod: TracedModule, factors: Factors, scopes: list[Scope], trace
     )
     for scope in scopes:
         if trace.hessian_mode == "identity":
-            solved = staged.grads[scope.first : scope.last].T
+            with timer.stage("grad_staging"):
+                solved = _scope_gradients(staged, scope.first, scope.last, ledger, "grad_staging")
         else:
             with timer.stage("hessian_solve"):
                 where = f"module {mod.name}, scope {scope.label}"
                 solved, damping, retries = _inverse_solutions(
-                    staged, scope.first, scope.last, trace, options.chunk_bytes, ledger, where
+                    staged, scope.first, scope.last, trace, options.chunk_bytes, ledger, where,
+                    hinv_dot if reuse_for_diag else None,
                 )
             report.damping.append(damping)
             report.retries += retries
-            if reuse_for_diag:
-                hinv_dot += (staged.grads @ solved).to(torch.float64)
         with timer.stage("token_scoring"):
             _score_scope(scope, solved, staged, scores, ledger)
         del solved
-        ledger.free("solutions")
+        ledger.free("response_grads")
     if hinv_dot is not None and not reuse_for_diag:
         with timer.stage("hessian_solve"):
-            hinv_dot += _global_hinv_dot(staged, trace, options.chunk_bytes, ledger, mod.name)
+            _global_hinv_dot(staged, trace, options.chunk_bytes, ledger, mod.name, hinv_dot)
     del staged
     ledger.free("factors")
-    ledger.free("response_grads")
     return report
 
 

@@ -141,16 +141,3 @@ def response_hessian(grads: torch.Tensor, ledger: MemoryLedger) -> torch.Tensor:
     ledger.allocate("hessian", dim * dim * grads.element_size(), STAGE)
     return grads.T @ grads
 
-
-def build_hessian(
-    source: str,
-    u: torch.Tensor,
-    v: torch.Tensor,
-    grads: torch.Tensor,
-    chunk_bytes: int,
-    ledger: MemoryLedger,
-) -> torch.Tensor:
-    """The scope's Hessian from tokens (u, v) or from responses (grads), per hessianSource."""
-    if source == "token":
-        return token_hessian(u, v, chunk_bytes, ledger)
-    return response_hessian(grads, ledger)

@@ -75,14 +75,20 @@ def damped_cholesky(
     )
 
 
-def solve_responses(fact: Factorization, grads: torch.Tensor, ledger: MemoryLedger) -> torch.Tensor:
-    """W = H~^-1 G^T (D x R) for the scope's response gradients G (R x D).
+def solve_in_place(fact: Factorization, grads: torch.Tensor, similarity: torch.Tensor | None = None) -> None:
+    """Overwrite the scope's response gradients G (R x D) with W^T: row r becomes ``w_r = H~^-1 g_r``.
 
-    Two triangular solves, the second in place, instead of ``torch.cholesky_solve``: that one clones
-    the D x D factor into a column-major working copy (another Hessian's worth of memory, e.g. 17.6 GB
-    at D = 66,304 in float32), while ``solve_triangular`` uses L as it is (C- or F-contiguous).
+    Two triangular solves on the Cholesky factor as it is, each written over G's own storage: ``G.T``
+    (D x R) is F-contiguous, the layout LAPACK/cuBLAS solve in, so ``solve_triangular(..., out=G.T)``
+    with ``G.T`` also the right-hand side neither copies the right-hand side nor allocates a second
+    R x D (bench/inplace_solve.py measures it). ``torch.cholesky_solve`` would also clone the D x D
+    factor into a column-major working copy (17.6 GB at D = 66,304 in float32).
+
+    ``similarity`` (R x R, HINV_DOT): ``G H~^-1 G^T = Y^T Y`` for the half-solved ``Y = L^-1 G^T``
+    is added to it between the two solves, so the diagnostic needs no copy of G either.
     """
-    dim, count = grads.shape[1], grads.shape[0]
-    ledger.allocate("solutions", dim * count * grads.element_size(), STAGE)
-    half = torch.linalg.solve_triangular(fact.chol, grads.T, upper=False)  # L Y = G^T
-    return torch.linalg.solve_triangular(fact.chol.mT, half, upper=True, out=half)  # L^T W = Y
+    cols = grads.T  # D x R, F-contiguous; the same object is passed as right-hand side and out
+    torch.linalg.solve_triangular(fact.chol, cols, upper=False, out=cols)  # L Y = G^T
+    if similarity is not None:
+        similarity.add_(grads @ grads.T)  # rows of grads now hold Y^T
+    torch.linalg.solve_triangular(fact.chol.mT, cols, upper=True, out=cols)  # L^T W = Y
