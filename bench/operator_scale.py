@@ -167,13 +167,14 @@ def apiserver_latency() -> dict[tuple[str, str], tuple[float, float]]:
     return out
 
 
-def latency_delta(before: dict, after: dict, resources: tuple[str, ...]) -> dict[str, float]:
-    """Mean server-side seconds per request over the run, for the operator's resources."""
+def latency_delta(before: dict, after: dict, resources: tuple[str, ...]) -> dict[str, tuple[float, float]]:
+    """Requests and mean server-side seconds per request over the run, for the operator's resources
+    (every client of this API server counts: run nothing else against the bench cluster)."""
     out = {}
     for key, (count, secs) in after.items():
         c0, s0 = before.get(key, (0.0, 0.0))
-        if key[0] in resources and key[1] in ("GET", "LIST", "POST", "PUT") and count - c0 >= 1:
-            out[f"{key[1]} {key[0]}"] = (secs - s0) / (count - c0)
+        if key[0] in resources and key[1] in ("GET", "LIST", "POST", "PUT", "DELETE") and count - c0 >= 1:
+            out[f"{key[1]} {key[0]}"] = (count - c0, (secs - s0) / (count - c0))
     return out
 
 
@@ -250,6 +251,12 @@ def run(count: int, clients: int = 8, deadline_s: float = 600) -> dict:
         for n in escalating
         if f"{n}-a2" in rec.job_added and f"{n}-a1" in rec.job_failed
     ]
+    # Escalations the operator decided from the failed pod, before the Job controller failed the Job.
+    never = float("inf")
+    from_pod = [
+        n for n in escalating
+        if f"{n}-a2" in rec.job_added and rec.job_added[f"{n}-a2"] < rec.job_failed.get(f"{n}-a1", never)
+    ]
     all_first = max(rec.job_added[f"{n}-a1"] for n in names if f"{n}-a1" in rec.job_added) - t0
     all_jobs = max(rec.job_added[j] for j in wanted if j in rec.job_added) - t0
     custom = client.CustomObjectsApi()
@@ -294,6 +301,7 @@ def run(count: int, clients: int = 8, deadline_s: float = 600) -> dict:
         "oom_to_next_job_p99_s": pct(oom_to_next, 0.99) if oom_to_next else float("nan"),
         "pod_failed_to_job_failed_p50_s": med(pod_to_job_failed) if pod_to_job_failed else float("nan"),
         "job_failed_to_next_job_p50_s": med(job_failed_to_next) if job_failed_to_next else float("nan"),
+        "next_job_before_job_failed": len(from_pod),
         "extra_jobs": len(extra_jobs),
         "reconcile_passes": passes,
         "reconcile_mean_s": metrics.get("influencetrace_reconcile_seconds_sum", 0.0) / max(passes, 1),
@@ -302,7 +310,8 @@ def run(count: int, clients: int = 8, deadline_s: float = 600) -> dict:
         "failed": phases.count("Failed"),
         "all_terminal_s": converged,
         "operator_peak_rss_mib": rss,
-        **{f"api_mean_s {k}": v for k, v in sorted(api.items())},
+        **{f"api_mean_s {k}": v[1] for k, v in sorted(api.items())},
+        **{f"api_requests {k}": int(v[0]) for k, v in sorted(api.items())},
     }
 
 
@@ -310,7 +319,7 @@ def write_results(r: dict) -> None:
     path = ROOT / "bench" / "RESULTS.md"
     text = path.read_text() if path.exists() else "# Benchmark results\n"
     api_rows = [(k.removeprefix("api_mean_s "), v) for k, v in r.items() if k.startswith("api_mean_s")]
-    api = ", ".join(f"{k} {v:.2f}" for k, v in api_rows)
+    api = ", ".join(f"{k} {v:.2f} ({r.get('api_requests ' + k, 0)})" for k, v in api_rows)
     section = "\n".join(
         [
             "## Operator",
@@ -337,13 +346,15 @@ def write_results(r: dict) -> None:
             f"{r['pod_failed_to_job_failed_p50_s']:.2f} s |",
             f"| of which Job Failed to next Job (operator), p50 | "
             f"{r['job_failed_to_next_job_p50_s']:.2f} s |",
+            f"| Next Job created before the Job controller failed the old one (read from the pod) | "
+            f"{r['next_job_before_job_failed']} of {r['escalating']} |",
             f"| Reconcile passes; mean pass; p99 bucket | {r['reconcile_passes']:.0f}; "
             f"{r['reconcile_mean_s']:.2f} s; <= {r['reconcile_p99_le_s']:g} s |",
             f"| Until every trace is Succeeded/Failed | {r['all_terminal_s']:.1f} s "
             f"({r['succeeded']} Succeeded, {r['failed']} Failed) |",
             f"| Operator peak memory (VmHWM) | {r['operator_peak_rss_mib']:.0f} MiB |",
             "",
-            f"Server-side API latency during the run (mean s per request): {api}.",
+            f"Server-side API latency during the run (mean s per request, and requests): {api}.",
             "",
         ]
     )

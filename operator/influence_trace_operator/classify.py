@@ -17,6 +17,8 @@ from influence_trace.api.status import Outcome
 from influence_trace_operator import labels as L
 
 MESSAGE_LIMIT = 1024  # characters of a worker message kept in status and events
+JOB_TRACKING_FINALIZER = "batch.kubernetes.io/job-tracking"  # held until the Job controller counted the pod
+TERMINAL = ("Succeeded", "Failed")
 _EXIT_CODE_IN_MESSAGE = re.compile(r"exit code (\d+)")
 
 
@@ -160,6 +162,38 @@ def classify(job: dict[str, Any], pods: list[dict[str, Any]]) -> Finished | None
     if state == "Complete":
         return Finished(outcome="Succeeded", message="the Job completed (no pod status left to read)")
     return _from_job_condition(job)
+
+
+def failed_before_job(job: dict[str, Any], pods: list[dict[str, Any]]) -> Finished | None:
+    """How the attempt ended, read from its failed pod before the Job controller marks the Job Failed.
+
+    The Job has ``backoffLimit: 0`` and fails at once on the contract's exit codes, so a worker pod
+    that failed without being evicted always fails its Job, and this is the answer ``classify`` gives
+    once it has. Decided only when no pod of the Job is still active (two attempts' pods never run at
+    once) and the Job is neither suspended (Kueue's eviction kills its pods) nor being deleted."""
+    meta = job.get("metadata") or {}
+    if job_state(job) is not None or (job.get("spec") or {}).get("suspend") or meta.get("deletionTimestamp"):
+        return None
+    if any((p.get("status") or {}).get("phase") not in TERMINAL for p in pods):
+        return None
+    failed = [p for p in pods if (p.get("status") or {}).get("phase") == "Failed" and not is_evicted(p)]
+    for pod in sorted(failed, key=_first_failed):
+        found = from_pod(pod)
+        if found is not None and found.outcome != "Succeeded":
+            return found
+    return None
+
+
+def awaits_job_controller(pod: dict[str, Any]) -> bool:
+    """A worker pod that failed (not evicted) and that the Job controller has not counted yet: the
+    window in which ``failed_before_job`` saves the wait for the Job's Failed condition."""
+    meta = pod.get("metadata") or {}
+    return (
+        (pod.get("status") or {}).get("phase") == "Failed"
+        and not is_evicted(pod)
+        and not meta.get("deletionTimestamp")
+        and JOB_TRACKING_FINALIZER in (meta.get("finalizers") or [])
+    )
 
 
 def evictions(pods: list[dict[str, Any]]) -> list[dict[str, Any]]:

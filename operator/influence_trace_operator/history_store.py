@@ -2,16 +2,24 @@
 reconcile calls (place a new trace with it, record a finished attempt into it).
 
 The rules live in ``influence_trace.planning.history``; this module only reads and writes the
-ConfigMap (``history.json``, at most ``history_limit`` observations) with its resourceVersion, so two
-passes recording at once cannot lose each other's observation (the loser re-reads and retries). The
-history is advice: if the ConfigMap cannot be read or written, placement falls back to the model and
-the pass goes on (logged), it never fails a trace.
+ConfigMap (``history.json``, at most ``history_limit`` observations). Under a burst every placement
+and every finished attempt would otherwise cost a GET (and a PUT) of one shared ConfigMap, so the
+store keeps the last read with its resourceVersion (re-read at most every ``cache_seconds``; its own
+writes update it) and coalesces records: they wait ``flush_seconds`` in memory (placement already
+sees them) and go out in one PUT at the cached resourceVersion; a concurrent write (409) re-reads,
+merges and retries, so no observation is lost to a race. A clean stop flushes what waits; a kill
+loses at most the last ``flush_seconds`` of records. The history is advice: if the ConfigMap cannot
+be read or written, placement falls back to the model and the pass goes on (logged), it never fails
+a trace.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import threading
+import time
+from collections.abc import Callable
 from typing import Any
 
 from influence_trace.api.spec import InfluenceTraceSpec
@@ -21,6 +29,7 @@ from influence_trace.planning.history import (
     History,
     HistoryError,
     Learned,
+    Observation,
     observation,
     parse_history,
     place_with_history,
@@ -51,12 +60,25 @@ def operator_namespace(settings: OperatorSettings) -> str:
 
 
 class HistoryStore:
-    """Reads and writes the history ConfigMap through the core/v1 API."""
+    """The history ConfigMap through the core/v1 API, cached and written in batches (thread-safe)."""
 
-    def __init__(self, core: Any, namespace: str, name: str, limit: int) -> None:
+    def __init__(self, core: Any, namespace: str, name: str, limit: int, cache_seconds: float = 30.0,
+                 flush_seconds: float = 1.0, clock: Callable[[], float] = time.monotonic) -> None:
         self.core, self.namespace, self.name, self.limit = core, namespace, name, limit
+        self.cache_seconds, self.flush_seconds, self.clock = cache_seconds, flush_seconds, clock
+        self._lock = threading.Lock()  # the cache and the pending records
+        self._read_lock = threading.Lock()  # one GET at a time: a burst of placements waits for it
+        self._write_lock = threading.Lock()  # one flush at a time
+        self._cached: History | None = None
+        self._version: str | None = None  # resourceVersion of the cached copy (None: no ConfigMap)
+        self._read_at = float("-inf")
+        self._pending: list[Observation] = []
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._flusher: threading.Thread | None = None
 
-    def _read(self) -> tuple[History, str | None]:
+    # ---- reading -----------------------------------------------------------------------------
+    def _get(self) -> tuple[History, str | None]:
         """The history and the ConfigMap's resourceVersion (None: no ConfigMap yet)."""
         try:
             resp = self.core.read_namespaced_config_map(self.name, self.namespace, _preload_content=False)
@@ -65,16 +87,105 @@ class HistoryStore:
                 return History(), None
             raise
         body = json.loads(resp.data)
-        text = (body.get("data") or {}).get(DATA_KEY)
+        version = body["metadata"]["resourceVersion"]
         try:
-            return parse_history(text, f"ConfigMap {self.namespace}/{self.name}"), body["metadata"][
-                "resourceVersion"]
+            return parse_history((body.get("data") or {}).get(DATA_KEY), self._source()), version
         except HistoryError as err:  # a mangled history starts over rather than block placement
             log.warning("%s; starting an empty history", err)
-            return History(), body["metadata"]["resourceVersion"]
+            return History(), version
+
+    def _source(self) -> str:
+        return f"ConfigMap {self.namespace}/{self.name}"
+
+    def _fresh(self) -> bool:
+        return self._cached is not None and self.clock() - self._read_at < self.cache_seconds
+
+    def _refresh(self, force: bool = False) -> None:
+        """Re-read the ConfigMap unless another thread just did (or the cache is young)."""
+        with self._read_lock:
+            with self._lock:
+                if not force and self._fresh():
+                    return
+            history, version = self._get()
+            with self._lock:
+                self._cached, self._version, self._read_at = history, version, self.clock()
 
     def load(self) -> History:
-        return self._read()[0]
+        """The history as placement should see it: the cached copy plus the records not yet written.
+        A failed re-read falls back on an older copy when there is one (logged)."""
+        try:
+            self._refresh()
+        except (ApiException, ValueError, OSError) as err:
+            if self._cached is None:
+                raise
+            log.warning("history re-read failed (%s); using the copy read %.0f s ago", err,
+                        self.clock() - self._read_at)
+        with self._lock:
+            return self._merged(self._pending)
+
+    def _merged(self, batch: list[Observation]) -> History:
+        """The cached copy with ``batch`` added (a copy; call with ``_lock`` held)."""
+        base = self._cached.observations if self._cached else []
+        merged = History.model_construct(version=1, observations=list(base))
+        for obs in batch:
+            merged.record(obs, self.limit)
+        return merged
+
+    # ---- writing -----------------------------------------------------------------------------
+    def record(self, obs: Observation) -> bool:
+        """Queue one observation (once per id) for the next write. True if it was new."""
+        with self._lock:
+            known = self._cached.observations if self._cached else []
+            if any(o.id == obs.id for o in [*known, *self._pending]):
+                return False
+            self._pending = [*self._pending, obs][-self.limit:]
+        if self.flush_seconds <= 0:
+            self.flush()
+        else:
+            self._start_flusher()
+            self._wake.set()
+        return True
+
+    def flush(self) -> bool:
+        """Write every pending record in one PUT (create when missing); a conflict re-reads, merges
+        and retries. True when nothing is left pending. API errors propagate (the records stay)."""
+        with self._write_lock:
+            conflicts = 0
+            while conflicts < WRITE_RETRIES:
+                with self._lock:
+                    batch = list(self._pending)
+                if not batch:
+                    return True
+                if self._cached is None:
+                    self._refresh(force=True)
+                with self._lock:
+                    merged, version = self._merged(batch), self._version
+                try:
+                    written = self._write(merged, version)
+                except ApiException as err:
+                    if err.status not in (404, 409):
+                        raise
+                    conflicts += 1
+                    self._refresh(force=True)  # someone else wrote (or deleted it): merge with theirs
+                    continue
+                with self._lock:
+                    self._cached, self._version, self._read_at = merged, written, self.clock()
+                    ids = {o.id for o in batch}
+                    self._pending = [o for o in self._pending if o.id not in ids]
+            log.warning("history %s/%s: %d conflicting writes in a row; the records wait for the next "
+                        "flush", self.namespace, self.name, WRITE_RETRIES)
+            return False
+
+    def _write(self, history: History, version: str | None) -> str:
+        """One create or PUT at ``version``; returns the new resourceVersion."""
+        if version is None:
+            resp = self.core.create_namespaced_config_map(self.namespace, self._body(history, None),
+                                                          _preload_content=False)
+        else:
+            body = self._body(history, version)
+            resp = self.core.replace_namespaced_config_map(self.name, self.namespace, body,
+                                                           _preload_content=False)
+        return json.loads(resp.data)["metadata"]["resourceVersion"]
 
     def _body(self, history: History, version: str | None) -> dict[str, Any]:
         meta: dict[str, Any] = {"name": self.name, "namespace": self.namespace,
@@ -84,27 +195,45 @@ class HistoryStore:
         data = {DATA_KEY: history.to_json()}
         return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta, "data": data}
 
-    def record(self, obs: Any) -> bool:
-        """Add one observation (once per id); retries on a concurrent write. True if it was added."""
-        for _ in range(WRITE_RETRIES):
-            history, version = self._read()
-            if not history.record(obs, self.limit):
-                return False
+    # ---- the background writer ---------------------------------------------------------------
+    def _start_flusher(self) -> None:
+        with self._lock:
+            if self._flusher is not None:
+                return
+            self._flusher = threading.Thread(target=self._flush_forever, name="history-writer", daemon=True)
+        self._flusher.start()
+
+    def _flush_forever(self) -> None:
+        """Wait for a record, let more gather for ``flush_seconds``, write them all; repeat."""
+        while not self._stop.is_set():
+            self._wake.wait()
+            if self._stop.wait(self.flush_seconds):
+                return  # close() flushes what is left
+            self._wake.clear()
             try:
-                if version is None:
-                    self.core.create_namespaced_config_map(self.namespace, self._body(history, None),
-                                                           _preload_content=False)
-                else:
-                    body = self._body(history, version)
-                    self.core.replace_namespaced_config_map(self.name, self.namespace, body,
-                                                            _preload_content=False)
-                return True
-            except ApiException as err:
-                if err.status != 409:
-                    raise
-        log.warning("history %s/%s: gave up after %d conflicting writes", self.namespace, self.name,
-                    WRITE_RETRIES)
-        return False
+                if not self.flush():
+                    self._wake.set()
+            except (ApiException, ValueError, OSError) as err:
+                log.warning("could not write the history %s/%s (%s); retrying", self.namespace, self.name,
+                            err)
+                self._wake.set()
+                self._stop.wait(max(self.flush_seconds, 1.0) * 5)
+
+    def close(self) -> None:
+        """Stop the writer and write what waits (a clean stop loses no record)."""
+        self._stop.set()
+        self._wake.set()
+        if self._flusher is not None:
+            self._flusher.join(timeout=10)
+        try:
+            self.flush()
+        except (ApiException, ValueError, OSError) as err:
+            log.warning("history %s/%s: %d record(s) not written at stop: %s", self.namespace, self.name,
+                        len(self._pending), err)
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
 
 
 def build_store(kube: Any, settings: OperatorSettings) -> HistoryStore | None:
@@ -113,7 +242,8 @@ def build_store(kube: Any, settings: OperatorSettings) -> HistoryStore | None:
     if not settings.history or core is None:
         return None
     namespace = operator_namespace(settings)
-    return HistoryStore(core, namespace, settings.history_configmap, settings.history_limit)
+    return HistoryStore(core, namespace, settings.history_configmap, settings.history_limit,
+                        settings.history_cache_seconds, settings.history_flush_seconds)
 
 
 def place(store: HistoryStore | None, spec: InfluenceTraceSpec, table: list[Pool],

@@ -86,9 +86,12 @@ def _start_lease(rt: Runtime) -> None:
 
 
 def shutdown(rt: Runtime) -> None:
-    """Stop the resync and hand the Lease back, so a successor acts without waiting for it to lapse."""
+    """Stop the resync, write the history records that wait, and hand the Lease back, so a successor
+    acts without waiting for it to lapse."""
     rt.stop.set()
     rt.wake.set()
+    if rt.reconciler.history is not None:
+        rt.reconciler.history.close()
     if rt.lease is not None:
         rt.lease.release()
 

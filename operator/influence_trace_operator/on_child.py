@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from influence_trace_operator import labels as L
-from influence_trace_operator.classify import is_evicted, job_state
+from influence_trace_operator.classify import awaits_job_controller, is_evicted, job_state
 from influence_trace_operator.kueue import is_suspended
 from influence_trace_operator.reconcile import Reconciler
 
@@ -15,17 +15,32 @@ def _owner(body: dict[str, Any]) -> str | None:
     return (meta.get("annotations") or {}).get(L.TRACE_NAME)
 
 
+def _superseded(reconciler: Reconciler, body: dict[str, Any], trace: str) -> bool:
+    """A Job of an attempt older than the one this operator last wrote for its trace (same trace uid):
+    nothing about it can change the trace (e.g. the Failed condition of an attempt whose outcome was
+    already read from its pod), so its event costs no pass."""
+    meta = body.get("metadata") or {}
+    attempt = (meta.get("labels") or {}).get(L.ATTEMPT, "")
+    owner = next((o.get("uid") for o in meta.get("ownerReferences") or [] if o.get("controller")), None)
+    return attempt.isdigit() and owner is not None and reconciler.superseded(
+        meta.get("namespace", ""), trace, owner, int(attempt))
+
+
 def on_job_event(reconciler: Reconciler, event_type: str | None, body: dict[str, Any]) -> None:
     """A Job that finished (or vanished) decides the next step of its trace; a suspended one (queued
     or evicted by Kueue) changes what its trace waits for."""
     name = _owner(body)
-    if name and (event_type == "DELETED" or job_state(body) is not None or is_suspended(body)):
+    moved = event_type == "DELETED" or job_state(body) is not None or is_suspended(body)
+    if name and moved and not _superseded(reconciler, body, name):
         reconciler.reconcile(body["metadata"]["namespace"], name)
 
 
 def on_pod_event(reconciler: Reconciler, event_type: str | None, body: dict[str, Any]) -> None:
-    """A worker pod that started running or was evicted changes its trace's phase or history."""
+    """A worker pod that started running or was evicted changes its trace's phase or history; one that
+    failed decides the attempt's outcome before the Job controller marks its Job Failed."""
     name = _owner(body)
     phase = (body.get("status") or {}).get("phase")
-    if name and event_type != "DELETED" and (phase == "Running" or is_evicted(body)):
+    if name and event_type != "DELETED" and (
+        phase == "Running" or is_evicted(body) or awaits_job_controller(body)
+    ):
         reconciler.reconcile(body["metadata"]["namespace"], name)

@@ -14,8 +14,10 @@ log = logging.getLogger(__name__)
 
 def on_trace_event(reconciler: Reconciler, event_type: str | None, body: dict[str, Any]) -> None:
     """Reconcile an unfinished trace; the initial listing at start-up (type None) resumes them all."""
-    if event_type == "DELETED":
-        return  # ownerReferences let the garbage collector remove the Jobs and Pods
+    if event_type == "DELETED":  # ownerReferences let the garbage collector remove the Jobs and Pods
+        meta = body.get("metadata") or {}
+        reconciler.forget(meta.get("namespace", ""), meta.get("name", ""))
+        return
     if (body.get("status") or {}).get("phase") in TERMINAL_PHASES:
         return
     meta = body["metadata"]

@@ -35,7 +35,7 @@ class Pass(Protocol):
     def condition(self, kind: str, value: bool, reason: str, message: str) -> None: ...
 
 
-Fail = Callable[[Any, str, str], None]  # reconcile's Reconciler._fail(pass, reason, message)
+Fail = Callable[..., None]  # reconcile's Reconciler._fail(pass, reason, message, ended)
 
 
 def _flavor(table: list[Pool], pool: str) -> str:
@@ -139,9 +139,8 @@ def _note_evictions(
     stop = E.evictions_exhausted(p.status, max_attempts)
     if stop is None:
         return False
-    kube.delete_job(p.ref.namespace, record.job)
-    fail(p, stop.reason, stop.message)
-    return True
+    fail(p, stop.reason, stop.message, Finished(outcome="Evicted", reason=Q.EVICTED, message=stop.message))
+    return True  # fail() deletes the Job
 
 
 def after_eviction_kill(

@@ -108,6 +108,7 @@ class Reconciler:
         self.may_act: Callable[[], bool] = lambda: True  # the Lease guard replaces it (leader.py)
         self._written: dict[tuple[str, str], str | None] = {}  # resourceVersion of our last status write
         self._passed: dict[tuple[str, str], float] = {}  # monotonic end of the last pass
+        self._attempt: dict[tuple[str, str], tuple[str, int]] = {}  # (uid, attempt) of our last write
         self.retries = F.Retries(
             self.reconcile, settings.api_backoff_seconds, settings.api_backoff_max_seconds
         )
@@ -115,6 +116,19 @@ class Reconciler:
     def _forget(self, namespace: str, name: str) -> None:
         self._written.pop((namespace, name), None)
         self._passed.pop((namespace, name), None)
+        self._attempt.pop((namespace, name), None)
+
+    def forget(self, namespace: str, name: str) -> None:
+        """The trace was deleted: a namesake created later starts with nothing remembered."""
+        with self._guard:
+            self._forget(namespace, name)
+
+    def superseded(self, namespace: str, name: str, uid: str, attempt: int) -> bool:
+        """Whether this operator last wrote a later attempt for this trace (same uid) than ``attempt``:
+        an event of that older attempt's Job cannot change anything (the pass reads only the current
+        attempt). Unknown traces (e.g. after a restart) are never superseded."""
+        known = self._attempt.get((namespace, name))
+        return known is not None and known[0] == uid and attempt < known[1]
 
     def own_write(self, namespace: str, name: str, resource_version: str | None) -> bool:
         """True for a trace event that only echoes our own last status write: nothing new to act on
@@ -172,6 +186,7 @@ class Reconciler:
         p.status.observed_generation = p.generation
         if p.status.wire() != before:
             self._written[(namespace, name)] = self.kube.replace_status(obj, p.status.wire())
+            self._attempt[(namespace, name)] = (p.ref.uid, p.status.attempt)
             M.observe_pass(before, p.status.wire())
         for kind, reason, message in p.events:
             self.kube.post_event(obj, kind, reason, message)
@@ -195,7 +210,8 @@ class Reconciler:
             self._fail(p, C.INVALID_SPEC, str(err))
             return
         if (p.obj["metadata"].get("annotations") or {}).get(CANCEL_ANNOTATION):
-            self._fail(p, CANCELLED, f"cancelled by the annotation {CANCEL_ANNOTATION}")
+            why = f"cancelled by the annotation {CANCEL_ANNOTATION}"
+            self._fail(p, CANCELLED, why, K.Finished(outcome="Cancelled", reason=CANCELLED, message=why))
             return
         allowed, unknown = allowed_pools(self.table, trace.spec.resources.pools)
         bounds = T.bound(trace, allowed, self.table, self.settings.namespace_pools, p.ref.namespace,
@@ -241,6 +257,7 @@ class Reconciler:
         record = p.status.current()
         if record is None:
             raise Wait(f"status names attempt {p.status.attempt} without a record")
+        fresh = record.outcome == "Running"  # the attempt's end is news in this pass (one Warning)
         job = self.kube.get_job(p.ref.namespace, record.job)
         if job is None:
             done = self._without_job(p, record)
@@ -253,7 +270,7 @@ class Reconciler:
                 return
             pending_s, run_s = PD.timeouts(trace, self.settings.default_pending_timeout,
                                           self.settings.default_run_timeout)
-            done = PD.deadline_exceeded(job, run_s) or K.classify(job, pods)
+            done = PD.deadline_exceeded(job, run_s) or K.classify(job, pods) or self._early(p, job, pods)
             if done is None:
                 done = PD.timed_out(p.status, pods, pending_s, p.now, PD.started(job, record))
                 if done is None:
@@ -272,8 +289,19 @@ class Reconciler:
             self._fail(p, decision.reason, decision.message)
         else:
             assert decision.placement is not None
-            p.event("Warning", done.outcome, decision.message)
+            if fresh:  # not again on each pass that waits to relaunch (e.g. for a missing PVC)
+                p.event("Warning", done.outcome, decision.message)
             self._launch(p, trace, decision.placement, decision, relaunch=True)
+
+    def _early(self, p: Pass, job: dict[str, Any], pods: list[dict[str, Any]]) -> K.Finished | None:
+        """The outcome from the failed pod, not waiting for the Job controller's Failed condition
+        (seconds under load); the Job is left as it is (its pod holds no GPU, and keeps its log)."""
+        done = K.failed_before_job(job, pods)
+        if done is not None:
+            log.info("%s/%s: attempt %d ended (%s, exit %s), read from pod %s before Job %s failed",
+                     p.ref.namespace, p.ref.name, p.status.attempt, done.outcome, done.exit_code, done.pod,
+                     job["metadata"].get("name"))
+        return done
 
     def _without_job(self, p: Pass, record: AttemptRecord) -> K.Finished:
         """The attempt's Job is gone: deleted while it ran (Cancelled), or after its outcome was recorded."""
@@ -404,8 +432,8 @@ class Reconciler:
         stop = E.evictions_exhausted(p.status, max_attempts)
         if stop is None:
             return False
-        self.kube.delete_job(p.ref.namespace, record.job)
-        self._fail(p, stop.reason, stop.message)
+        evicted = K.Finished(outcome="Evicted", reason="Evicted", message=stop.message)
+        self._fail(p, stop.reason, stop.message, evicted)  # deletes the Job
         return True
 
     def _note_progress(self, p: Pass, pods: list[dict[str, Any]]) -> None:
@@ -475,11 +503,13 @@ class Reconciler:
             + (f"; {took}" if took else ""),
         )
 
-    def _fail(self, p: Pass, reason: str, message: str) -> None:
+    def _fail(self, p: Pass, reason: str, message: str, ended: K.Finished | None = None) -> None:
+        """Fail the trace; a running attempt's Job is deleted, its outcome ``ended`` (what stopped it:
+        the cancel annotation, evictions) or else Cancelled because the trace failed."""
         record = p.status.current()
         if record is not None and record.outcome == "Running":  # no GPU stays held by a finished trace
             self.kube.delete_job(p.ref.namespace, record.job)
-            done = K.Finished(
+            done = ended or K.Finished(
                 outcome="Cancelled", reason=reason, message=f"stopped: the trace failed ({reason})"
             )
             self._record_outcome(p, record, done)

@@ -67,6 +67,12 @@ class OperatorSettings(BaseSettings):
     )
     history_configmap: str = Field("influence-trace-history", description="Name of the history ConfigMap.")
     history_limit: int = Field(200, ge=1, le=2000, description="Observations kept (oldest dropped).")
+    history_cache_seconds: float = Field(
+        30.0, ge=0, description="Placement re-reads the history ConfigMap at most this often (0: every time)."
+    )
+    history_flush_seconds: float = Field(
+        1.0, ge=0, description="Finished attempts wait this long to be written together (0: at once)."
+    )
     history_margin: float = Field(
         0.05, ge=0.0, lt=1.0, description="Margin over a measured peak (replaces the headroom for it)."
     )

@@ -54,6 +54,11 @@ def test_gpu_oom_on_h100_escalates_to_h200(namespace: str, op) -> None:
         k == "Warning" and "hessian_solve" in m and "h100" in m and "h200" in m
         for k, _, m in events_of("esc", namespace)
     )
+    # The outcome is read from the failed pod or from the Job's Failed condition, whichever the
+    # operator sees first; the other one must change nothing: one warning, two Jobs, no third.
+    reasons = [r for _, r, _ in events_of("esc", namespace)]
+    assert reasons.count("GPUOutOfMemory") == 1 and reasons.count("JobCreated") == 2, reasons
+    assert "JobAdopted" not in reasons and jobs_of("esc", namespace) == ["esc-a1", "esc-a2"]
 
 
 def test_success_copies_the_real_worker_summary(
@@ -146,6 +151,7 @@ def test_eviction_relaunches_on_the_same_pool(namespace: str, op) -> None:
         _attempts(obj)[0]["evictions"] >= 2 and kube.condition(obj, "Failed")["reason"] == "AttemptsExhausted"
     )
     assert jobs_of("evi", namespace) in ([], ["evi-a1"])  # the operator deletes the Job that would go on
+    assert _attempts(obj)[0]["outcome"] == "Evicted", _attempts(obj)[0]  # not Cancelled: it was evicted
     evictions = [m for _, r, m in events_of("evi", namespace) if r == "PodEvicted"]
     assert len(evictions) >= 2 and all("same pool" in m for m in evictions)
 

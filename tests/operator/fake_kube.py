@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import copy
 import itertools
+import json
+from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 from influence_trace_operator import labels as L
@@ -155,3 +158,62 @@ def owned_by(job: dict[str, Any], trace: dict[str, Any]) -> bool:
 
 def trace_name_of(job: dict[str, Any]) -> str | None:
     return (job["metadata"].get("annotations") or {}).get(L.TRACE_NAME)
+
+
+class RawResponse:
+    """What the client returns with ``_preload_content=False``: the JSON body in ``.data``."""
+
+    def __init__(self, body: dict[str, Any]) -> None:
+        self.data = json.dumps(body).encode()
+
+
+class FakeCore:
+    """ConfigMaps of core/v1 with resourceVersions, counting each verb, for the history store's unit
+    tests: a write at a stale resourceVersion answers 409 as the API server does, and ``before_write``
+    puts another replica's write exactly between the store's read and its write (a race the real API
+    server produces only by chance)."""
+
+    def __init__(self) -> None:
+        self.configmaps: dict[tuple[str, str], dict[str, Any]] = {}
+        self.calls: Counter[str] = Counter()
+        self.before_write: list[Callable[[], None]] = []  # run (once each) just before the next writes
+        self.errors_to_inject: list[ApiException] = []  # raised by the next writes
+        self._versions = itertools.count(1)
+
+    def read_namespaced_config_map(self, name: str, namespace: str, **_: Any) -> RawResponse:
+        self.calls["get"] += 1
+        found = self.configmaps.get((namespace, name))
+        if found is None:
+            raise ApiException(status=404, reason="Not Found")
+        return RawResponse(found)
+
+    def _before_write(self) -> None:
+        if self.before_write:
+            self.before_write.pop(0)()
+        if self.errors_to_inject:
+            raise self.errors_to_inject.pop(0)
+
+    def create_namespaced_config_map(self, namespace: str, body: dict[str, Any], **_: Any) -> RawResponse:
+        self.calls["create"] += 1
+        self._before_write()
+        key = (namespace, body["metadata"]["name"])
+        if key in self.configmaps:
+            raise conflict()
+        return self._store(key, body)
+
+    def replace_namespaced_config_map(self, name: str, namespace: str, body: dict[str, Any],
+                                      **_: Any) -> RawResponse:
+        self.calls["replace"] += 1
+        self._before_write()
+        current = self.configmaps.get((namespace, name))
+        if current is None:
+            raise ApiException(status=404, reason="Not Found")
+        if body["metadata"].get("resourceVersion") != current["metadata"]["resourceVersion"]:
+            raise conflict()
+        return self._store((namespace, name), body)
+
+    def _store(self, key: tuple[str, str], body: dict[str, Any]) -> RawResponse:
+        stored = copy.deepcopy(body)
+        stored["metadata"]["resourceVersion"] = str(next(self._versions))
+        self.configmaps[key] = stored
+        return RawResponse(stored)

@@ -29,7 +29,8 @@ Outcome = Literal[
     "InvalidInput",
     "Error",
     "Failed",
-    "Cancelled",  # its Job was deleted by someone other than the operator
+    "Cancelled",  # its Job was deleted by someone other than the operator, or the trace was cancelled
+    "Evicted",  # its pod (or Kueue Workload) was evicted once too often: maxAttempts used up
     "Unschedulable",  # never got a node within resources.pendingTimeout
 ]
 ConditionStatus = Literal["True", "False", "Unknown"]
