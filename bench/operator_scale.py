@@ -33,6 +33,7 @@ from kubernetes import client, config, watch
 ROOT = Path(__file__).resolve().parents[1]
 OPERATOR_RESOURCES = ("influencetraces", "influencetraces/status", "jobs", "pods", "configmaps", "events")
 CLI = Path(sys.executable).parent / "influence-trace"
+CONTROL_PLANE = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok-controller")
 ARCH = {
     "hiddenSize": 64,
     "intermediateSize": 128,
@@ -121,6 +122,33 @@ def peak_rss_mib(pid: int) -> float:
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
     return float("nan")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (0 when it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def control_plane_pids() -> dict[str, int]:
+    """The bench cluster's own processes (kwokctl's binary runtime runs them with the cluster's
+    directory, taken from KUBECONFIG, on their command line): component name -> pid."""
+    cluster_dir = str(Path(os.environ.get("KUBECONFIG", "")).parent)
+    out: dict[str, int] = {}
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            args = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        name = Path(args[0].decode(errors="replace")).name
+        if name in CONTROL_PLANE and cluster_dir and any(cluster_dir.encode() in a for a in args):
+            out[name] = int(proc.name)
+    return out
 
 
 def free_port() -> int:
@@ -224,6 +252,8 @@ def run(count: int, clients: int = 8, deadline_s: float = 600) -> dict:
     escalating = set(names[::2])
     docs = [manifest(n, n in escalating) for n in names]
     api_before = apiserver_latency()
+    components = {**control_plane_pids(), "operator": op.pid, "bench (watches, clients)": os.getpid()}
+    cpu_before = {name: cpu_seconds(pid) for name, pid in components.items()}
     t0 = time.monotonic()
     post_latency = create_all(ns, docs, clients)
     applied = time.monotonic() - t0
@@ -270,6 +300,7 @@ def run(count: int, clients: int = 8, deadline_s: float = 600) -> dict:
         time.sleep(1)
     converged = time.monotonic() - t0
     rss = peak_rss_mib(op.pid)
+    cpu = {name: cpu_seconds(pid) - cpu_before[name] for name, pid in components.items()}
     metrics = scrape(port)
     api = latency_delta(api_before, apiserver_latency(), OPERATOR_RESOURCES)
     extra_jobs = sorted(set(rec.job_added) - wanted)
@@ -310,6 +341,7 @@ def run(count: int, clients: int = 8, deadline_s: float = 600) -> dict:
         "failed": phases.count("Failed"),
         "all_terminal_s": converged,
         "operator_peak_rss_mib": rss,
+        **{f"cpu_s {k}": v for k, v in sorted(cpu.items())},
         **{f"api_mean_s {k}": v[1] for k, v in sorted(api.items())},
         **{f"api_requests {k}": int(v[0]) for k, v in sorted(api.items())},
     }
@@ -355,6 +387,10 @@ def write_results(r: dict) -> None:
             f"| Operator peak memory (VmHWM) | {r['operator_peak_rss_mib']:.0f} MiB |",
             "",
             f"Server-side API latency during the run (mean s per request, and requests): {api}.",
+            "",
+            "CPU seconds used during the run (from the traces' creation to the last one terminal): "
+            + ", ".join(f"{k.removeprefix('cpu_s ')} {v:.0f}" for k, v in r.items() if k.startswith("cpu_s"))
+            + ".",
             "",
         ]
     )

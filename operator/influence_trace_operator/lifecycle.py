@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import kopf
@@ -25,6 +27,9 @@ from influence_trace_operator.reconcile import Reconciler
 from influence_trace_operator.settings import OperatorSettings
 
 log = logging.getLogger(__name__)
+# Events are posted by a small pool after the pass's status write, so a reconcile thread does not
+# wait one API call per event; each pass's events stay in order (one task per pass).
+EVENT_THREADS = 4
 
 
 @dataclass
@@ -34,6 +39,7 @@ class Runtime:
     stop: threading.Event
     wake: threading.Event = field(default_factory=threading.Event)  # resync now (e.g. Lease gained)
     lease: LeaseGuard | None = None
+    events: ThreadPoolExecutor | None = None  # posts each pass's events off the reconcile threads
 
 
 def build_runtime(settings: OperatorSettings | None = None) -> Runtime:
@@ -42,8 +48,18 @@ def build_runtime(settings: OperatorSettings | None = None) -> Runtime:
     settings = settings or OperatorSettings()
     table = load_table(settings.pools_file)
     log.info("pools: %s", ", ".join(f"{p.name} ({p.gpu_memory_bytes} B/GPU)" for p in table))
-    kube = Kube(api_client(settings.workers + 2))
-    return Runtime(settings, Reconciler(kube, settings, table), threading.Event())
+    kube = Kube(api_client(settings.workers + EVENT_THREADS + 2))
+    rt = Runtime(settings, Reconciler(kube, settings, table), threading.Event())
+    pool = rt.events = ThreadPoolExecutor(EVENT_THREADS, thread_name_prefix="events")
+
+    def send(post: Callable[[], None]) -> None:
+        try:
+            pool.submit(post)
+        except RuntimeError:  # shutting down: post in the pass itself
+            post()
+
+    rt.reconciler.send = send
+    return rt
 
 
 def api_client(connections: int) -> client.ApiClient:
@@ -92,6 +108,8 @@ def shutdown(rt: Runtime) -> None:
     rt.wake.set()
     if rt.reconciler.history is not None:
         rt.reconciler.history.close()
+    if rt.events is not None:
+        rt.events.shutdown(wait=True)  # the events of passes that ended are still posted
     if rt.lease is not None:
         rt.lease.release()
 

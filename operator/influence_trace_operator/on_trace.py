@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 from typing import Any
 
@@ -24,4 +25,4 @@ def on_trace_event(reconciler: Reconciler, event_type: str | None, body: dict[st
     if meta.get("deletionTimestamp") or reconciler.own_write(meta["namespace"], meta["name"],
                                                             meta.get("resourceVersion")):
         return
-    reconciler.reconcile(meta["namespace"], meta["name"])
+    reconciler.reconcile(meta["namespace"], meta["name"], copy.deepcopy(body))  # no GET: the event has it

@@ -106,6 +106,7 @@ class Reconciler:
         self._guard = threading.Lock()
         self.watchdog = Watchdog(settings.wedged_seconds, settings.resync_seconds)
         self.may_act: Callable[[], bool] = lambda: True  # the Lease guard replaces it (leader.py)
+        self.send: Callable[[Callable[[], None]], None] = lambda post: post()  # lifecycle: a thread pool
         self._written: dict[tuple[str, str], str | None] = {}  # resourceVersion of our last status write
         self._passed: dict[tuple[str, str], float] = {}  # monotonic end of the last pass
         self._attempt: dict[tuple[str, str], tuple[str, int]] = {}  # (uid, attempt) of our last write
@@ -140,7 +141,9 @@ class Reconciler:
         return time.monotonic() - self._passed.get((namespace, name), float("-inf")) < seconds
 
 
-    def reconcile(self, namespace: str, name: str) -> None:
+    def reconcile(self, namespace: str, name: str, seen: dict[str, Any] | None = None) -> None:
+        """One pass; ``seen`` is the trace as its own watch event carried it, used instead of a GET
+        for the first try (a stale copy only costs a 409 on the status write, then a fresh read)."""
         if not self.may_act():
             return
         if self.retries.waiting((namespace, name)):
@@ -151,19 +154,20 @@ class Reconciler:
             self._passed[(namespace, name)] = time.monotonic()
             for _ in range(CONFLICT_RETRIES):
                 try:
-                    self._once(namespace, name)
+                    self._once(namespace, name, seen)
                     return
                 except ApiException as err:
                     if err.status != 409:
                         raise
                     log.debug("conflict on %s/%s; re-reading", namespace, name)
+                    seen = None
                 except Wait as why:
                     log.info("%s/%s: %s", namespace, name, why)
                     return
 
     # ---- the pass ----------------------------------------------------------------------------
-    def _once(self, namespace: str, name: str) -> None:
-        obj = self.kube.get_trace(namespace, name)
+    def _once(self, namespace: str, name: str, seen: dict[str, Any] | None = None) -> None:
+        obj = seen if seen is not None else self.kube.get_trace(namespace, name)
         if obj is None or obj["metadata"].get("deletionTimestamp"):
             self._forget(namespace, name)
             return
@@ -188,10 +192,15 @@ class Reconciler:
             self._written[(namespace, name)] = self.kube.replace_status(obj, p.status.wire())
             self._attempt[(namespace, name)] = (p.ref.uid, p.status.attempt)
             M.observe_pass(before, p.status.wire())
-        for kind, reason, message in p.events:
-            self.kube.post_event(obj, kind, reason, message)
+        if p.events:
+            self.send(lambda: self._post(obj, p.events))
         for step in p.later:
             step()
+
+    def _post(self, obj: dict[str, Any], events: list[tuple[str, str, str]]) -> None:
+        """One pass's events, in order (post_event only logs a refusal)."""
+        for kind, reason, message in events:
+            self.kube.post_event(obj, kind, reason, message)
 
     def _api_fault(self, p: Pass, err: ApiException) -> None:
         """A refused call: permanent ones fail the trace, others are told and retried with backoff."""

@@ -1,5 +1,6 @@
 """Work the operator skips under load, and only where nothing can be missed: the watch event that
-echoes its own status write, and a resync of a trace a pass looked at within the resync period."""
+echoes its own status write, a resync of a trace a pass looked at within the resync period, and the
+GET of a trace whose own watch event carries it (a stale copy costs a 409 and a fresh read)."""
 
 from __future__ import annotations
 
@@ -23,7 +24,8 @@ def reconciler(kube: FakeKube) -> Reconciler:
 def passes(reconciler: Reconciler, monkeypatch: pytest.MonkeyPatch) -> list[str]:
     calls: list[str] = []
     real = reconciler.reconcile
-    monkeypatch.setattr(reconciler, "reconcile", lambda ns, name: (calls.append(name), real(ns, name)))
+    monkeypatch.setattr(reconciler, "reconcile",
+                        lambda ns, name, *seen: (calls.append(name), real(ns, name, *seen)))
     return calls
 
 
@@ -57,3 +59,25 @@ def test_a_replica_without_the_lease_neither_resyncs_nor_acts(kube: FakeKube, re
     assert lifecycle.resync_once(rt) == 0
     reconciler.reconcile(NS, NAME)
     assert kube.status_writes == 0 and kube.jobs == {}
+
+
+def test_a_trace_event_is_acted_on_without_reading_the_trace_again(
+    kube: FakeKube, reconciler: Reconciler, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    created = kube.get_trace(NS, NAME)
+    reads: list[str] = []
+    real = kube.get_trace
+    monkeypatch.setattr(kube, "get_trace", lambda ns, name: (reads.append(name), real(ns, name))[1])
+    on_trace.on_trace_event(reconciler, "ADDED", created)
+    assert reads == [] and list(kube.jobs) == [(NS, "demo-a1")]
+    assert kube.status_of(NS, NAME)["attempt"] == 1
+
+
+def test_a_stale_trace_event_converges_through_the_conflict(
+    kube: FakeKube, reconciler: Reconciler, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stale = kube.get_trace(NS, NAME)  # the creation, before the first pass wrote a status
+    reconciler.reconcile(NS, NAME)
+    reconciler.reconcile(NS, NAME, stale)  # e.g. a late event: acts on the copy, loses the write race
+    assert list(kube.jobs) == [(NS, "demo-a1")] and kube.status_writes == 1
+    assert [e[1] for e in kube.events] == ["JobCreated"]  # the losing try's JobAdopted is never posted
