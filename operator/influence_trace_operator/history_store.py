@@ -72,6 +72,7 @@ class HistoryStore:
         self._cached: History | None = None
         self._version: str | None = None  # resourceVersion of the cached copy (None: no ConfigMap)
         self._read_at = float("-inf")
+        self._writes = 0  # own writes so far: a GET that raced one must not replace the newer copy
         self._pending: list[Observation] = []
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -106,9 +107,11 @@ class HistoryStore:
             with self._lock:
                 if not force and self._fresh():
                     return
+                writes = self._writes
             history, version = self._get()
             with self._lock:
-                self._cached, self._version, self._read_at = history, version, self.clock()
+                if self._writes == writes:
+                    self._cached, self._version, self._read_at = history, version, self.clock()
 
     def load(self) -> History:
         """The history as placement should see it: the cached copy plus the records not yet written.
@@ -170,6 +173,7 @@ class HistoryStore:
                     continue
                 with self._lock:
                     self._cached, self._version, self._read_at = merged, written, self.clock()
+                    self._writes += 1
                     ids = {o.id for o in batch}
                     self._pending = [o for o in self._pending if o.id not in ids]
             log.warning("history %s/%s: %d conflicting writes in a row; the records wait for the next "
