@@ -240,7 +240,6 @@ def module_stage_bytes(d: ModuleDims, w: Workload, trace: TraceSettings, chunk_b
     out = {
         "factors": w.response_tokens * (d.k_in + d.k_out) * s,
         "response_grads": scope_r * dim * s,
-        "directions": (w.responses if trace.scope == "all_selected" else w.scope_responses) * dim * s,
     }
     if trace.hessian_mode == "identity" and not trace.debug_hessian_similarity:
         return out
@@ -255,22 +254,21 @@ def module_stage_bytes(d: ModuleDims, w: Workload, trace: TraceSettings, chunk_b
     return out
 
 
-def module_peak(parts: dict[str, int], hessian_source: str) -> int:
+def module_peak(parts: dict[str, int]) -> int:
     """The largest moment of a module, over its phases in the worker's order: G with the pair buffers,
-    G with H and an expansion band, H with a chunk (dense build) or, for hessianSource response, H
-    with the response gradients it is built from; H with its Cholesky factor (factored out of place,
-    the gradients freed); L with the scope's gradients formed again and solved in place; the
-    solutions with the contrast directions."""
+    G with H and an expansion band, H with a chunk (dense build), H with its Cholesky factor (factored
+    out of place), L with the scope's response gradients formed after H is freed and solved in place.
+    hessianSource response builds H from those gradients first (H with them: as large as L with
+    them). Scoring adds only the structured contrast's few rows (trace/scoring.py), not counted."""
     g = parts.get
-    grads = g("response_grads", 0)
+    grads = parts["response_grads"]
     phases = (
         g("gram", 0) + g("pairs", 0),
         g("gram", 0) + g("hessian", 0) + g("expansion", 0),
         g("hessian", 0) + g("chunk", 0),
-        g("hessian", 0) + grads if hessian_source == "response" and "hessian" in parts else 0,
         g("hessian", 0) + g("cholesky", 0),
         g("cholesky", 0) + grads,
-        grads + g("directions", 0),
+        grads,
     )
     return parts["factors"] + max(phases)
 
@@ -377,7 +375,7 @@ def estimate(spec: InfluenceTraceSpec, shapes: Shapes | None = None, options: Es
              "projections": projection_bytes(dims, trace.factor, trace.capture_dtype)}
     capture = _capture_stage(shapes, local, spec, opts)
     parts = {d.name: module_stage_bytes(d, w, trace, opts.chunk_bytes) for d in dims}
-    modules = [_module_estimate(d, parts[d.name], trace.hessian_source) for d in dims]
+    modules = [_module_estimate(d, parts[d.name]) for d in dims]
     largest = max(modules, key=lambda m: m.peak_bytes)
     resident = resident_bytes(w, trace)
     stages = {"capture": sum(fixed.values()) + capture,
@@ -411,9 +409,8 @@ def estimate(spec: InfluenceTraceSpec, shapes: Shapes | None = None, options: Es
     )
 
 
-def _module_estimate(d: ModuleDims, parts: dict[str, int], hessian_source: str) -> ModuleEstimate:
-    return ModuleEstimate(d.name, d.k_in, d.k_out, d.dim, parts.get("hessian", 0),
-                          module_peak(parts, hessian_source))
+def _module_estimate(d: ModuleDims, parts: dict[str, int]) -> ModuleEstimate:
+    return ModuleEstimate(d.name, d.k_in, d.k_out, d.dim, parts.get("hessian", 0), module_peak(parts))
 
 
 def _assumptions(spec: InfluenceTraceSpec, w: Workload, opts: EstimateOptions) -> list[str]:

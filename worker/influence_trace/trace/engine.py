@@ -30,7 +30,7 @@ from influence_trace.trace.projection import (
     projection_bytes,
 )
 from influence_trace.trace.records import ModuleReport, TraceResult
-from influence_trace.trace.scoring import contrast_directions, contrast_matrix, score_tokens
+from influence_trace.trace.scoring import Contrast, contrast, score_tokens
 from influence_trace.trace.selection import Selection
 from influence_trace.trace.solve import damped_cholesky, solve_in_place
 from influence_trace.trace.staging import transfer_for
@@ -46,7 +46,7 @@ class Scope:
     label: str
     first: int  # first response index (scope order)
     last: int  # one past the last response index
-    coeffs: np.ndarray  # R_s x R_s
+    contrast: Contrast  # R_s x R_s, structured: O(R_s) numbers
 
 
 def build_scopes(selection: Selection, trace: TraceSettings) -> list[Scope]:
@@ -55,11 +55,11 @@ def build_scopes(selection: Selection, trace: TraceSettings) -> list[Scope]:
     if trace.scope == "all_selected":
         acc = np.concatenate([g.accepted for g in groups])
         adv = np.concatenate([g.advantages for g in groups])
-        return [Scope("all_selected", 0, len(acc), contrast_matrix(acc, adv, trace))]
+        return [Scope("all_selected", 0, len(acc), contrast(acc, adv, trace))]
     scopes, first = [], 0
     for g in groups:
         last = first + len(g.responses)
-        coeffs = contrast_matrix(g.accepted, g.advantages, trace)
+        coeffs = contrast(g.accepted, g.advantages, trace)
         scopes.append(Scope(f"prompt {g.prompt_id!r}", first, last, coeffs))
         first = last
     return scopes
@@ -158,16 +158,15 @@ def _inverse_solutions(staged: _Staged, first: int, last: int, trace: TraceSetti
     return solved, damping, retries
 
 
-def _score_scope(scope: Scope, solved: torch.Tensor, staged: _Staged, scores: torch.Tensor,
-                 ledger: MemoryLedger) -> None:
-    """Add the scope's token scores for this module: M = C W^T, then u_t^T M_o v_t."""
-    ledger.allocate("directions", solved.numel() * solved.element_size(), "token_scoring")
-    directions = contrast_directions(scope.coeffs, solved)
+def _score_scope(scope: Scope, solved: torch.Tensor, staged: _Staged, scores: torch.Tensor) -> None:
+    """Add the scope's token scores for this module: u_t^T M_o v_t with M = C W^T, C structured.
+
+    Not declared to the ledger: the structured contrast needs K x D directions (K <= 2), one D row
+    and K x R coefficients, about 1.2 MB at D = 66,304 and R = 45,867 (docs/memory-model.md).
+    """
     a, b = staged.offsets[scope.first], staged.offsets[scope.last]
     local = [o - a for o in staged.offsets[scope.first : scope.last + 1]]
-    score_tokens(directions, staged.u[a:b], staged.v[a:b], local, scores[a:b])
-    del directions
-    ledger.free("directions")
+    score_tokens(scope.contrast, solved, staged.u[a:b], staged.v[a:b], local, scores[a:b])
 
 
 def _global_hinv_dot(staged: _Staged, trace: TraceSettings, chunk_bytes: int, ledger: MemoryLedger,
@@ -206,7 +205,7 @@ def trace_module(mod: TracedModule, factors: Factors, scopes: list[Scope], trace
             report.damping.append(damping)
             report.retries += retries
         with timer.stage("token_scoring"):
-            _score_scope(scope, solved, staged, scores, ledger)
+            _score_scope(scope, solved, staged, scores)
         del solved
         ledger.free("response_grads")
     if hinv_dot is not None and not reuse_for_diag:
