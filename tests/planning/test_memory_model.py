@@ -84,7 +84,7 @@ def test_token_hessian_build_per_module_shape() -> None:
     of H, plus one expansion band); k/v (k_out 8) keep the dense rank-c build and its chunk."""
     spec = seed_spec()
     est = estimate(spec)
-    assert est.largest_module.endswith("mlp.gate_proj")  # tied with up/down at H + its Cholesky factor
+    assert est.largest_module.endswith("mlp.gate_proj")  # tied with up/down at L + the response gradients
     assert est.gpu_breakdown["gram"] == (48 * 49 // 2) * (280 * 281 // 2) * 4
     assert est.gpu_breakdown["expansion"] == 280 * 48 * 48 * 4  # k_out x k_in^2
     h = est.gpu_breakdown["hessian"]
