@@ -1,5 +1,6 @@
 """The CUDA paths the CPU tests cannot reach: pinned staging, the TF32 switch, the measured capture
-batch and the running peak, one NCCL process group, and a CUDA run against the float64 reference."""
+batch and the running peak, the in-place response solve, one NCCL process group, and a CUDA run
+against the float64 reference."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from influence_trace.trace.engine import frozen_weights, tf32_matmuls
 from influence_trace.trace.ledger import MemoryLedger
 from influence_trace.trace.projection import build_traced_modules, move_projections
 from influence_trace.trace.selection import select_groups
+from influence_trace.trace.solve import Factorization, solve_in_place
 from influence_trace.trace.staging import CaptureStaging, Transfer
 
 from tests.gpu import GPU
@@ -102,6 +104,27 @@ def test_measured_capture_batch_running_peak_and_released_cache(tiny_model_dir: 
             assert not got[name].is_pinned()
             scale = float(expected.abs().max())
             assert scale > 0 and float((got[name] - expected).abs().max()) <= 1e-3 * scale, (side, name)
+
+
+def test_in_place_solve_allocates_no_second_r_x_d() -> None:
+    """cuBLAS solves into G.T (F-contiguous) itself: the device peak grows by far less than one R x D
+    (bench/inplace_solve.py measures the same on the CPU)."""
+    dim, count = 2048, 4096
+    g = torch.Generator(device=CUDA).manual_seed(0)
+    a = torch.randn(dim, dim, device=CUDA, generator=g)
+    fact = Factorization(torch.linalg.cholesky(a @ a.T + dim * torch.eye(dim, device=CUDA)), 0.0, 0)
+    del a
+    solve_in_place(fact, torch.randn(count, dim, device=CUDA, generator=g))  # cuBLAS workspace, once
+    grads = torch.randn(count, dim, device=CUDA, generator=g)
+    want = torch.cholesky_solve(grads.T.double(), fact.chol.double()).T
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats(CUDA)
+    before, storage = torch.cuda.memory_allocated(CUDA), grads.data_ptr()
+    solve_in_place(fact, grads)
+    torch.cuda.synchronize()
+    assert torch.cuda.max_memory_allocated(CUDA) - before < count * dim * 4 // 8
+    assert grads.data_ptr() == storage
+    torch.testing.assert_close(grads.double(), want, rtol=1e-3, atol=1e-5)
 
 
 def test_one_nccl_process_group(monkeypatch: pytest.MonkeyPatch) -> None:
