@@ -91,23 +91,30 @@ def pair_rows(k: int, device: torch.device) -> torch.Tensor:
 
 
 def symmetric_gram(u: torch.Tensor, v: torch.Tensor, chunk_bytes: int, ledger: MemoryLedger) -> torch.Tensor:
-    """``G = sum_t P_t^T Q_t`` (pairs(k_out) x pairs(k_in)), one GEMM per chunk of tokens."""
+    """``G = sum_t P_t^T Q_t`` (pairs(k_out) x pairs(k_in)), one GEMM per chunk of tokens.
+
+    G is accumulated with its longer side as rows (G or G^T in memory; a G-shaped view is returned):
+    the CPU's BLAS runs that layout at the plain GEMM's rate and the other at about two thirds of it
+    (48 x 280: 34 against 22 GFLOP/s on one core, bench/hessian_rate.py).
+    """
     tokens, k_out, k_in = u.shape[0], u.shape[1], v.shape[1]
     itemsize = u.element_size()
     c = gram_chunk_tokens(tokens, k_out, k_in, itemsize, chunk_bytes)
     ledger.allocate("gram", gram_bytes(k_out, k_in, itemsize), STAGE)
-    gram = torch.zeros((pairs(k_out), pairs(k_in)), dtype=u.dtype, device=u.device)
     ledger.allocate("pairs", pair_buffer_bytes(tokens, k_out, k_in, itemsize, chunk_bytes), STAGE)
     p = torch.empty((pairs(k_out), c), dtype=u.dtype, device=u.device)
     q = torch.empty((pairs(k_in), c), dtype=u.dtype, device=u.device)
+    transposed = pairs(k_in) > pairs(k_out)
+    rows, cols = (q, p) if transposed else (p, q)
+    acc = torch.zeros((rows.shape[0], cols.shape[0]), dtype=u.dtype, device=u.device)
     for a in range(0, tokens, c):
         n = min(c, tokens - a)
         pair_products(u[a : a + n].T.contiguous(), p[:, :n])
         pair_products(v[a : a + n].T.contiguous(), q[:, :n])
-        gram.addmm_(p[:, :n], q[:, :n].T)
-    del p, q
+        acc.addmm_(rows[:, :n], cols[:, :n].T)
+    del p, q, rows, cols
     ledger.free("pairs")
-    return gram
+    return acc.T if transposed else acc
 
 
 def expand_gram(gram: torch.Tensor, k_out: int, k_in: int, ledger: MemoryLedger) -> torch.Tensor:
