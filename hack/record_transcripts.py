@@ -112,6 +112,25 @@ def phase(name: str, env: dict[str, str]) -> str:
               env=env, check=False).strip()
 
 
+EXPECTED_EVENTS = {"JobCreated", "Running", "GPUOutOfMemory", "Succeeded"}
+
+
+def wait_for_events(name: str, env: dict[str, str], timeout: float = 60) -> None:
+    """Until the operator's events of the run are stored: kopf posts events from a queue, so one
+    written just before the operator stops could otherwise be missing from ``kubectl describe``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        reasons = set(sh("kubectl", "-n", NAMESPACE, "get", "events", "--field-selector",
+                         f"involvedObject.name={name}", "-o", "jsonpath={.items[*].reason}",
+                         env=env, check=False).split())
+        if reasons >= EXPECTED_EVENTS:
+            return
+        if time.monotonic() > deadline:
+            missing = sorted(EXPECTED_EVENTS - reasons)
+            sys.exit(f"events {missing} of {name} never appeared (have {sorted(reasons)})")
+        time.sleep(1)
+
+
 def wait_until_serving(operator: subprocess.Popen, log: Path, timeout: float = 180) -> None:
     """Until kopf has logged in (its watches start right after), so the trace is placed at once."""
     deadline = time.monotonic() + timeout
@@ -175,6 +194,7 @@ def record(message: str, progress: list[str], env: dict[str, str], work: Path) -
             if time.monotonic() > deadline:
                 sys.exit(f"trace {name} did not finish; operator log: {work / 'operator.log'}")
             time.sleep(1)
+        wait_for_events(name, env)
         time.sleep(2)  # the last status write reaches the watch
     finally:
         stop.set()
