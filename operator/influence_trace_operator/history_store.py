@@ -37,6 +37,7 @@ from influence_trace.planning.history import (
 from influence_trace.planning.memory_model import Estimate, estimate
 from influence_trace.planning.placement import Placement, Pool
 from kubernetes.client.rest import ApiException
+from urllib3.exceptions import HTTPError
 
 from influence_trace_operator import labels as L
 from influence_trace_operator.progress_reader import seconds_between
@@ -45,6 +46,8 @@ from influence_trace_operator.settings import OperatorSettings
 log = logging.getLogger(__name__)
 DATA_KEY = "history.json"
 WRITE_RETRIES = 5
+REQUEST_TIMEOUT = (5.0, 30.0)  # connect, read: a hung call must not hold the history (and placement) forever
+API_ERRORS = (ApiException, ValueError, OSError, HTTPError)  # HTTPError: urllib3's timeouts among them
 SERVICE_ACCOUNT_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
 
 
@@ -82,7 +85,8 @@ class HistoryStore:
     def _get(self) -> tuple[History, str | None]:
         """The history and the ConfigMap's resourceVersion (None: no ConfigMap yet)."""
         try:
-            resp = self.core.read_namespaced_config_map(self.name, self.namespace, _preload_content=False)
+            resp = self.core.read_namespaced_config_map(self.name, self.namespace, _preload_content=False,
+                                                        _request_timeout=REQUEST_TIMEOUT)
         except ApiException as err:
             if err.status == 404:
                 return History(), None
@@ -102,8 +106,11 @@ class HistoryStore:
         return self._cached is not None and self.clock() - self._read_at < self.cache_seconds
 
     def _refresh(self, force: bool = False) -> None:
-        """Re-read the ConfigMap unless another thread just did (or the cache is young)."""
-        with self._read_lock:
+        """Re-read the ConfigMap unless the cache is young. One thread reads at a time; while it does,
+        the others go on with the copy they have (only a store with no copy yet waits for the read)."""
+        if not self._read_lock.acquire(blocking=force or self._cached is None):
+            return
+        try:
             with self._lock:
                 if not force and self._fresh():
                     return
@@ -112,13 +119,15 @@ class HistoryStore:
             with self._lock:
                 if self._writes == writes:
                     self._cached, self._version, self._read_at = history, version, self.clock()
+        finally:
+            self._read_lock.release()
 
     def load(self) -> History:
         """The history as placement should see it: the cached copy plus the records not yet written.
         A failed re-read falls back on an older copy when there is one (logged)."""
         try:
             self._refresh()
-        except (ApiException, ValueError, OSError) as err:
+        except API_ERRORS as err:
             if self._cached is None:
                 raise
             log.warning("history re-read failed (%s); using the copy read %.0f s ago", err,
@@ -184,11 +193,12 @@ class HistoryStore:
         """One create or PUT at ``version``; returns the new resourceVersion."""
         if version is None:
             resp = self.core.create_namespaced_config_map(self.namespace, self._body(history, None),
-                                                          _preload_content=False)
+                                                          _preload_content=False,
+                                                          _request_timeout=REQUEST_TIMEOUT)
         else:
             body = self._body(history, version)
-            resp = self.core.replace_namespaced_config_map(self.name, self.namespace, body,
-                                                           _preload_content=False)
+            resp = self.core.replace_namespaced_config_map(
+                self.name, self.namespace, body, _preload_content=False, _request_timeout=REQUEST_TIMEOUT)
         return json.loads(resp.data)["metadata"]["resourceVersion"]
 
     def _body(self, history: History, version: str | None) -> dict[str, Any]:
@@ -217,7 +227,7 @@ class HistoryStore:
             try:
                 if not self.flush():
                     self._wake.set()
-            except (ApiException, ValueError, OSError) as err:
+            except API_ERRORS as err:
                 log.warning("could not write the history %s/%s (%s); retrying", self.namespace, self.name,
                             err)
                 self._wake.set()
@@ -231,7 +241,7 @@ class HistoryStore:
             self._flusher.join(timeout=10)
         try:
             self.flush()
-        except (ApiException, ValueError, OSError) as err:
+        except API_ERRORS as err:
             log.warning("history %s/%s: %d record(s) not written at stop: %s", self.namespace, self.name,
                         len(self._pending), err)
 
@@ -258,7 +268,7 @@ def place(store: HistoryStore | None, spec: InfluenceTraceSpec, table: list[Pool
     if store is not None:
         try:
             history = store.load()
-        except (ApiException, ValueError, OSError) as err:
+        except API_ERRORS as err:
             log.warning("history unreadable (%s); placing by the model alone", err)
     margin = settings.history_margin
     est, learned, chosen = place_with_history(spec, history, table, settings.headroom, margin)
@@ -288,7 +298,7 @@ def record(store: HistoryStore | None, spec: InfluenceTraceSpec, uid: str, name:
     )
     try:
         store.record(obs)
-    except (ApiException, ValueError, OSError) as err:
+    except API_ERRORS as err:
         log.warning("could not record attempt %s of %s in the history: %s", record.attempt, name, err)
 
 

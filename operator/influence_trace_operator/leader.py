@@ -46,13 +46,20 @@ class LeaseGuard:
         self._seen: tuple[Any, Any] | None = None  # (holder, renewTime) last read
         self._seen_at = 0.0
 
+    def _timeout(self) -> tuple[float, float]:
+        """A renewal call that has not answered within a third of the Lease is given up and retried:
+        without a timeout one hung call would stop the loop, and the replica would stop acting for
+        good without a word (``acting`` lapses on its own)."""
+        return (self.seconds / 3, self.seconds / 3)
+
     def acting(self) -> bool:
         return self._renewed_at is not None and time.monotonic() - self._renewed_at < self.seconds * 2 / 3
 
     def step(self) -> bool:
         """One try to acquire or renew; True when we hold the Lease afterwards."""
         try:
-            lease = self.coord.read_namespaced_lease(self.name, self.namespace)
+            lease = self.coord.read_namespaced_lease(self.name, self.namespace,
+                                                     _request_timeout=self._timeout())
         except ApiException as err:
             if err.status != 404:
                 raise
@@ -86,10 +93,11 @@ class LeaseGuard:
         start = time.monotonic()
         try:
             if resource_version is None:
-                self.coord.create_namespaced_lease(self.namespace, body)
+                self.coord.create_namespaced_lease(self.namespace, body, _request_timeout=self._timeout())
             else:
                 body["metadata"]["resourceVersion"] = resource_version
-                self.coord.replace_namespaced_lease(self.name, self.namespace, body)
+                self.coord.replace_namespaced_lease(self.name, self.namespace, body,
+                                                    _request_timeout=self._timeout())
         except ApiException as err:
             if err.status == 409:  # another replica wrote first
                 self._renewed_at = None

@@ -9,7 +9,9 @@ acts only while it holds the operator's Lease (leader.py), and serves ``/healthz
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import logging
+import signal
 
 import kopf
 from kubernetes import config
@@ -46,6 +48,7 @@ def main(args: argparse.Namespace) -> int:
         logging.getLogger("kubernetes").setLevel(logging.WARNING)
         logging.getLogger("aiohttp").setLevel(logging.WARNING)
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)  # "Handler ... succeeded" per event
+    faulthandler.register(signal.SIGUSR1, all_threads=True)  # `kill -USR1`: every thread's stack to stderr
     settings = build_settings(args)
     load_kube_config()
     runtime = lifecycle.build_runtime(settings)

@@ -177,11 +177,14 @@ class FakeCore:
         self.configmaps: dict[tuple[str, str], dict[str, Any]] = {}
         self.calls: Counter[str] = Counter()
         self.before_write: list[Callable[[], None]] = []  # run (once each) just before the next writes
+        self.before_read: list[Callable[[], object]] = []  # run (once each) at the start of the next reads
         self.errors_to_inject: list[ApiException] = []  # raised by the next writes
         self._versions = itertools.count(1)
 
     def read_namespaced_config_map(self, name: str, namespace: str, **_: Any) -> RawResponse:
         self.calls["get"] += 1
+        if self.before_read:
+            self.before_read.pop(0)()
         found = self.configmaps.get((namespace, name))
         if found is None:
             raise ApiException(status=404, reason="Not Found")

@@ -5,6 +5,7 @@ together, a concurrent writer's records survive, and nothing pending is lost at 
 from __future__ import annotations
 
 import json
+import threading
 import time
 
 import pytest
@@ -146,3 +147,22 @@ def test_the_background_writer_coalesces_a_burst_and_close_writes_the_rest(core:
     s.record(obs(20))
     s.close()  # SIGTERM: kopf's cleanup closes the store before the process ends
     assert s.pending == 0 and len(stored_ids(core)) == 21
+
+
+def test_a_slow_re_read_does_not_hold_up_placements_that_have_a_copy(core: FakeCore) -> None:
+    clock = Clock()
+    s = store(core, clock)
+    s.record(obs(1))
+    s.flush()
+    clock.t += 31  # the copy is due for a re-read
+    entered, gate = threading.Event(), threading.Event()
+    core.before_read.append(lambda: (entered.set(), gate.wait(10)))
+    reader = threading.Thread(target=s.load)
+    reader.start()
+    assert entered.wait(5)  # one placement is re-reading, and its GET hangs
+    start = time.monotonic()
+    assert [o.id for o in s.load().observations] == ["uid-1/1"]  # the others place with the copy
+    assert time.monotonic() - start < 1
+    gate.set()
+    reader.join(5)
+    assert core.calls["get"] == 2
