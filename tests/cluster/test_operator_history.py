@@ -90,7 +90,7 @@ def test_measured_half_moves_the_next_trace_to_the_smaller_pool_across_a_restart
     est = again["status"]["estimate"]
     assert _placed(again) == ("h100", 1), again["status"]
     assert est["source"] == "observed (1 runs)" and est["gpuBytes"] == half
-    assert "observed 41.5 GB peak in 1 run" in est["reason"], est["reason"]
+    assert f"observed {half / 1e9:.1f} GB peak in 1 run" in est["reason"], est["reason"]  # follows the model
     assert len(_wait_history(namespace, 2)) == 2  # written within history_flush_seconds
 
 
