@@ -25,4 +25,7 @@ def on_trace_event(reconciler: Reconciler, event_type: str | None, body: dict[st
     if meta.get("deletionTimestamp") or reconciler.own_write(meta["namespace"], meta["name"],
                                                             meta.get("resourceVersion")):
         return
-    reconciler.reconcile(meta["namespace"], meta["name"], copy.deepcopy(body))  # no GET: the event has it
+    # A new trace (or the start-up listing) is acted on from the event's copy, saving a GET on the way
+    # to its first Job; a MODIFIED event may be an echo older than our latest write, so it re-reads.
+    seen = copy.deepcopy(body) if event_type in ("ADDED", None) else None
+    reconciler.reconcile(meta["namespace"], meta["name"], seen)

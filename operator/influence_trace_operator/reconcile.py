@@ -44,6 +44,7 @@ from influence_trace_operator.settings import OperatorSettings
 
 log = logging.getLogger(__name__)
 CONFLICT_RETRIES = 5
+ECHOES = 4  # own status writes per trace whose watch events are known to carry nothing new
 CANCEL_ANNOTATION = "influencetrace.dev/cancel"  # any value: stop the running Job, fail the trace
 CANCELLED = "Cancelled"  # Failed: cancelled by the annotation; attempt outcome when its Job was deleted
 JOB_RELAUNCHED = "JobRelaunched"  # Placed True: a deleted Job's attempt relaunched on the same pool
@@ -107,7 +108,7 @@ class Reconciler:
         self.watchdog = Watchdog(settings.wedged_seconds, settings.resync_seconds)
         self.may_act: Callable[[], bool] = lambda: True  # the Lease guard replaces it (leader.py)
         self.send: Callable[[Callable[[], None]], None] = lambda post: post()  # lifecycle: a thread pool
-        self._written: dict[tuple[str, str], str | None] = {}  # resourceVersion of our last status write
+        self._written: dict[tuple[str, str], tuple[str | None, ...]] = {}  # our last status writes' versions
         self._passed: dict[tuple[str, str], float] = {}  # monotonic end of the last pass
         self._attempt: dict[tuple[str, str], tuple[str, int]] = {}  # (uid, attempt) of our last write
         self.retries = F.Retries(
@@ -134,7 +135,7 @@ class Reconciler:
     def own_write(self, namespace: str, name: str, resource_version: str | None) -> bool:
         """True for a trace event that only echoes our own last status write: nothing new to act on
         (a Job or Pod change arrives through its own watch). Skipping these halves the passes."""
-        return resource_version is not None and self._written.get((namespace, name)) == resource_version
+        return resource_version is not None and resource_version in self._written.get((namespace, name), ())
 
     def passed_within(self, namespace: str, name: str, seconds: float) -> bool:
         """Whether a pass of this trace started less than ``seconds`` ago (the resync skips it then)."""
@@ -189,7 +190,10 @@ class Reconciler:
             self._fail(p, F.CHILD_CONFLICT, str(err))
         p.status.observed_generation = p.generation
         if p.status.wire() != before:
-            self._written[(namespace, name)] = self.kube.replace_status(obj, p.status.wire())
+            written = self.kube.replace_status(obj, p.status.wire())
+            # the echo of a write can arrive after the next one: remember the last few
+            recent = self._written.get((namespace, name), ())[-(ECHOES - 1):]
+            self._written[(namespace, name)] = (*recent, written)
             self._attempt[(namespace, name)] = (p.ref.uid, p.status.attempt)
             M.observe_pass(before, p.status.wire())
         if p.events:

@@ -81,3 +81,16 @@ def test_a_stale_trace_event_converges_through_the_conflict(
     reconciler.reconcile(NS, NAME, stale)  # e.g. a late event: acts on the copy, loses the write race
     assert list(kube.jobs) == [(NS, "demo-a1")] and kube.status_writes == 1
     assert [e[1] for e in kube.events] == ["JobCreated"]  # the losing try's JobAdopted is never posted
+
+
+def test_an_echo_arriving_after_the_next_write_is_still_skipped(
+    kube: FakeKube, reconciler: Reconciler, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reconciler.reconcile(NS, NAME)
+    first = kube.get_trace(NS, NAME)  # the echo of the first write, delivered late
+    kube.traces[(NS, NAME)]["metadata"]["annotations"]["influencetrace.dev/cancel"] = "true"
+    reconciler.reconcile(NS, NAME)  # a second write (the trace is cancelled)
+    assert kube.status_writes == 2
+    calls = passes(reconciler, monkeypatch)
+    on_trace.on_trace_event(reconciler, "MODIFIED", first)
+    assert calls == []
