@@ -133,8 +133,8 @@ class Reconciler:
         return known is not None and known[0] == uid and attempt < known[1]
 
     def own_write(self, namespace: str, name: str, resource_version: str | None) -> bool:
-        """True for a trace event that only echoes our own last status write: nothing new to act on
-        (a Job or Pod change arrives through its own watch). Skipping these halves the passes."""
+        """True for a trace event that only echoes one of our last status writes: nothing new to act
+        on (a Job or Pod change arrives through its own watch). Skipping these halves the passes."""
         return resource_version is not None and resource_version in self._written.get((namespace, name), ())
 
     def passed_within(self, namespace: str, name: str, seconds: float) -> bool:
@@ -143,7 +143,7 @@ class Reconciler:
 
 
     def reconcile(self, namespace: str, name: str, seen: dict[str, Any] | None = None) -> None:
-        """One pass; ``seen`` is the trace as its own watch event carried it, used instead of a GET
+        """One pass; ``seen`` is the trace as its ADDED watch event carried it, used instead of a GET
         for the first try (a stale copy only costs a 409 on the status write, then a fresh read)."""
         if not self.may_act():
             return
