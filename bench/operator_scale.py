@@ -9,7 +9,12 @@ Half of them carry ``simulate-gpu-bytes`` above an h100's memory, so they run ou
 h100 and escalate to h200. Watches (in this process) time when each trace, Job and pod event
 arrives; the operator runs as its own process, whose peak RSS (VmHWM) is read at the end and whose
 /metrics (reconcile pass durations) is scraped. The out-of-memory-to-next-Job time is split into the
-Job controller's share (pod Failed -> Job Failed) and the operator's (Job Failed -> next Job).
+Job controller's share (pod Failed -> Job Failed) and the operator's (Job Failed -> next Job; negative
+when the operator read the outcome from the pod first, counted apart). The run ends when every trace is
+terminal; a later annotated trace that learned placement started on h200 at once (its configuration
+ran out of memory on h100 before) is counted, not expected to escalate. CPU seconds of the operator,
+of each control-plane process of the cluster (found by KUBECONFIG's directory) and of this process,
+and the API server's request counts, are reported too.
 Prints the figures and, with ``--write``, replaces the "Operator" section of bench/RESULTS.md.
 """
 
@@ -366,7 +371,8 @@ def write_results(r: dict) -> None:
             "",
             f"`bench/operator_scale.py --count {r['traces']}`: {r['traces']} traces POSTed by {r['clients']}",
             f"client threads to the local kwok cluster with {r['gpu_nodes']} fake GPU nodes; "
-            f"{r['escalating']} of them run out of GPU memory on h100 and escalate to h200.",
+            f"{r['escalating']} of them run out of GPU memory on h100 and escalate to h200 "
+            f"({r['started_on_h200_learned']} more started on h200 at once: learned placement).",
             "Times are from this process's watches; the operator runs as its own process on the same",
             "2-core machine as the control plane.",
             "",
