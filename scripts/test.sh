@@ -11,5 +11,5 @@ if [ ! -x /usr/bin/chromium ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/
 fi
 .venv/bin/ruff check .
 # Tests run in PYTEST_WORKERS processes (pytest-xdist); the cluster tests keep to one of them, one after
-# another (tests/cluster/conftest.py), while the others take the CPU-bound tests.
-.venv/bin/python -m pytest -n "${PYTEST_WORKERS:-3}" --dist loadgroup "$@"
+# another (tests/conftest.py), while the others take the CPU-bound tests.
+.venv/bin/python -m pytest -n "${PYTEST_WORKERS:-3}" "$@"

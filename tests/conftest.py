@@ -10,6 +10,20 @@ import pytest
 import yaml
 
 
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """pytest-xdist (scripts/test.sh runs ``-n 3``): every test under tests/cluster/ in one worker, one
+    after another, as they share the local cluster's fake GPU nodes (some fill a pool); every other
+    test is scheduled on its own. (xdist's ``loadgroup`` would need per-module marks: since pytest 9
+    it can no longer tag node ids added by a conftest hook.)"""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ClusterTestsTogether(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return "tests/cluster" if nodeid.startswith("tests/cluster/") else nodeid
+
+    return ClusterTestsTogether(config, log)
+
+
 def pytest_configure(config: pytest.Config) -> None:
     """Under pytest-xdist (scripts/test.sh) several workers share the cores: one math thread each, so
     torch's GEMMs do not wait at barriers for threads another worker holds (set before torch loads;

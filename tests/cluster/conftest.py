@@ -11,10 +11,9 @@ kube-controller-manager, kube-scheduler, kwok-controller) and listings of nodes/
 to ``.cluster-logs/<test>/`` and the failure report gets a "cluster logs" section naming that folder.
 At the end of the session the logs also go to ``.cluster-logs/session/``.
 
-Every test under tests/cluster/ gets the ``cluster`` marker and the pytest-xdist group ``cluster``: under
-``pytest -n N --dist loadgroup`` (scripts/test.sh) they all run one after another in one worker, as
-they share the cluster's fake nodes (some tests fill a pool), while the other workers run the rest.
-Set INFLUENCETRACE_SKIP_CLUSTER=1 to skip them (e.g. on a machine without Go).
+Every test under tests/cluster/ gets the ``cluster`` marker; under pytest-xdist they all run in one
+worker, one after another (tests/conftest.py), as they share the cluster's fake nodes. Set
+INFLUENCETRACE_SKIP_CLUSTER=1 to skip them (e.g. on a machine without Go).
 """
 
 from __future__ import annotations
@@ -35,7 +34,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if _HERE in Path(str(item.path)).resolve().parents:
             item.add_marker(pytest.mark.cluster)
-            item.add_marker(pytest.mark.xdist_group("cluster"))
 
 
 @pytest.fixture(scope="session")
