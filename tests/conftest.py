@@ -24,6 +24,12 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     return ClusterTestsTogether(config, log)
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under pytest-xdist the cluster tests (the longest chain, one worker) are handed out first."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        items.sort(key=lambda item: not item.nodeid.startswith("tests/cluster/"))
+
+
 def pytest_configure(config: pytest.Config) -> None:
     """Under pytest-xdist (scripts/test.sh) several workers share the cores: one math thread each, so
     torch's GEMMs do not wait at barriers for threads another worker holds (set before torch loads;
