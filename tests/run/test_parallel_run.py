@@ -19,7 +19,8 @@ from tests.conftest import manifest_dict, write_manifest
 from tests.run.test_run_command import run_cli
 
 FLOAT64 = {"captureDtype": "float64", "hessianDtype": "float64", "scope": "all_selected"}
-BOUND_S = 120  # startup of the spawned ranks on a shared 2-core machine included
+# Startup included, on a loaded 2-core machine; a rank left hanging waits for the 1,800 s collective timeout.
+BOUND_S = 300
 
 
 def _manifest(tmp_path: Path, model: Path, rollouts: Path, out: str) -> Path:
