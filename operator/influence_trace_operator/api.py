@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from influence_trace.api.spec import API_GROUP, API_VERSION, KIND, PLURAL
@@ -121,55 +122,27 @@ class Kube:
 
     def ensure_configmap(self, body: dict[str, Any]) -> dict[str, Any] | None:
         """Create the manifest ConfigMap; None when created, the existing object when the name is taken."""
-        ns, name = body["metadata"]["namespace"], body["metadata"]["name"]
-        try:
-            self.core.create_namespaced_config_map(ns, body, _preload_content=False)
-            return None
-        except ApiException as err:
-            if err.status != 409:
-                raise
-        return _json(self.core.read_namespaced_config_map(name, ns, _preload_content=False))
+        return _create_or_read(self.core.create_namespaced_config_map,
+                               self.core.read_namespaced_config_map, body)
 
     def replace_configmap(self, body: dict[str, Any], existing: dict[str, Any]) -> None:
         """PUT at the existing object's resourceVersion (a concurrent change answers 409)."""
-        meta = {**body["metadata"], "resourceVersion": existing["metadata"]["resourceVersion"]}
-        self.core.replace_namespaced_config_map(
-            meta["name"], meta["namespace"], {**body, "metadata": meta}, _preload_content=False
-        )
+        _replace_at(self.core.replace_namespaced_config_map, body, existing)
 
     def ensure_service(self, body: dict[str, Any]) -> dict[str, Any] | None:
         """Create the rendezvous Service; None when created, the existing object when the name is taken."""
-        ns, name = body["metadata"]["namespace"], body["metadata"]["name"]
-        try:
-            self.core.create_namespaced_service(ns, body, _preload_content=False)
-            return None
-        except ApiException as err:
-            if err.status != 409:
-                raise
-        return _json(self.core.read_namespaced_service(name, ns, _preload_content=False))
+        return _create_or_read(self.core.create_namespaced_service, self.core.read_namespaced_service, body)
 
     def replace_service(self, body: dict[str, Any], existing: dict[str, Any]) -> None:
-        meta = {**body["metadata"], "resourceVersion": existing["metadata"]["resourceVersion"]}
-        self.core.replace_namespaced_service(
-            meta["name"], meta["namespace"], {**body, "metadata": meta}, _preload_content=False
-        )
+        _replace_at(self.core.replace_namespaced_service, body, existing)
 
     def ensure_network_policy(self, body: dict[str, Any]) -> dict[str, Any] | None:
         """Create a multi-node trace's NetworkPolicy; None when created, else the existing object."""
-        ns, name = body["metadata"]["namespace"], body["metadata"]["name"]
-        try:
-            self.networking.create_namespaced_network_policy(ns, body, _preload_content=False)
-            return None
-        except ApiException as err:
-            if err.status != 409:
-                raise
-        return _json(self.networking.read_namespaced_network_policy(name, ns, _preload_content=False))
+        return _create_or_read(self.networking.create_namespaced_network_policy,
+                               self.networking.read_namespaced_network_policy, body)
 
     def replace_network_policy(self, body: dict[str, Any], existing: dict[str, Any]) -> None:
-        meta = {**body["metadata"], "resourceVersion": existing["metadata"]["resourceVersion"]}
-        self.networking.replace_namespaced_network_policy(
-            meta["name"], meta["namespace"], {**body, "metadata": meta}, _preload_content=False
-        )
+        _replace_at(self.networking.replace_namespaced_network_policy, body, existing)
 
     def job_pods(self, namespace: str, job: str, uid: str | None = None) -> list[dict[str, Any]]:
         """The Job's pods: by its controller uid when known (a namesake Job's pods share the name)."""
@@ -217,3 +190,22 @@ class Kube:
             log.warning(
                 "could not post event %s on %s/%s: %s", reason, meta["namespace"], meta["name"], err.reason
             )
+
+
+def _create_or_read(create: Callable[..., Any], read: Callable[..., Any],
+                    body: dict[str, Any]) -> dict[str, Any] | None:
+    """POST ``body``; None when created, the existing object when its name is taken (409)."""
+    ns, name = body["metadata"]["namespace"], body["metadata"]["name"]
+    try:
+        create(ns, body, _preload_content=False)
+        return None
+    except ApiException as err:
+        if err.status != 409:
+            raise
+    return _json(read(name, ns, _preload_content=False))
+
+
+def _replace_at(replace: Callable[..., Any], body: dict[str, Any], existing: dict[str, Any]) -> None:
+    """PUT ``body`` at the existing object's resourceVersion (a concurrent change answers 409)."""
+    meta = {**body["metadata"], "resourceVersion": existing["metadata"]["resourceVersion"]}
+    replace(meta["name"], meta["namespace"], {**body, "metadata": meta}, _preload_content=False)
