@@ -1,7 +1,11 @@
 """The few Kubernetes API calls the operator makes, as plain camelCase dicts.
 
 Responses are read raw (``_preload_content=False``) and decoded with ``json``: the client's model
-deserialisation costs far more than the calls themselves when hundreds of traces move at once.
+deserialisation costs far more than the calls themselves when hundreds of traces move at once. A raw
+response whose body is not needed is still read to its end (``_release``): urllib3 returns a
+connection to its pool only then, and an unread one was dropped, so every event, ConfigMap create
+and delete opened a new TLS connection (a handshake's CPU on both sides; most of the operator's
+connection time under a burst of 1,000 traces).
 """
 
 from __future__ import annotations
@@ -29,6 +33,12 @@ def now() -> str:
 
 def _json(resp: Any) -> dict[str, Any]:
     return json.loads(resp.data)
+
+
+def _release(resp: Any) -> None:
+    """Read the rest of a raw response and hand its connection back to the pool for the next call."""
+    resp.drain_conn()
+    resp.release_conn()
 
 
 class Kube:
@@ -113,9 +123,9 @@ class Kube:
     def delete_job(self, namespace: str, name: str) -> None:
         """Delete a Job and (foreground) its pods before it, so no GPU stays held once it is gone."""
         try:
-            self.batch.delete_namespaced_job(
+            _release(self.batch.delete_namespaced_job(
                 name, namespace, propagation_policy="Foreground", _preload_content=False
-            )
+            ))
         except ApiException as err:
             if err.status != 404:
                 raise
@@ -153,7 +163,8 @@ class Kube:
     def volume_claim_exists(self, namespace: str, name: str) -> bool:
         """Whether the PVC exists in the namespace (needs get on persistentvolumeclaims there)."""
         try:
-            self.core.read_namespaced_persistent_volume_claim(name, namespace, _preload_content=False)
+            _release(self.core.read_namespaced_persistent_volume_claim(name, namespace,
+                                                                       _preload_content=False))
             return True
         except ApiException as err:
             if err.status == 404:
@@ -185,7 +196,7 @@ class Kube:
             "count": 1,
         }
         try:
-            self.core.create_namespaced_event(meta["namespace"], body, _preload_content=False)
+            _release(self.core.create_namespaced_event(meta["namespace"], body, _preload_content=False))
         except ApiException as err:
             log.warning(
                 "could not post event %s on %s/%s: %s", reason, meta["namespace"], meta["name"], err.reason
@@ -197,7 +208,7 @@ def _create_or_read(create: Callable[..., Any], read: Callable[..., Any],
     """POST ``body``; None when created, the existing object when its name is taken (409)."""
     ns, name = body["metadata"]["namespace"], body["metadata"]["name"]
     try:
-        create(ns, body, _preload_content=False)
+        _release(create(ns, body, _preload_content=False))
         return None
     except ApiException as err:
         if err.status != 409:
@@ -208,4 +219,4 @@ def _create_or_read(create: Callable[..., Any], read: Callable[..., Any],
 def _replace_at(replace: Callable[..., Any], body: dict[str, Any], existing: dict[str, Any]) -> None:
     """PUT ``body`` at the existing object's resourceVersion (a concurrent change answers 409)."""
     meta = {**body["metadata"], "resourceVersion": existing["metadata"]["resourceVersion"]}
-    replace(meta["name"], meta["namespace"], {**body, "metadata": meta}, _preload_content=False)
+    _release(replace(meta["name"], meta["namespace"], {**body, "metadata": meta}, _preload_content=False))

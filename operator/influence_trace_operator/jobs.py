@@ -120,7 +120,7 @@ def worker_manifest(trace: InfluenceTrace, ref: TraceRef) -> str:
         "metadata": {"name": ref.name, "namespace": ref.namespace},
         "spec": trace.spec.model_dump(mode="json", by_alias=True, exclude_none=True),
     }
-    return yaml.safe_dump(body, sort_keys=False)
+    return yaml.dump(body, Dumper=yaml.CSafeDumper, sort_keys=False)  # libyaml: 20x the pure dumper
 
 
 def build_configmap(trace: InfluenceTrace, ref: TraceRef) -> dict[str, Any]:

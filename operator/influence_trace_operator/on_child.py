@@ -1,4 +1,6 @@
-"""Handlers of the operator's Jobs and Pods: wake the owning trace when something it acts on moved."""
+"""Handlers of the operator's Jobs and Pods: keep the informer's copy, and wake the owning trace when
+something it acts on moved (compared with the copy the event replaces, so the many status updates of a
+running pod or Job, e.g. its conditions or counters, start no pass)."""
 
 from __future__ import annotations
 
@@ -7,6 +9,7 @@ from typing import Any
 from influence_trace_operator import labels as L
 from influence_trace_operator.classify import awaits_job_controller, is_evicted, job_state
 from influence_trace_operator.kueue import is_suspended
+from influence_trace_operator.pending import scheduler_reason
 from influence_trace_operator.reconcile import Reconciler
 
 
@@ -26,11 +29,28 @@ def _superseded(reconciler: Reconciler, body: dict[str, Any], trace: str) -> boo
         meta.get("namespace", ""), trace, owner, int(attempt))
 
 
+def job_signature(job: dict[str, Any] | None) -> tuple[Any, ...] | None:
+    """What a pass reads from a Job: the Job controller's verdict, Kueue's suspension, deletion."""
+    if job is None:
+        return None
+    return job_state(job), is_suspended(job), bool((job.get("metadata") or {}).get("deletionTimestamp"))
+
+
+def pod_signature(pod: dict[str, Any] | None) -> tuple[Any, ...] | None:
+    """What a pass reads from a pod: its phase, eviction, the Job controller's count, and why it waits."""
+    if pod is None:
+        return None
+    return ((pod.get("status") or {}).get("phase"), is_evicted(pod), awaits_job_controller(pod),
+            scheduler_reason([pod]))
+
+
 def on_job_event(reconciler: Reconciler, event_type: str | None, body: dict[str, Any]) -> None:
     """A Job that finished (or vanished) decides the next step of its trace; a suspended one (queued
     or evicted by Kueue) changes what its trace waits for."""
+    old = reconciler.informer.put("job", event_type, body)
     name = _owner(body)
-    moved = event_type == "DELETED" or job_state(body) is not None or is_suspended(body)
+    changed = job_signature(old) != job_signature(body)
+    moved = event_type == "DELETED" or (changed and (job_state(body) is not None or is_suspended(body)))
     if name and moved and not _superseded(reconciler, body, name):
         reconciler.reconcile(body["metadata"]["namespace"], name)
 
@@ -38,9 +58,9 @@ def on_job_event(reconciler: Reconciler, event_type: str | None, body: dict[str,
 def on_pod_event(reconciler: Reconciler, event_type: str | None, body: dict[str, Any]) -> None:
     """A worker pod that started running or was evicted changes its trace's phase or history; one that
     failed decides the attempt's outcome before the Job controller marks its Job Failed."""
+    old = reconciler.informer.put("pod", event_type, body)
     name = _owner(body)
     phase = (body.get("status") or {}).get("phase")
-    if name and event_type != "DELETED" and (
-        phase == "Running" or is_evicted(body) or awaits_job_controller(body)
-    ):
+    relevant = phase == "Running" or is_evicted(body) or awaits_job_controller(body)
+    if name and event_type != "DELETED" and relevant and pod_signature(old) != pod_signature(body):
         reconciler.reconcile(body["metadata"]["namespace"], name)

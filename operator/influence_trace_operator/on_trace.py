@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import logging
 from typing import Any
 
@@ -15,6 +14,7 @@ log = logging.getLogger(__name__)
 
 def on_trace_event(reconciler: Reconciler, event_type: str | None, body: dict[str, Any]) -> None:
     """Reconcile an unfinished trace; the initial listing at start-up (type None) resumes them all."""
+    reconciler.informer.put("trace", event_type, body)
     if event_type == "DELETED":  # ownerReferences let the garbage collector remove the Jobs and Pods
         meta = body.get("metadata") or {}
         reconciler.forget(meta.get("namespace", ""), meta.get("name", ""))
@@ -25,7 +25,4 @@ def on_trace_event(reconciler: Reconciler, event_type: str | None, body: dict[st
     if meta.get("deletionTimestamp") or reconciler.own_write(meta["namespace"], meta["name"],
                                                             meta.get("resourceVersion")):
         return
-    # A new trace (or the start-up listing) is acted on from the event's copy, saving a GET on the way
-    # to its first Job; a MODIFIED event may be an echo older than our latest write, so it re-reads.
-    seen = copy.deepcopy(body) if event_type in ("ADDED", None) else None
-    reconciler.reconcile(meta["namespace"], meta["name"], seen)
+    reconciler.reconcile(meta["namespace"], meta["name"])  # from the informer's copy, just stored

@@ -1,7 +1,7 @@
 """status.progress from the running worker's log: the last ``INFLUENCE_TRACE_PROGRESS`` line of its tail.
 
 Read through ``pods/log`` (the operator's RBAC; the worker pod has no API credentials) on every pass
-that finds the attempt still running, i.e. on pod events and on each resync. The fraction weighs each
+that finds the attempt still running, i.e. when its pod starts and on each resync. The fraction weighs each
 stage by its predicted seconds (status.estimate.stageSeconds), the ETA is the elapsed time scaled by
 what is left (so it follows the real speed), falling back to the prediction before the first step. A
 log that cannot be read leaves the progress as it was (logged at debug level): progress is for people.

@@ -1,7 +1,8 @@
-"""One reconcile pass of a trace: read everything fresh, decide, act, write status once, then events.
+"""One reconcile pass of a trace: read its state, decide, act, write status once, then events.
 
 Level-triggered and idempotent: the pass never trusts the event that woke it, only the trace, its
-current Job and that Job's pods as they are now. Its only memory is the status, and the Job of
+current Job and that Job's pods as the watches last delivered them (informer.py; what would end an
+attempt is read from the API server first). Its only memory is the status, and the Job of
 attempt N has a deterministic name, so an operator killed at any point converges on restart: a Job
 created before the crash is adopted (409 -> read), a status written before the crash makes the next
 pass create the Job it names. The status is written with the resourceVersion it was read at, so two
@@ -37,6 +38,7 @@ from influence_trace_operator import progress_reader as P
 from influence_trace_operator import tenancy as T
 from influence_trace_operator.api import Kube, now
 from influence_trace_operator.health import Watchdog
+from influence_trace_operator.informer import Informer
 from influence_trace_operator.jobs import Placement, TraceRef, build_configmap, build_job, build_service
 from influence_trace_operator.netpol import build_network_policy
 from influence_trace_operator.pools import allowed_pools
@@ -103,6 +105,7 @@ class Reconciler:
         self.settings = settings
         self.table = table
         self.history = H.build_store(kube, settings)
+        self.informer = Informer()  # the watch handlers fill it (on_trace, on_child)
         self._locks: defaultdict[tuple[str, str], threading.Lock] = defaultdict(threading.Lock)
         self._guard = threading.Lock()
         self.watchdog = Watchdog(settings.wedged_seconds, settings.resync_seconds)
@@ -111,6 +114,7 @@ class Reconciler:
         self._written: dict[tuple[str, str], tuple[str | None, ...]] = {}  # our last status writes' versions
         self._passed: dict[tuple[str, str], float] = {}  # monotonic end of the last pass
         self._attempt: dict[tuple[str, str], tuple[str, int]] = {}  # (uid, attempt) of our last write
+        self._settled: dict[tuple[str, str], set[tuple[str, str, str]]] = {}  # (uid, kind, hash) made
         self.retries = F.Retries(
             self.reconcile, settings.api_backoff_seconds, settings.api_backoff_max_seconds
         )
@@ -119,6 +123,7 @@ class Reconciler:
         self._written.pop((namespace, name), None)
         self._passed.pop((namespace, name), None)
         self._attempt.pop((namespace, name), None)
+        self._settled.pop((namespace, name), None)
 
     def forget(self, namespace: str, name: str) -> None:
         """The trace was deleted: a namesake created later starts with nothing remembered."""
@@ -141,10 +146,9 @@ class Reconciler:
         """Whether a pass of this trace started less than ``seconds`` ago (the resync skips it then)."""
         return time.monotonic() - self._passed.get((namespace, name), float("-inf")) < seconds
 
-
-    def reconcile(self, namespace: str, name: str, seen: dict[str, Any] | None = None) -> None:
-        """One pass; ``seen`` is the trace as its ADDED watch event carried it, used instead of a GET
-        for the first try (a stale copy only costs a 409 on the status write, then a fresh read)."""
+    def reconcile(self, namespace: str, name: str) -> None:
+        """One pass; its first try reads the trace from the informer (a stale copy only costs a 409 on
+        the status write), a retry after a conflict from the API server."""
         if not self.may_act():
             return
         if self.retries.waiting((namespace, name)):
@@ -153,22 +157,30 @@ class Reconciler:
             lock = self._locks[(namespace, name)]
         with lock, self.watchdog.watch_pass(f"{namespace}/{name}"), M.timed_pass():
             self._passed[(namespace, name)] = time.monotonic()
-            for _ in range(CONFLICT_RETRIES):
+            for attempt in range(CONFLICT_RETRIES):
                 try:
-                    self._once(namespace, name, seen)
+                    self._once(namespace, name, fresh=attempt > 0)
                     return
                 except ApiException as err:
                     if err.status != 409:
                         raise
                     log.debug("conflict on %s/%s; re-reading", namespace, name)
-                    seen = None
                 except Wait as why:
                     log.info("%s/%s: %s", namespace, name, why)
                     return
 
     # ---- the pass ----------------------------------------------------------------------------
-    def _once(self, namespace: str, name: str, seen: dict[str, Any] | None = None) -> None:
-        obj = seen if seen is not None else self.kube.get_trace(namespace, name)
+    def _read_trace(self, namespace: str, name: str, fresh: bool) -> dict[str, Any] | None:
+        """The informer's copy, else (or when ``fresh``) the API server's, which refreshes the copy."""
+        obj = None if fresh else self.informer.trace(namespace, name)
+        if obj is None:
+            obj = self.kube.get_trace(namespace, name)
+            if obj is not None:
+                self.informer.refresh_trace(obj)
+        return obj
+
+    def _once(self, namespace: str, name: str, fresh: bool = False) -> None:
+        obj = self._read_trace(namespace, name, fresh)
         if obj is None or obj["metadata"].get("deletionTimestamp"):
             self._forget(namespace, name)
             return
@@ -191,6 +203,7 @@ class Reconciler:
         p.status.observed_generation = p.generation
         if p.status.wire() != before:
             written = self.kube.replace_status(obj, p.status.wire())
+            self.informer.wrote_trace(namespace, name, written)
             # the echo of a write can arrive after the next one: remember the last few
             recent = self._written.get((namespace, name), ())[-(ECHOES - 1):]
             self._written[(namespace, name)] = (*recent, written)
@@ -271,18 +284,20 @@ class Reconciler:
         if record is None:
             raise Wait(f"status names attempt {p.status.attempt} without a record")
         fresh = record.outcome == "Running"  # the attempt's end is news in this pass (one Warning)
-        job = self.kube.get_job(p.ref.namespace, record.job)
+        job = self.informer.job(p.ref.namespace, record.job)
+        cached = job is not None
+        job = job or self.kube.get_job(p.ref.namespace, record.job)
         if job is None:
             done = self._without_job(p, record)
         else:
             self._check_owner(job, p.ref)
             if queued.follow(self.kube, self.table, self._fail, p, record, job, self._max_attempts(trace)):
                 return
-            pods = self.kube.job_pods(p.ref.namespace, record.job, job["metadata"].get("uid"))
-            if self._note_evictions(p, record, pods, self._max_attempts(trace)):
-                return
             pending_s, run_s = PD.timeouts(trace, self.settings.default_pending_timeout,
                                           self.settings.default_run_timeout)
+            pods = self._pods(p, record, job, cached, pending_s)
+            if self._note_evictions(p, record, pods, self._max_attempts(trace)):
+                return
             done = PD.deadline_exceeded(job, run_s) or K.classify(job, pods) or self._early(p, job, pods)
             if done is None:
                 done = PD.timed_out(p.status, pods, pending_s, p.now, PD.started(job, record))
@@ -305,6 +320,20 @@ class Reconciler:
             if fresh:  # not again on each pass that waits to relaunch (e.g. for a missing PVC)
                 p.event("Warning", done.outcome, decision.message)
             self._launch(p, trace, decision.placement, decision, relaunch=True)
+
+    def _pods(self, p: Pass, record: AttemptRecord, job: dict[str, Any], cached: bool,
+              pending_s: int) -> list[dict[str, Any]]:
+        """The Job's pods from the informer while they decide nothing; listed from the API server when
+        the Job was not in the informer, or when the cached pods (or Job) would end the attempt."""
+        uid = job["metadata"].get("uid")
+        if cached and uid:
+            pods = self.informer.pods_of(uid)
+            decides = (K.job_state(job) is not None
+                       or any((pod.get("status") or {}).get("phase") in K.TERMINAL for pod in pods)
+                       or PD.timed_out(p.status, pods, pending_s, p.now, PD.started(job, record)))
+            if not decides:
+                return pods
+        return self.kube.job_pods(p.ref.namespace, record.job, uid)
 
     def _early(self, p: Pass, job: dict[str, Any], pods: list[dict[str, Any]]) -> K.Finished | None:
         """The outcome from the failed pod, not waiting for the Job controller's Failed condition
@@ -370,11 +399,11 @@ class Reconciler:
         if claim and not self.kube.volume_claim_exists(p.ref.namespace, claim):
             self._wait_for_claim(p, claim)
             return
-        children.ensure(self.kube, build_configmap(trace, p.ref), p.ref)
+        self._ensure(build_configmap(trace, p.ref), p.ref)
         if trace.spec.resources.nodes > 1:  # the pods of an Indexed Job meet through it
-            children.ensure(self.kube, build_service(trace, p.ref), p.ref)
+            self._ensure(build_service(trace, p.ref), p.ref)
             if self.settings.network_policy:
-                children.ensure(self.kube, build_network_policy(p.ref), p.ref)
+                self._ensure(build_network_policy(p.ref), p.ref)
         job, created = self.kube.create_job(self._job(trace, p.ref, placement))
         self._check_owner(job, p.ref)
         name = job["metadata"]["name"]
@@ -401,6 +430,16 @@ class Reconciler:
             f"{verb} Job {name} on pool {placement.pool} (attempt {placement.attempt}, "
             f"{placement.host_memory_bytes / 2**30:.1f} GiB host memory)",
         )
+
+    def _ensure(self, body: dict[str, Any], ref: TraceRef) -> None:
+        """Create or settle a child, once per trace and content in this process: a relaunch skips the
+        create-409-read round trip for the ConfigMap its first attempt made (a restart checks again)."""
+        made = (body["kind"], children.content_hash(body))
+        settled = self._settled.setdefault((ref.namespace, ref.name), set())
+        if (ref.uid, *made) in settled:
+            return
+        children.ensure(self.kube, body, ref)
+        settled.add((ref.uid, *made))
 
     def _wait_for_claim(self, p: Pass, claim: str) -> None:
         """No Job until the PVC exists: the scheduler would only say so on a pod that holds a GPU slot."""

@@ -1,6 +1,7 @@
 """Work the operator skips under load, and only where nothing can be missed: the watch event that
 echoes its own status write, a resync of a trace a pass looked at within the resync period, and the
-GET of a trace whose own watch event carries it (a stale copy costs a 409 and a fresh read)."""
+GET of a trace whose own watch event carries it (a stale copy costs a 409 and a fresh read; the
+informer's other shortcuts are in test_informer.py)."""
 
 from __future__ import annotations
 
@@ -78,7 +79,8 @@ def test_a_stale_trace_event_converges_through_the_conflict(
 ) -> None:
     stale = kube.get_trace(NS, NAME)  # the creation, before the first pass wrote a status
     reconciler.reconcile(NS, NAME)
-    reconciler.reconcile(NS, NAME, stale)  # e.g. a late event: acts on the copy, loses the write race
+    reconciler.informer.put("trace", "MODIFIED", stale)  # the watch lags: the pass acts on this copy
+    reconciler.reconcile(NS, NAME)  # ... and loses the write race, then reads the trace afresh
     assert list(kube.jobs) == [(NS, "demo-a1")] and kube.status_writes == 1
     assert [e[1] for e in kube.events] == ["JobCreated"]  # the losing try's JobAdopted is never posted
 

@@ -1,0 +1,128 @@
+"""Watch-fed local copies of the traces, Jobs and Pods the operator watches (an informer cache).
+
+kopf already streams every trace and every Job and Pod with the operator's label; keeping the latest
+copy of each lets a reconcile pass read them from memory, so a pass makes only its writes (under a
+burst of 1,000 traces the reads were most of the API server's work and of each pass's time). As in
+controller-runtime, the cache holds only what the watches delivered, never the operator's own
+writes, and may lag the server by one event:
+
+- a stale trace costs a 409 on the status write (its resourceVersion is the one read); the pass then
+  reads the trace from the API server. After its own status write the operator drops an older copy,
+  so the next pass does not start from the state it has just replaced;
+- a Job missing from the cache (not yet delivered, or deleted) is read from the API server;
+- pods are read from the cache while nothing is decided from them; a pass whose cached pods would end
+  the attempt (a terminal pod or Job, a pending timeout) lists them from the API server first.
+
+Objects are stored without ``metadata.managedFields`` (the bulk of a pod's size) and are never
+mutated after they are stored: a reader may hold one while the watch replaces it.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from influence_trace_operator import labels as L
+
+Key = tuple[str, str]
+
+
+def _key(body: dict[str, Any]) -> Key:
+    meta = body.get("metadata") or {}
+    return meta.get("namespace") or "", meta.get("name") or ""
+
+
+def _slim(body: dict[str, Any]) -> dict[str, Any]:
+    meta = {k: v for k, v in (body.get("metadata") or {}).items() if k != "managedFields"}
+    return {**body, "metadata": meta}
+
+
+def _version(body: dict[str, Any] | None) -> int | None:
+    rv = ((body or {}).get("metadata") or {}).get("resourceVersion")
+    return int(rv) if isinstance(rv, str) and rv.isdigit() else None
+
+
+def newer(old: dict[str, Any] | None, new: dict[str, Any]) -> bool:
+    """Whether ``new`` may replace ``old``: not when both resourceVersions are numbers (etcd's are)
+    and ``new``'s is smaller, i.e. a late watch event or a read older than what is stored."""
+    a, b = _version(old), _version(new)
+    return a is None or b is None or b >= a
+
+
+class Informer:
+    """The latest watched copy of each trace, Job and Pod; thread-safe."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._traces: dict[Key, dict[str, Any]] = {}
+        self._jobs: dict[Key, dict[str, Any]] = {}
+        self._pods: dict[Key, dict[str, Any]] = {}
+        self._pods_by_job: dict[str, set[Key]] = {}  # Job uid -> its pods' keys
+
+    # ---- the watches write -------------------------------------------------------------------
+    def put(self, kind: str, event_type: str | None, body: dict[str, Any]) -> dict[str, Any] | None:
+        """Store a watch event's object ('trace', 'job' or 'pod'; DELETED removes it); returns the copy
+        it replaced (None when it is new), so a handler can tell what changed."""
+        store = {"trace": self._traces, "job": self._jobs, "pod": self._pods}[kind]
+        key = _key(body)
+        with self._lock:
+            old = store.get(key)
+            if event_type == "DELETED":
+                store.pop(key, None)
+                self._unindex(kind, key, old)
+            elif newer(old, body):
+                store[key] = _slim(body)
+                self._unindex(kind, key, old)
+                self._index(kind, key, body)
+            return old
+
+    def refresh_trace(self, body: dict[str, Any]) -> None:
+        """A trace read from the API server (after a conflict): kept unless the watch has a newer one."""
+        self.put("trace", "MODIFIED", body)
+
+    def wrote_trace(self, namespace: str, name: str, resource_version: str | None) -> None:
+        """The operator wrote the trace at ``resource_version``: a copy older than that is dropped (the
+        next pass reads the API server's unless the write's watch event arrives first)."""
+        written = {"metadata": {"resourceVersion": resource_version}}
+        with self._lock:
+            old = self._traces.get((namespace, name))
+            if old is not None and old["metadata"].get("resourceVersion") != resource_version and newer(
+                old, written
+            ):
+                del self._traces[(namespace, name)]
+
+    def _index(self, kind: str, key: Key, body: dict[str, Any]) -> None:
+        uid = job_uid(body) if kind == "pod" else None
+        if uid:
+            self._pods_by_job.setdefault(uid, set()).add(key)
+
+    def _unindex(self, kind: str, key: Key, old: dict[str, Any] | None) -> None:
+        uid = job_uid(old) if kind == "pod" and old else None
+        if uid and uid in self._pods_by_job:
+            self._pods_by_job[uid].discard(key)
+            if not self._pods_by_job[uid]:
+                del self._pods_by_job[uid]
+
+    # ---- the passes read ---------------------------------------------------------------------
+    def trace(self, namespace: str, name: str) -> dict[str, Any] | None:
+        with self._lock:
+            return self._traces.get((namespace, name))
+
+    def job(self, namespace: str, name: str) -> dict[str, Any] | None:
+        with self._lock:
+            return self._jobs.get((namespace, name))
+
+    def pods_of(self, job_uid: str) -> list[dict[str, Any]]:
+        """The cached pods of the Job with this uid (the Job controller's label on each pod)."""
+        with self._lock:
+            keys = sorted(self._pods_by_job.get(job_uid, ()))
+            return [self._pods[k] for k in keys]
+
+    def sizes(self) -> dict[str, int]:
+        with self._lock:
+            return {"traces": len(self._traces), "jobs": len(self._jobs), "pods": len(self._pods)}
+
+
+def job_uid(pod: dict[str, Any]) -> str | None:
+    labels = (pod.get("metadata") or {}).get("labels") or {}
+    return labels.get(L.CONTROLLER_UID) or labels.get("controller-uid")

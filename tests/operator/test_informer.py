@@ -1,0 +1,194 @@
+"""The informer cache: a pass reads what the watches delivered and only writes, yet never decides from a
+stale copy; repeated Job and Pod events that change nothing a pass reads start no pass; a relaunch
+does not create-then-read its manifest ConfigMap again."""
+
+from __future__ import annotations
+
+import copy
+import json
+from typing import Any
+
+import pytest
+from influence_trace_operator import labels as L
+from influence_trace_operator import on_child, on_trace
+from influence_trace_operator.informer import Informer, newer
+from influence_trace_operator.jobs import TraceRef
+from influence_trace_operator.reconcile import Reconciler
+from influence_trace_operator.settings import OperatorSettings
+
+from tests.operator.fake_kube import FakeKube
+from tests.operator.operator_builders import H100, H200, pod
+
+NS, NAME, JOB = "team-a", "demo", "demo-a1"
+
+
+@pytest.fixture()
+def reconciler(kube: FakeKube) -> Reconciler:
+    return Reconciler(kube, OperatorSettings(), [H100, H200])  # type: ignore[arg-type]
+
+
+def reads(kube: FakeKube, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Record every read the Kube serves (trace and Job GETs, pod LISTs)."""
+    seen: list[str] = []
+    for method in ("get_trace", "get_job", "job_pods"):
+        real = getattr(kube, method)
+        monkeypatch.setattr(kube, method, lambda *a, _m=method, _r=real: (seen.append(_m), _r(*a))[1])
+    return seen
+
+
+def passes(reconciler: Reconciler, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    calls: list[str] = []
+    real = reconciler.reconcile
+    monkeypatch.setattr(reconciler, "reconcile", lambda ns, name: (calls.append(name), real(ns, name)))
+    return calls
+
+
+def watched_pod(kube: FakeKube, phase: str, rv: int, **kw: Any) -> dict[str, Any]:
+    """A pod of the trace's first Job as its watch delivers it (labels, owner annotation, version)."""
+    body = pod(phase, **kw)
+    body["metadata"].update(
+        namespace=NS, resourceVersion=str(rv), managedFields=[{"manager": "kubelet"}],
+        labels={L.CONTROLLER_UID: kube.jobs[(NS, JOB)]["metadata"]["uid"], L.MANAGED_BY: L.MANAGER},
+        annotations={L.TRACE_NAME: NAME},
+    )
+    kube.pods[(NS, JOB)] = [copy.deepcopy(body)]
+    return body
+
+
+def deliver_trace(kube: FakeKube, reconciler: Reconciler, event: str = "MODIFIED") -> None:
+    on_trace.on_trace_event(reconciler, event, kube.get_trace(NS, NAME))
+
+
+def deliver_job(kube: FakeKube, reconciler: Reconciler, event: str = "MODIFIED") -> None:
+    on_child.on_job_event(reconciler, event, kube.get_job(NS, JOB))
+
+
+def launched(kube: FakeKube, reconciler: Reconciler) -> None:
+    """The first pass from the trace's ADDED event; its Job's ADDED event and the status echo follow."""
+    deliver_trace(kube, reconciler, "ADDED")
+    assert list(kube.jobs) == [(NS, JOB)]
+    kube.jobs[(NS, JOB)]["metadata"].update(resourceVersion="100", annotations={L.TRACE_NAME: NAME})
+    deliver_job(kube, reconciler, "ADDED")
+    deliver_trace(kube, reconciler)  # the echo of the status write: stored, no pass
+
+
+def test_a_running_attempt_is_followed_from_the_informer_without_reads(
+    kube: FakeKube, reconciler: Reconciler, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    launched(kube, reconciler)
+    seen = reads(kube, monkeypatch)
+    on_child.on_pod_event(reconciler, "MODIFIED", watched_pod(kube, "Running", 101))
+    status = kube.status_of(NS, NAME)
+    assert status["phase"] == "Running" and seen == []  # one write, no GET or LIST
+    cached = reconciler.informer.pods_of(kube.jobs[(NS, JOB)]["metadata"]["uid"])
+    assert [p["metadata"]["name"] for p in cached] == ["demo-a1-x"]
+    assert "managedFields" not in cached[0]["metadata"]
+
+
+def test_a_pod_that_failed_is_decided_from_the_api_servers_pods(
+    kube: FakeKube, reconciler: Reconciler, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    launched(kube, reconciler)
+    seen = reads(kube, monkeypatch)
+    message = json.dumps({"reason": "GPUOutOfMemory", "stage": "hessian_solve", "message": "CUDA OOM"})
+    failed = watched_pod(kube, "Failed", 102, exit_code=75, message=message)
+    failed["metadata"]["finalizers"] = ["batch.kubernetes.io/job-tracking"]
+    on_child.on_pod_event(reconciler, "MODIFIED", failed)
+    assert seen == ["job_pods"]  # the decision is made from the listed pods, the trace from the cache
+    status = kube.status_of(NS, NAME)
+    outcome = status["attempts"][0]["outcome"]
+    assert (status["attempt"], status["pool"], outcome) == (2, "h200", "GPUOutOfMemory")
+
+
+def test_a_completed_job_reads_its_result_even_when_the_cached_pod_still_runs(
+    kube: FakeKube, reconciler: Reconciler
+) -> None:
+    launched(kube, reconciler)
+    on_child.on_pod_event(reconciler, "MODIFIED", watched_pod(kube, "Running", 101))
+    deliver_trace(kube, reconciler)
+    payload = {"rowsEmitted": 7, "outputPath": "/out/x"}
+    kube.finish_job(NS, JOB, "Complete", pod("Succeeded", exit_code=0, message=json.dumps(payload)))
+    deliver_job(kube, reconciler)  # the Job's verdict arrives before the pod's own event
+    status = kube.status_of(NS, NAME)
+    assert status["phase"] == "Succeeded" and status["result"]["rowsEmitted"] == 7
+
+
+def test_events_that_change_nothing_a_pass_reads_start_no_pass(
+    kube: FakeKube, reconciler: Reconciler, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    launched(kube, reconciler)
+    calls = passes(reconciler, monkeypatch)
+    running = watched_pod(kube, "Running", 101)
+    on_child.on_pod_event(reconciler, "MODIFIED", running)
+    again = copy.deepcopy(running)
+    again["metadata"]["resourceVersion"] = "103"
+    again["status"]["conditions"] = [{"type": "Ready", "status": "True"}]
+    on_child.on_pod_event(reconciler, "MODIFIED", again)  # a condition changed, the phase did not
+    assert calls == [NAME]
+    kube.finish_job(NS, JOB, "Failed", pod("Failed", exit_code=1))
+    deliver_job(kube, reconciler)
+    kube.jobs[(NS, JOB)]["status"]["active"] = 0
+    kube.jobs[(NS, JOB)]["metadata"]["resourceVersion"] = "104"
+    deliver_job(kube, reconciler)  # the same verdict again
+    assert calls == [NAME, NAME]
+
+
+def test_a_relaunch_does_not_create_its_configmap_again_until_a_restart(
+    kube: FakeKube, reconciler: Reconciler, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    made: list[str] = []
+    real = kube.ensure_configmap
+    monkeypatch.setattr(kube, "ensure_configmap", lambda body: (made.append(body["metadata"]["name"]),
+                                                                real(body))[1])
+    reconciler.reconcile(NS, NAME)
+    kube.finish_job(NS, JOB, "Failed", pod("Failed", exit_code=75))
+    reconciler.reconcile(NS, NAME)
+    assert sorted(kube.jobs) == [(NS, JOB), (NS, "demo-a2")] and len(made) == 1
+    restarted = Reconciler(kube, OperatorSettings(), [H100, H200])  # type: ignore[arg-type]
+    restarted._ensure(next(iter(kube.configmaps.values())), reconciler_ref(kube))
+    assert len(made) == 2  # a new process checks the existing ConfigMap once
+
+
+def reconciler_ref(kube: FakeKube) -> TraceRef:
+    meta = kube.traces[(NS, NAME)]["metadata"]
+    return TraceRef(meta["name"], meta["namespace"], meta["uid"])
+
+
+def test_a_job_missing_from_the_informer_is_read_from_the_api_server(
+    kube: FakeKube, reconciler: Reconciler, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reconciler.reconcile(NS, NAME)
+    seen = reads(kube, monkeypatch)
+    kube.finish_job(NS, JOB, "Complete", pod("Succeeded", exit_code=0, message="{}"))
+    reconciler.reconcile(NS, NAME)
+    assert seen == ["get_trace", "get_job", "job_pods"]
+    assert kube.status_of(NS, NAME)["phase"] == "Succeeded"
+
+
+def test_late_events_never_replace_a_newer_copy_and_deletion_unindexes() -> None:
+    informer = Informer()
+    pod_v5 = {"metadata": {"namespace": NS, "name": "p", "resourceVersion": "5",
+                           "labels": {L.CONTROLLER_UID: "u1"}}, "status": {"phase": "Running"}}
+    pod_v4 = copy.deepcopy(pod_v5)
+    pod_v4["metadata"]["resourceVersion"] = "4"
+    pod_v4["status"]["phase"] = "Pending"
+    assert informer.put("pod", "MODIFIED", pod_v5) is None
+    informer.put("pod", "MODIFIED", pod_v4)
+    assert informer.pods_of("u1")[0]["status"]["phase"] == "Running"
+    informer.put("pod", "DELETED", pod_v5)
+    assert informer.pods_of("u1") == [] and informer.sizes()["pods"] == 0
+    assert newer({"metadata": {"resourceVersion": "9"}}, {"metadata": {"resourceVersion": "10"}})
+    assert not newer({"metadata": {"resourceVersion": "10"}}, {"metadata": {"resourceVersion": "9"}})
+    assert newer({"metadata": {"resourceVersion": "x"}}, {"metadata": {"resourceVersion": "1"}})
+
+
+def test_the_operators_own_write_drops_the_older_copy_but_not_its_echo() -> None:
+    informer = Informer()
+    trace = {"metadata": {"namespace": NS, "name": NAME, "resourceVersion": "7"}}
+    informer.put("trace", "ADDED", trace)
+    informer.wrote_trace(NS, NAME, "8")
+    assert informer.trace(NS, NAME) is None  # the next pass reads the API server's copy
+    echo = {"metadata": {"namespace": NS, "name": NAME, "resourceVersion": "8"}}
+    informer.put("trace", "MODIFIED", echo)
+    informer.wrote_trace(NS, NAME, "8")  # the echo arrived before the writer noted its write
+    assert informer.trace(NS, NAME) == echo
