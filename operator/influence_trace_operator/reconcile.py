@@ -324,12 +324,13 @@ class Reconciler:
     def _pods(self, p: Pass, record: AttemptRecord, job: dict[str, Any], cached: bool,
               pending_s: int) -> list[dict[str, Any]]:
         """The Job's pods from the informer while they decide nothing; listed from the API server when
-        the Job was not in the informer, or when the cached pods (or Job) would end the attempt."""
+        the Job was not in the informer, or when the cached Job or pods would end the attempt or count
+        an eviction (a succeeded pod whose Job the Job controller has not completed decides nothing)."""
         uid = job["metadata"].get("uid")
         if cached and uid:
             pods = self.informer.pods_of(uid)
-            decides = (K.job_state(job) is not None
-                       or any((pod.get("status") or {}).get("phase") in K.TERMINAL for pod in pods)
+            decides = (K.job_state(job) is not None or K.failed_before_job(job, pods) is not None
+                       or len(K.evictions(pods)) > record.evictions
                        or PD.timed_out(p.status, pods, pending_s, p.now, PD.started(job, record)))
             if not decides:
                 return pods

@@ -100,6 +100,18 @@ def test_a_pod_that_failed_is_decided_from_the_api_servers_pods(
     assert (status["attempt"], status["pool"], outcome) == (2, "h200", "GPUOutOfMemory")
 
 
+def test_a_succeeded_pod_waiting_for_the_job_controller_lists_nothing(
+    kube: FakeKube, reconciler: Reconciler, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    launched(kube, reconciler)
+    on_child.on_pod_event(reconciler, "MODIFIED", watched_pod(kube, "Running", 101))
+    deliver_trace(kube, reconciler)
+    seen = reads(kube, monkeypatch)
+    reconciler.informer.put("pod", "MODIFIED", watched_pod(kube, "Succeeded", 102, exit_code=0, message="{}"))
+    reconciler.reconcile(NS, NAME)  # e.g. the resync, while the Job has no Complete condition yet
+    assert seen == [] and kube.status_of(NS, NAME)["phase"] == "Running"
+
+
 def test_a_completed_job_reads_its_result_even_when_the_cached_pod_still_runs(
     kube: FakeKube, reconciler: Reconciler
 ) -> None:
