@@ -53,6 +53,12 @@ JOB_RELAUNCHED = "JobRelaunched"  # Placed True: a deleted Job's attempt relaunc
 VOLUME_CLAIM_MISSING = "VolumeClaimMissing"  # Placed False: no Job until the PVC exists
 
 
+def one_pod(job: dict[str, Any]) -> bool:
+    """A Job of one pod (a one-node trace's): no other pod of it can be active beside a failed one."""
+    spec = job.get("spec") or {}
+    return int(spec.get("parallelism") or 1) <= 1 and int(spec.get("completions") or 1) <= 1
+
+
 class Wait(Exception):
     """Nothing can be done in this pass (e.g. a leftover Job of a deleted namesake); try later."""
 
@@ -325,11 +331,14 @@ class Reconciler:
               pending_s: int) -> list[dict[str, Any]]:
         """The Job's pods from the informer while they decide nothing; listed from the API server when
         the Job was not in the informer, or when the cached Job or pods would end the attempt or count
-        an eviction (a succeeded pod whose Job the Job controller has not completed decides nothing)."""
+        an eviction (a succeeded pod whose Job the Job controller has not completed decides nothing).
+        One exception keeps the out-of-memory path to one write: a one-pod Job's failed worker pod is
+        final (a terminal phase never changes, and with ``backoffLimit: 0`` no other pod follows it)."""
         uid = job["metadata"].get("uid")
         if cached and uid:
             pods = self.informer.pods_of(uid)
-            decides = (K.job_state(job) is not None or K.failed_before_job(job, pods) is not None
+            early = K.failed_before_job(job, pods) is not None
+            decides = (K.job_state(job) is not None or (early and not one_pod(job))
                        or len(K.evictions(pods)) > record.evictions
                        or PD.timed_out(p.status, pods, pending_s, p.now, PD.started(job, record)))
             if not decides:

@@ -85,19 +85,40 @@ def test_a_running_attempt_is_followed_from_the_informer_without_reads(
     assert "managedFields" not in cached[0]["metadata"]
 
 
-def test_a_pod_that_failed_is_decided_from_the_api_servers_pods(
+def failed_worker(kube: FakeKube) -> dict[str, Any]:
+    message = json.dumps({"reason": "GPUOutOfMemory", "stage": "hessian_solve", "message": "CUDA OOM"})
+    failed = watched_pod(kube, "Failed", 102, exit_code=75, message=message)
+    failed["metadata"]["finalizers"] = ["batch.kubernetes.io/job-tracking"]
+    return failed
+
+
+def test_a_one_pod_jobs_failed_pod_escalates_from_the_informer_alone(
     kube: FakeKube, reconciler: Reconciler, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     launched(kube, reconciler)
     seen = reads(kube, monkeypatch)
-    message = json.dumps({"reason": "GPUOutOfMemory", "stage": "hessian_solve", "message": "CUDA OOM"})
-    failed = watched_pod(kube, "Failed", 102, exit_code=75, message=message)
-    failed["metadata"]["finalizers"] = ["batch.kubernetes.io/job-tracking"]
-    on_child.on_pod_event(reconciler, "MODIFIED", failed)
-    assert seen == ["job_pods"]  # the decision is made from the listed pods, the trace from the cache
+    on_child.on_pod_event(reconciler, "MODIFIED", failed_worker(kube))
+    assert seen == []  # a one-pod Job's failed pod is final: no LIST on the way to the next Job
     status = kube.status_of(NS, NAME)
     outcome = status["attempts"][0]["outcome"]
     assert (status["attempt"], status["pool"], outcome) == (2, "h200", "GPUOutOfMemory")
+
+
+def test_a_multi_pod_jobs_failed_pod_is_decided_from_the_api_servers_pods(
+    kube: FakeKube, reconciler: Reconciler, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    launched(kube, reconciler)
+    job = kube.jobs[(NS, JOB)]
+    job["spec"].update(parallelism=2, completions=2)
+    job["metadata"]["resourceVersion"] = "101"
+    deliver_job(kube, reconciler)
+    seen = reads(kube, monkeypatch)
+    failed = failed_worker(kube)
+    running = pod("Running", name="demo-a1-y")  # rank 1, not yet in the informer
+    kube.pods[(NS, JOB)].append(running)
+    on_child.on_pod_event(reconciler, "MODIFIED", failed)
+    assert seen == ["job_pods"]  # the listed pods show rank 1 still running: no decision yet
+    assert kube.status_of(NS, NAME)["attempt"] == 1 and list(kube.jobs) == [(NS, JOB)]
 
 
 def test_a_succeeded_pod_waiting_for_the_job_controller_lists_nothing(
