@@ -46,11 +46,14 @@ def pod_signature(pod: dict[str, Any] | None) -> tuple[Any, ...] | None:
 
 def on_job_event(reconciler: Reconciler, event_type: str | None, body: dict[str, Any]) -> None:
     """A Job that finished (or vanished) decides the next step of its trace; a suspended one (queued
-    or evicted by Kueue) changes what its trace waits for."""
+    or evicted by Kueue) changes what its trace waits for, and so does its admission (suspension
+    lifted): a pass that read the Job while it was still suspended waited for exactly that."""
     old = reconciler.informer.put("job", event_type, body)
     name = _owner(body)
     changed = job_signature(old) != job_signature(body)
-    moved = event_type == "DELETED" or (changed and (job_state(body) is not None or is_suspended(body)))
+    lifted = old is not None and is_suspended(old) and not is_suspended(body)
+    moved = event_type == "DELETED" or (changed and (job_state(body) is not None or is_suspended(body)
+                                                     or lifted))
     if name and moved and not _superseded(reconciler, body, name):
         reconciler.reconcile(body["metadata"]["namespace"], name)
 

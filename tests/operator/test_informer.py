@@ -225,3 +225,17 @@ def test_the_operators_own_write_drops_the_older_copy_but_not_its_echo() -> None
     informer.put("trace", "MODIFIED", echo)
     informer.wrote_trace(NS, NAME, "8")  # the echo arrived before the writer noted its write
     assert informer.trace(NS, NAME) == echo
+
+
+def test_kueue_admission_of_a_suspended_job_starts_a_pass(
+    kube: FakeKube, reconciler: Reconciler, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    launched(kube, reconciler)
+    calls = passes(reconciler, monkeypatch)
+    job = kube.get_job(NS, JOB)
+    for rv, suspend, active in ((101, True, 0), (102, False, 0), (103, False, 1)):
+        job = copy.deepcopy(job)
+        job["spec"]["suspend"], job["status"]["active"] = suspend, active
+        job["metadata"]["resourceVersion"] = str(rv)
+        on_child.on_job_event(reconciler, "MODIFIED", job)
+    assert calls == [NAME, NAME]  # suspended, admitted; the pod count that follows starts none
