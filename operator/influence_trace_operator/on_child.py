@@ -9,7 +9,6 @@ from typing import Any
 from influence_trace_operator import labels as L
 from influence_trace_operator.classify import awaits_job_controller, is_evicted, job_state
 from influence_trace_operator.kueue import is_suspended
-from influence_trace_operator.pending import scheduler_reason
 from influence_trace_operator.reconcile import Reconciler
 
 
@@ -37,11 +36,10 @@ def job_signature(job: dict[str, Any] | None) -> tuple[Any, ...] | None:
 
 
 def pod_signature(pod: dict[str, Any] | None) -> tuple[Any, ...] | None:
-    """What a pass reads from a pod: its phase, eviction, the Job controller's count, and why it waits."""
+    """What a pass acts on from a pod: its phase, its eviction, the Job controller's count of it."""
     if pod is None:
         return None
-    return ((pod.get("status") or {}).get("phase"), is_evicted(pod), awaits_job_controller(pod),
-            scheduler_reason([pod]))
+    return (pod.get("status") or {}).get("phase"), is_evicted(pod), awaits_job_controller(pod)
 
 
 def on_job_event(reconciler: Reconciler, event_type: str | None, body: dict[str, Any]) -> None:
