@@ -119,10 +119,6 @@ class Informer:
             keys = sorted(self._pods_by_job.get(job_uid, ()))
             return [self._pods[k] for k in keys]
 
-    def sizes(self) -> dict[str, int]:
-        with self._lock:
-            return {"traces": len(self._traces), "jobs": len(self._jobs), "pods": len(self._pods)}
-
 
 def job_uid(pod: dict[str, Any]) -> str | None:
     labels = (pod.get("metadata") or {}).get("labels") or {}

@@ -18,6 +18,7 @@ from influence_trace_operator.settings import OperatorSettings
 
 from tests.operator.fake_kube import FakeKube
 from tests.operator.operator_builders import H100, H200, pod
+from tests.operator.test_load_shortcuts import passes
 
 NS, NAME, JOB = "team-a", "demo", "demo-a1"
 
@@ -34,13 +35,6 @@ def reads(kube: FakeKube, monkeypatch: pytest.MonkeyPatch) -> list[str]:
         real = getattr(kube, method)
         monkeypatch.setattr(kube, method, lambda *a, _m=method, _r=real: (seen.append(_m), _r(*a))[1])
     return seen
-
-
-def passes(reconciler: Reconciler, monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    calls: list[str] = []
-    real = reconciler.reconcile
-    monkeypatch.setattr(reconciler, "reconcile", lambda ns, name: (calls.append(name), real(ns, name)))
-    return calls
 
 
 def watched_pod(kube: FakeKube, phase: str, rv: int, **kw: Any) -> dict[str, Any]:
@@ -209,7 +203,8 @@ def test_late_events_never_replace_a_newer_copy_and_deletion_unindexes() -> None
     informer.put("pod", "MODIFIED", pod_v4)
     assert informer.pods_of("u1")[0]["status"]["phase"] == "Running"
     informer.put("pod", "DELETED", pod_v5)
-    assert informer.pods_of("u1") == [] and informer.sizes()["pods"] == 0
+    assert informer.pods_of("u1") == []
+    assert informer.put("pod", "MODIFIED", pod_v4) is None  # the deleted copy is gone from the store
     assert newer({"metadata": {"resourceVersion": "9"}}, {"metadata": {"resourceVersion": "10"}})
     assert not newer({"metadata": {"resourceVersion": "10"}}, {"metadata": {"resourceVersion": "9"}})
     assert newer({"metadata": {"resourceVersion": "x"}}, {"metadata": {"resourceVersion": "1"}})

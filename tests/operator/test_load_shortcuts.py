@@ -25,8 +25,7 @@ def reconciler(kube: FakeKube) -> Reconciler:
 def passes(reconciler: Reconciler, monkeypatch: pytest.MonkeyPatch) -> list[str]:
     calls: list[str] = []
     real = reconciler.reconcile
-    monkeypatch.setattr(reconciler, "reconcile",
-                        lambda ns, name, *seen: (calls.append(name), real(ns, name, *seen)))
+    monkeypatch.setattr(reconciler, "reconcile", lambda ns, name: (calls.append(name), real(ns, name)))
     return calls
 
 
