@@ -563,6 +563,15 @@ kueue_ready() {
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 
+established() { # CRD...: wait until each is Established. kubectl wait --for=condition fails at once
+  # (".status.conditions accessor error") on a CRD whose conditions are not written yet, so retry it.
+  local deadline=$((SECONDS + 60))
+  until kctl wait --for=condition=Established "$@" --timeout=10s >/dev/null 2>&1; do
+    ((SECONDS < deadline)) || die "CRDs not Established after 60 s: $*"
+    sleep 1
+  done
+}
+
 self_signed() { # DIR: tls.crt + tls.key for localhost (Kueue's webhook and metrics servers want one)
   mkdir -p "$1"
   [[ -s "$1/tls.crt" && -s "$1/tls.key" ]] && return 0
@@ -609,7 +618,7 @@ start_kueue() {
   log "kueue ${KUEUE_VERSION}: installing CRDs"
   kctl apply --server-side --force-conflicts -f "${KUEUE_DIR}/crds/" >/dev/null
   mapfile -t crds < <(cd "${KUEUE_DIR}/crds" && ls | sed 's|^kueue.x-k8s.io_\(.*\)\.yaml$|crd/\1.kueue.x-k8s.io|')
-  kctl wait --for=condition=Established "${crds[@]}" --timeout=60s >/dev/null
+  established "${crds[@]}"
   kctl create namespace kueue-system --dry-run=client -o yaml | kctl apply -f - >/dev/null
   log "kueue ${KUEUE_VERSION}: starting (log: ${KUEUE_RUN_DIR}/kueue.log)"
   KUBECONFIG="${KUBECONFIG_PATH}" setsid nohup "${KUEUE_DIR}/kueue" \

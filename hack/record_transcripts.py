@@ -171,7 +171,13 @@ def record(message: str, progress: list[str], env: dict[str, str], work: Path) -
     kubectl = ("kubectl", "-n", NAMESPACE)
     crd = REPO / "crds" / "influencetraces.yaml"
     sh("kubectl", "apply", "--server-side", "--force-conflicts", "-f", str(crd), env=env)
-    sh("kubectl", "wait", "--for=condition=Established", "crd/influencetraces.influencetrace.dev", env=env)
+    wait = ("kubectl", "wait", "--for=condition=Established", "crd/influencetraces.influencetrace.dev")
+    for _ in range(60):  # kubectl wait fails at once while a new CRD has no conditions yet: retry it
+        if subprocess.run(wait, env=env, capture_output=True).returncode == 0:
+            break
+        time.sleep(1)
+    else:
+        sys.exit("the InfluenceTrace CRD is not Established after 60 s")
     sh("kubectl", "delete", "namespace", NAMESPACE, "--ignore-not-found", "--wait=true", env=env, timeout=120)
     sh("kubectl", "delete", "pv", f"{NAMESPACE}-influence-data", "--ignore-not-found", env=env)
     sh("kubectl", "create", "namespace", NAMESPACE, env=env)

@@ -81,13 +81,20 @@ class Operator:
         return "\n".join(p.read_text(errors="replace") for p in sorted(self.log_dir.glob("operator-*.log")))
 
 
+def install_crd() -> None:
+    """Apply the generated CRD and wait until it is Established.
+
+    Polled here rather than with ``kubectl wait --for=condition``: kubectl 1.36 fails at once
+    (".status.conditions accessor error: <nil>") on a CRD created a moment ago whose conditions the
+    apiextensions controller has not written yet (CI run of 2026-11-26)."""
+    kube.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD_FILE))
+    kube.wait_for_condition("crd", "influencetraces.influencetrace.dev", "Established")
+
+
 @pytest.fixture(scope="session", name="crd")
 def crd_fixture(cluster: kube.Cluster) -> None:
     """The generated CRD, installed and established."""
-    kube.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD_FILE))
-    kube.kubectl(
-        "wait", "--for=condition=Established", "crd/influencetraces.influencetrace.dev", "--timeout=60s"
-    )
+    install_crd()
 
 
 @pytest.fixture(name="op")

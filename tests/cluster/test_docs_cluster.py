@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.cluster import kube
-from tests.cluster.operator_fixtures import CRD_FILE, crd_fixture  # noqa: F401  (fixture)
+from tests.cluster.operator_fixtures import crd_fixture, install_crd  # noqa: F401  (fixture)
 from tests.docs import blocks
 
 CLUSTER_DOCS = [doc for doc in blocks.docs() if any(b.kind == "cluster" for b in blocks.parse(doc))]
@@ -48,9 +48,7 @@ def leave_no_trace(crd: None) -> Iterator[None]:
     for namespace, name in _releases() - releases:
         _helm("uninstall", name, "--namespace", namespace, "--wait")
     if kube.get("crd", "influencetraces.influencetrace.dev") is None:
-        kube.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD_FILE))
-        kube.kubectl("wait", "--for=condition=Established", "crd/influencetraces.influencetrace.dev",
-                     "--timeout=60s")
+        install_crd()
     else:
         for namespace, name in _names("influencetraces") - traces:
             kube.delete("influencetrace", name, namespace)
