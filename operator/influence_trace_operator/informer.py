@@ -16,12 +16,19 @@ writes, and may lag the server by one event:
 
 Objects are stored without ``metadata.managedFields`` (the bulk of a pod's size) and are never
 mutated after they are stored: a reader may hold one while the watch replaces it.
+
+A Job or pod of an attempt its trace has moved past (the stored trace is Succeeded or Failed, or names
+a later attempt) is not kept: a pass reads only its trace's current attempt, and finished traces stay
+in the cluster for weeks, so their children would otherwise grow the operator's memory without bound
+(and be loaded again by every restart). Such an object's events wake no pass (on_child.py).
 """
 
 from __future__ import annotations
 
 import threading
 from typing import Any
+
+from influence_trace.api.status import TERMINAL_PHASES
 
 from influence_trace_operator import labels as L
 
@@ -59,23 +66,49 @@ class Informer:
         self._jobs: dict[Key, dict[str, Any]] = {}
         self._pods: dict[Key, dict[str, Any]] = {}
         self._pods_by_job: dict[str, set[Key]] = {}  # Job uid -> its pods' keys
+        self._children: dict[Key, set[tuple[str, Key]]] = {}  # trace key -> its stored Jobs and pods
 
     # ---- the watches write -------------------------------------------------------------------
     def put(self, kind: str, event_type: str | None, body: dict[str, Any]) -> dict[str, Any] | None:
         """Store a watch event's object ('trace', 'job' or 'pod'; DELETED removes it); returns the copy
         it replaced (None when it is new), so a handler can tell what changed."""
-        store = {"trace": self._traces, "job": self._jobs, "pod": self._pods}[kind]
+        store = self._store(kind)
         key = _key(body)
         with self._lock:
             old = store.get(key)
-            if event_type == "DELETED":
+            if event_type == "DELETED" or (kind != "trace" and self._moved_past(body)):
                 store.pop(key, None)
                 self._unindex(kind, key, old)
             elif newer(old, body):
                 store[key] = _slim(body)
                 self._unindex(kind, key, old)
                 self._index(kind, key, body)
+                if kind == "trace":
+                    self._drop_finished_children(key)
             return old
+
+    def moved_past(self, body: dict[str, Any]) -> bool:
+        """Whether this Job or pod belongs to an attempt its stored trace has moved past."""
+        with self._lock:
+            return self._moved_past(body)
+
+    def _store(self, kind: str) -> dict[Key, dict[str, Any]]:
+        return {"trace": self._traces, "job": self._jobs, "pod": self._pods}[kind]
+
+    def _moved_past(self, body: dict[str, Any]) -> bool:
+        trace_key, attempt = owner(body)
+        status = (self._traces.get(trace_key) or {}).get("status") or {}
+        if attempt is None or not status:
+            return False
+        current = status.get("attempt")
+        return status.get("phase") in TERMINAL_PHASES or (isinstance(current, int) and current > attempt)
+
+    def _drop_finished_children(self, trace_key: Key) -> None:
+        for kind, key in list(self._children.get(trace_key, ())):
+            body = self._store(kind).get(key)
+            if body is not None and self._moved_past(body):
+                del self._store(kind)[key]
+                self._unindex(kind, key, body)
 
     def refresh_trace(self, body: dict[str, Any]) -> None:
         """A trace read from the API server (after a conflict): kept unless the watch has a newer one."""
@@ -93,16 +126,20 @@ class Informer:
                 del self._traces[(namespace, name)]
 
     def _index(self, kind: str, key: Key, body: dict[str, Any]) -> None:
+        if kind == "trace":
+            return
+        _add(self._children, owner(body)[0], (kind, key))
         uid = job_uid(body) if kind == "pod" else None
         if uid:
-            self._pods_by_job.setdefault(uid, set()).add(key)
+            _add(self._pods_by_job, uid, key)
 
     def _unindex(self, kind: str, key: Key, old: dict[str, Any] | None) -> None:
-        uid = job_uid(old) if kind == "pod" and old else None
-        if uid and uid in self._pods_by_job:
-            self._pods_by_job[uid].discard(key)
-            if not self._pods_by_job[uid]:
-                del self._pods_by_job[uid]
+        if kind == "trace" or old is None:
+            return
+        _discard(self._children, owner(old)[0], (kind, key))
+        uid = job_uid(old) if kind == "pod" else None
+        if uid:
+            _discard(self._pods_by_job, uid, key)
 
     # ---- the passes read ---------------------------------------------------------------------
     def trace(self, namespace: str, name: str) -> dict[str, Any] | None:
@@ -118,6 +155,25 @@ class Informer:
         with self._lock:
             keys = sorted(self._pods_by_job.get(job_uid, ()))
             return [self._pods[k] for k in keys]
+
+
+def _add(index: dict[Any, set[Any]], key: Any, item: Any) -> None:
+    index.setdefault(key, set()).add(item)
+
+
+def _discard(index: dict[Any, set[Any]], key: Any, item: Any) -> None:
+    if key in index:
+        index[key].discard(item)
+        if not index[key]:
+            del index[key]
+
+
+def owner(child: dict[str, Any]) -> tuple[Key, int | None]:
+    """The (namespace, name) of the trace a Job or pod belongs to, and its attempt (None if unlabelled)."""
+    meta = child.get("metadata") or {}
+    attempt = (meta.get("labels") or {}).get(L.ATTEMPT, "")
+    trace = (meta.get("annotations") or {}).get(L.TRACE_NAME) or ""
+    return (meta.get("namespace") or "", trace), int(attempt) if attempt.isdigit() else None
 
 
 def job_uid(pod: dict[str, Any]) -> str | None:

@@ -18,9 +18,12 @@ def _owner(body: dict[str, Any]) -> str | None:
 
 
 def _superseded(reconciler: Reconciler, body: dict[str, Any], trace: str) -> bool:
-    """A Job of an attempt older than the one this operator last wrote for its trace (same trace uid):
-    nothing about it can change the trace (e.g. the Failed condition of an attempt whose outcome was
-    already read from its pod), so its event costs no pass."""
+    """A Job of an attempt older than the one this operator last wrote for its trace (same trace uid),
+    or of one its watched trace has moved past (informer.py): nothing about it can change the trace
+    (e.g. the Failed condition of an attempt whose outcome was already read from its pod), so its
+    event costs no pass."""
+    if reconciler.informer.moved_past(body):
+        return True
     meta = body.get("metadata") or {}
     attempt = (meta.get("labels") or {}).get(L.ATTEMPT, "")
     owner = next((o.get("uid") for o in meta.get("ownerReferences") or [] if o.get("controller")), None)
@@ -63,5 +66,6 @@ def on_pod_event(reconciler: Reconciler, event_type: str | None, body: dict[str,
     name = _owner(body)
     phase = (body.get("status") or {}).get("phase")
     relevant = phase == "Running" or is_evicted(body) or awaits_job_controller(body)
-    if name and event_type != "DELETED" and relevant and pod_signature(old) != pod_signature(body):
+    changed = pod_signature(old) != pod_signature(body)
+    if name and event_type != "DELETED" and relevant and changed and not reconciler.informer.moved_past(body):
         reconciler.reconcile(body["metadata"]["namespace"], name)

@@ -42,7 +42,8 @@ def watched_pod(kube: FakeKube, phase: str, rv: int, **kw: Any) -> dict[str, Any
     body = pod(phase, **kw)
     body["metadata"].update(
         namespace=NS, resourceVersion=str(rv), managedFields=[{"manager": "kubelet"}],
-        labels={L.CONTROLLER_UID: kube.jobs[(NS, JOB)]["metadata"]["uid"], L.MANAGED_BY: L.MANAGER},
+        labels={L.CONTROLLER_UID: kube.jobs[(NS, JOB)]["metadata"]["uid"], L.MANAGED_BY: L.MANAGER,
+                L.ATTEMPT: "1"},
         annotations={L.TRACE_NAME: NAME},
     )
     kube.pods[(NS, JOB)] = [copy.deepcopy(body)]
@@ -234,3 +235,54 @@ def test_kueue_admission_of_a_suspended_job_starts_a_pass(
         job["metadata"]["resourceVersion"] = str(rv)
         on_child.on_job_event(reconciler, "MODIFIED", job)
     assert calls == [NAME, NAME]  # suspended, admitted; the pod count that follows starts none
+
+
+def test_an_attempt_its_trace_moved_past_leaves_the_informer_and_wakes_no_pass(
+    kube: FakeKube, reconciler: Reconciler, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    launched(kube, reconciler)
+    uid = kube.jobs[(NS, JOB)]["metadata"]["uid"]
+    failed = failed_worker(kube)
+    on_child.on_pod_event(reconciler, "MODIFIED", failed)  # out of memory: attempt 2 on h200
+    assert reconciler.informer.pods_of(uid) and reconciler.informer.job(NS, JOB) is not None
+    deliver_trace(kube, reconciler)  # the escalation's echo names attempt 2: attempt 1 is dropped
+    assert reconciler.informer.pods_of(uid) == [] and reconciler.informer.job(NS, JOB) is None
+    restarted = Reconciler(kube, OperatorSettings(), [H100, H200])  # type: ignore[arg-type]
+    deliver_trace(kube, restarted)  # a restart: the trace arrives first, remembering nothing else
+    calls = passes(restarted, monkeypatch)
+    kube.finish_job(NS, JOB, "Failed", failed)  # the Job controller's late verdict on attempt 1
+    kube.jobs[(NS, JOB)]["metadata"]["resourceVersion"] = "120"
+    deliver_job(kube, restarted)
+    on_child.on_pod_event(restarted, "MODIFIED", failed)
+    assert calls == [] and restarted.informer.job(NS, JOB) is None and restarted.informer.pods_of(uid) == []
+
+
+def test_a_finished_traces_children_are_dropped_and_every_index_emptied() -> None:
+    informer = Informer()
+
+    def child(kind: str, name: str, attempt: int, job_uid: str) -> dict[str, Any]:
+        labels = {L.ATTEMPT: str(attempt), **({L.CONTROLLER_UID: job_uid} if kind == "pod" else {})}
+        meta = {"namespace": NS, "name": name, "resourceVersion": "5", "uid": f"{name}-uid",
+                "labels": labels, "annotations": {L.TRACE_NAME: NAME}}
+        return {"metadata": meta, "status": {}}
+
+    def trace(phase: str, attempt: int, rv: str) -> dict[str, Any]:
+        meta = {"namespace": NS, "name": NAME, "resourceVersion": rv}
+        return {"metadata": meta, "status": {"phase": phase, "attempt": attempt}}
+
+    informer.put("trace", "ADDED", trace("Running", 2, "10"))
+    for kind, name, attempt, uid in (("job", "demo-a1", 1, ""), ("pod", "demo-a1-x", 1, "j1"),
+                                     ("job", "demo-a2", 2, ""), ("pod", "demo-a2-x", 2, "j2")):
+        informer.put(kind, "ADDED", child(kind, name, attempt, uid))
+    assert informer.job(NS, "demo-a1") is None and informer.pods_of("j1") == []  # attempt 1 is past
+    assert informer.job(NS, "demo-a2") is not None and len(informer.pods_of("j2")) == 1
+    assert not informer.moved_past(child("pod", "demo-a2-x", 2, "j2"))
+    informer.put("trace", "MODIFIED", trace("Succeeded", 2, "11"))
+    assert informer.job(NS, "demo-a2") is None and informer.pods_of("j2") == []
+    assert informer.moved_past(child("job", "demo-a2", 2, ""))
+    assert informer._jobs == {} and informer._pods == {} and informer._pods_by_job == {}
+    assert informer._children == {}  # nothing of the finished trace is left but the trace itself
+    unlabelled = child("job", "other", 1, "")
+    del unlabelled["metadata"]["labels"][L.ATTEMPT]
+    informer.put("job", "ADDED", unlabelled)  # no attempt label: kept (a pass decides what it is)
+    assert informer.job(NS, "other") is not None
