@@ -164,13 +164,15 @@ def classify(job: dict[str, Any], pods: list[dict[str, Any]]) -> Finished | None
     return _from_job_condition(job)
 
 
-def failed_before_job(job: dict[str, Any], pods: list[dict[str, Any]]) -> Finished | None:
-    """How the attempt ended, read from its failed pod before the Job controller marks the Job Failed.
+def ended_before_job(job: dict[str, Any], pods: list[dict[str, Any]]) -> Finished | None:
+    """How the attempt ended, read from its pods before the Job controller marks the Job (seconds to a
+    minute under load); the answer ``classify`` gives once it has.
 
     The Job has ``backoffLimit: 0`` and fails at once on the contract's exit codes, so a worker pod
-    that failed without being evicted always fails its Job, and this is the answer ``classify`` gives
-    once it has. Decided only when no pod of the Job is still active (two attempts' pods never run at
-    once) and the Job is neither suspended (Kueue's eviction kills its pods) nor being deleted."""
+    that failed without being evicted always fails its Job; a succeeded pod for every completion index
+    (a one-node trace's one pod) always completes it. Decided only when no pod of the Job is still
+    active (two attempts' pods never run at once) and the Job is neither suspended (Kueue's eviction
+    kills its pods) nor being deleted."""
     meta = job.get("metadata") or {}
     if job_state(job) is not None or (job.get("spec") or {}).get("suspend") or meta.get("deletionTimestamp"):
         return None
@@ -181,15 +183,25 @@ def failed_before_job(job: dict[str, Any], pods: list[dict[str, Any]]) -> Finish
         found = from_pod(pod)
         if found is not None and found.outcome != "Succeeded":
             return found
-    return None
+    return _all_ranks_succeeded(job, pods)
+
+
+def _all_ranks_succeeded(job: dict[str, Any], pods: list[dict[str, Any]]) -> Finished | None:
+    """Rank 0's success once every completion index has a succeeded pod (what ``classify`` reads)."""
+    completions = int((job.get("spec") or {}).get("completions") or 1)
+    ranks = {_rank(p): p for p in pods if (p.get("status") or {}).get("phase") == "Succeeded"}
+    if not set(range(completions)) <= set(ranks):
+        return None
+    found = from_pod(ranks[0])
+    return found if found is not None and found.outcome == "Succeeded" else None
 
 
 def awaits_job_controller(pod: dict[str, Any]) -> bool:
-    """A worker pod that failed (not evicted) and that the Job controller has not counted yet: the
-    window in which ``failed_before_job`` saves the wait for the Job's Failed condition."""
+    """A worker pod that ended (not evicted) and that the Job controller has not counted yet: the
+    window in which ``ended_before_job`` saves the wait for the Job's condition."""
     meta = pod.get("metadata") or {}
     return (
-        (pod.get("status") or {}).get("phase") == "Failed"
+        (pod.get("status") or {}).get("phase") in TERMINAL
         and not is_evicted(pod)
         and not meta.get("deletionTimestamp")
         and JOB_TRACKING_FINALIZER in (meta.get("finalizers") or [])

@@ -61,7 +61,7 @@ def on_job_event(reconciler: Reconciler, event_type: str | None, body: dict[str,
 
 def on_pod_event(reconciler: Reconciler, event_type: str | None, body: dict[str, Any]) -> None:
     """A worker pod that started running or was evicted changes its trace's phase or history; one that
-    failed decides the attempt's outcome before the Job controller marks its Job Failed."""
+    ended decides the attempt's outcome before the Job controller marks its Job."""
     old = reconciler.informer.put("pod", event_type, body)
     name = _owner(body)
     phase = (body.get("status") or {}).get("phase")

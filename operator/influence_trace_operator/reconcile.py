@@ -331,13 +331,13 @@ class Reconciler:
               pending_s: int) -> list[dict[str, Any]]:
         """The Job's pods from the informer while they decide nothing; listed from the API server when
         the Job was not in the informer, or when the cached Job or pods would end the attempt or count
-        an eviction (a succeeded pod whose Job the Job controller has not completed decides nothing).
-        One exception keeps the out-of-memory path to one write: a one-pod Job's failed worker pod is
-        final (a terminal phase never changes, and with ``backoffLimit: 0`` no other pod follows it)."""
+        an eviction. One exception keeps the end of a one-node attempt (out of memory, success) to one
+        write: a one-pod Job's ended worker pod is final (a terminal phase never changes, and with
+        ``backoffLimit: 0`` and one completion no other pod follows it)."""
         uid = job["metadata"].get("uid")
         if cached and uid:
             pods = self.informer.pods_of(uid)
-            early = K.failed_before_job(job, pods) is not None
+            early = K.ended_before_job(job, pods) is not None
             decides = (K.job_state(job) is not None or (early and not one_pod(job))
                        or len(K.evictions(pods)) > record.evictions
                        or PD.timed_out(p.status, pods, pending_s, p.now, PD.started(job, record)))
@@ -346,11 +346,12 @@ class Reconciler:
         return self.kube.job_pods(p.ref.namespace, record.job, uid)
 
     def _early(self, p: Pass, job: dict[str, Any], pods: list[dict[str, Any]]) -> K.Finished | None:
-        """The outcome from the failed pod, not waiting for the Job controller's Failed condition
-        (seconds under load); the Job is left as it is (its pod holds no GPU, and keeps its log)."""
-        done = K.failed_before_job(job, pods)
+        """The outcome from the ended pods, not waiting for the Job controller's condition (seconds to
+        a minute under load); the Job is left as it is (its pods hold no GPU, and keep their logs)."""
+        done = K.ended_before_job(job, pods)
         if done is not None:
-            log.info("%s/%s: attempt %d ended (%s, exit %s), read from pod %s before Job %s failed",
+            log.info("%s/%s: attempt %d ended (%s, exit %s), read from pod %s before the Job controller "
+                     "marked Job %s",
                      p.ref.namespace, p.ref.name, p.status.attempt, done.outcome, done.exit_code, done.pod,
                      job["metadata"].get("name"))
         return done

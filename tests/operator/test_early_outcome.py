@@ -1,4 +1,4 @@
-"""An attempt's outcome read from its failed pod before the Job controller marks the Job Failed, the
+"""An attempt's outcome read from its ended pods before the Job controller marks the Job, the
 Job events that then carry nothing new, and what a failed trace records for its running attempt.
 
 The in-memory Kube stages what the real control plane produces only by a race: the pod already Failed
@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 from influence_trace_operator import on_child
-from influence_trace_operator.classify import JOB_TRACKING_FINALIZER, awaits_job_controller, failed_before_job
+from influence_trace_operator.classify import JOB_TRACKING_FINALIZER, awaits_job_controller, ended_before_job
 from influence_trace_operator.reconcile import Reconciler
 from influence_trace_operator.settings import OperatorSettings
 
@@ -91,18 +91,38 @@ def job(**spec: Any) -> dict:
 
 def test_no_early_outcome_while_another_pod_is_active_or_the_job_is_suspended() -> None:
     running = pod("Running", name="demo-a1-1")
-    assert failed_before_job(job(), [gpu_oom_pod(), running]) is None  # a rank still runs
-    assert failed_before_job(job(suspend=True), [pod("Failed", exit_code=137)]) is None  # Kueue's kill
+    assert ended_before_job(job(), [gpu_oom_pod(), running]) is None  # a rank still runs
+    assert ended_before_job(job(suspend=True), [pod("Failed", exit_code=137)]) is None  # Kueue's kill
     evicted = pod("Failed", exit_code=137, evicted=True)
-    assert failed_before_job(job(), [evicted]) is None  # the Job replaces an evicted pod
-    assert failed_before_job(job(), [pod("Failed")]) is None  # no container state: the Job decides
-    done = failed_before_job(job(), [evicted, gpu_oom_pod()])
+    assert ended_before_job(job(), [evicted]) is None  # the Job replaces an evicted pod
+    assert ended_before_job(job(), [pod("Failed")]) is None  # no container state: the Job decides
+    done = ended_before_job(job(), [evicted, gpu_oom_pod()])
     assert done is not None and (done.outcome, done.exit_code) == ("GPUOutOfMemory", 75)
-    kill = failed_before_job(job(), [pod("Failed", exit_code=137, reason="OOMKilled")])
+    kill = ended_before_job(job(), [pod("Failed", exit_code=137, reason="OOMKilled")])
     assert kill is not None and kill.outcome == "KernelOOMKilled"
 
 
-def test_only_a_failed_pod_the_job_controller_has_not_counted_wakes_a_pass() -> None:
+def test_success_is_read_once_every_rank_succeeded(kube: FakeKube, reconciler: Reconciler) -> None:
+    payload = {"rowsEmitted": 7, "outputPath": "/out/x"}
+    rank = [pod("Succeeded", exit_code=0, message=json.dumps(payload), name=f"demo-a1-{i}") for i in (0, 1)]
+    rank[1]["metadata"]["annotations"] = {"batch.kubernetes.io/job-completion-index": "1"}
+    two = job(completions=2, parallelism=2)
+    assert ended_before_job(two, [rank[1]]) is None  # rank 0's pod not there: the Job decides
+    assert ended_before_job(two, [rank[0]]) is None  # rank 1 has not succeeded yet
+    done = ended_before_job(two, rank)
+    assert done is not None and (done.outcome, done.pod, done.payload) == ("Succeeded", "demo-a1-0", payload)
+    failed_rank = pod("Failed", exit_code=75, name="demo-a1-1")
+    assert ended_before_job(two, [rank[0], failed_rank]).outcome == "GPUOutOfMemory"  # type: ignore[union-attr]
+
+    launched(kube, reconciler)
+    kube.pods[(NS, "demo-a1")] = [rank[0]]  # the Job has no Complete condition yet
+    reconciler.reconcile(NS, NAME)
+    status = kube.status_of(NS, NAME)
+    assert (status["phase"], status["result"]["rowsEmitted"]) == ("Succeeded", 7)
+    assert status["attempts"][0]["outcome"] == "Succeeded" and list(kube.jobs) == [(NS, "demo-a1")]
+
+
+def test_only_an_ended_pod_the_job_controller_has_not_counted_wakes_a_pass() -> None:
     failed = gpu_oom_pod()
     assert not awaits_job_controller(failed)  # counted already (no tracking finalizer): the Job tells
     failed["metadata"]["finalizers"] = [JOB_TRACKING_FINALIZER]
@@ -112,6 +132,12 @@ def test_only_a_failed_pod_the_job_controller_has_not_counted_wakes_a_pass() -> 
     evicted = pod("Failed", exit_code=137, evicted=True)
     evicted["metadata"]["finalizers"] = [JOB_TRACKING_FINALIZER]
     assert not awaits_job_controller(evicted)
+    succeeded = pod("Succeeded", exit_code=0)
+    succeeded["metadata"]["finalizers"] = [JOB_TRACKING_FINALIZER]
+    assert awaits_job_controller(succeeded)
+    running = pod("Running")
+    running["metadata"]["finalizers"] = [JOB_TRACKING_FINALIZER]
+    assert not awaits_job_controller(running)
 
 
 # ---- what a failed trace records for its running attempt, and one Warning per change -------------

@@ -116,16 +116,18 @@ def test_a_multi_pod_jobs_failed_pod_is_decided_from_the_api_servers_pods(
     assert kube.status_of(NS, NAME)["attempt"] == 1 and list(kube.jobs) == [(NS, JOB)]
 
 
-def test_a_succeeded_pod_waiting_for_the_job_controller_lists_nothing(
+def test_a_one_pod_jobs_succeeded_pod_succeeds_the_trace_from_the_informer_alone(
     kube: FakeKube, reconciler: Reconciler, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     launched(kube, reconciler)
     on_child.on_pod_event(reconciler, "MODIFIED", watched_pod(kube, "Running", 101))
     deliver_trace(kube, reconciler)
     seen = reads(kube, monkeypatch)
-    reconciler.informer.put("pod", "MODIFIED", watched_pod(kube, "Succeeded", 102, exit_code=0, message="{}"))
-    reconciler.reconcile(NS, NAME)  # e.g. the resync, while the Job has no Complete condition yet
-    assert seen == [] and kube.status_of(NS, NAME)["phase"] == "Running"
+    succeeded = watched_pod(kube, "Succeeded", 102, exit_code=0, message=json.dumps({"rowsEmitted": 3}))
+    succeeded["metadata"]["finalizers"] = ["batch.kubernetes.io/job-tracking"]
+    on_child.on_pod_event(reconciler, "MODIFIED", succeeded)  # the Job has no Complete condition yet
+    status = kube.status_of(NS, NAME)
+    assert seen == [] and (status["phase"], status["result"]["rowsEmitted"]) == ("Succeeded", 3)
 
 
 def test_a_completed_job_reads_its_result_even_when_the_cached_pod_still_runs(
