@@ -40,6 +40,7 @@ from kubernetes import client, config, watch
 ROOT = Path(__file__).resolve().parents[1]
 OPERATOR_RESOURCES = ("influencetraces", "influencetraces/status", "jobs", "pods", "configmaps", "events")
 CLI = Path(sys.executable).parent / "influence-trace"
+CACHE_GAUGE = "influencetrace_informer_objects"
 CONTROL_PLANE = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok-controller")
 ARCH = {
     "hiddenSize": 64,
@@ -77,6 +78,8 @@ class Recorder:
         self.job_pool: dict[str, str] = {}  # job name -> the pool its node selector names
         self.pod_failed: dict[str, float] = {}  # job name -> first failed pod seen
         self.job_failed: dict[str, float] = {}  # job name -> Failed condition first seen
+        self.pod_succeeded: dict[str, float] = {}  # job name -> first succeeded pod seen
+        self.trace_succeeded: dict[str, float] = {}  # trace name -> phase Succeeded first seen
         self.stop = threading.Event()
 
     def _watch(self, fn, handle, **kw) -> None:
@@ -97,6 +100,8 @@ class Recorder:
 
         def traces(kind, obj, t):
             self.trace_added.setdefault(obj["metadata"]["name"], t)
+            if (obj.get("status") or {}).get("phase") == "Succeeded":
+                self.trace_succeeded.setdefault(obj["metadata"]["name"], t)
 
         def jobs(kind, obj, t):
             name = obj["metadata"]["name"]
@@ -109,8 +114,11 @@ class Recorder:
 
         def pods(kind, obj, t):
             job = (obj["metadata"].get("labels") or {}).get("batch.kubernetes.io/job-name")
-            if job and (obj.get("status") or {}).get("phase") == "Failed":
+            phase = (obj.get("status") or {}).get("phase")
+            if job and phase == "Failed":
                 self.pod_failed.setdefault(job, t)
+            elif job and phase == "Succeeded":
+                self.pod_succeeded.setdefault(job, t)
 
         def trace_list(ns, **kw):
             return custom.list_namespaced_custom_object(
@@ -130,9 +138,10 @@ def pct(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, round(q * (len(values) - 1)))]
 
 
-def peak_rss_mib(pid: int) -> float:
+def rss_mib(pid: int, field: str = "VmHWM") -> float:
+    """The process's peak (VmHWM) or current (VmRSS) resident memory."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) / 1024
     return float("nan")
 
@@ -339,7 +348,13 @@ def run(count: int, clients: int = 8, deadline_s: float = 600) -> dict:
     slowest = ", ".join(f"{c:.0f}s:{w:.1f}s" for c, w in waits[:12])
     all_first = max(rec.job_added[f"{n}-a1"] for n in names if f"{n}-a1" in rec.job_added) - t0
     all_jobs = max(rec.job_added[j] for j in wanted if j in rec.job_added) - t0
-    rss = peak_rss_mib(op.pid)
+    rss, rss_end = rss_mib(op.pid), rss_mib(op.pid, "VmRSS")
+    last_job = {n: f"{n}-a2" if n in escalating else f"{n}-a1" for n in names}
+    success = [
+        rec.trace_succeeded[n] - rec.pod_succeeded[last_job[n]]
+        for n in names
+        if n in rec.trace_succeeded and last_job[n] in rec.pod_succeeded
+    ]
     cpu = {name: cpu_seconds(pid) - cpu_before[name] for name, pid in components.items()}
     metrics = scrape(port)
     api = latency_delta(api_before, apiserver_latency(), OPERATOR_RESOURCES)
@@ -384,7 +399,12 @@ def run(count: int, clients: int = 8, deadline_s: float = 600) -> dict:
         "succeeded": phases.count("Succeeded"),
         "failed": phases.count("Failed"),
         "all_terminal_s": converged,
+        "pod_succeeded_to_trace_succeeded_p50_s": med(success) if success else float("nan"),
+        "pod_succeeded_to_trace_succeeded_p99_s": pct(success, 0.99) if success else float("nan"),
         "operator_peak_rss_mib": rss,
+        "operator_end_rss_mib": rss_end,
+        **{f"informer_objects_at_end {k}": int(metrics.get(f'{CACHE_GAUGE}{{kind="{k}"}}', -1))
+           for k in ("trace", "job", "pod")},
         **{f"cpu_s {k}": v for k, v in sorted(cpu.items())},
         **{f"api_mean_s {k}": v[1] for k, v in sorted(api.items())},
         **{f"api_requests {k}": int(v[0]) for k, v in sorted(api.items())},
@@ -429,7 +449,13 @@ def write_results(r: dict) -> None:
             f"{r['reconcile_mean_s']:.2f} s; <= {r['reconcile_p99_le_s']:g} s |",
             f"| Until every trace is Succeeded/Failed | {r['all_terminal_s']:.1f} s "
             f"({r['succeeded']} Succeeded, {r['failed']} Failed) |",
-            f"| Operator peak memory (VmHWM) | {r['operator_peak_rss_mib']:.0f} MiB |",
+            f"| Worker pod Succeeded to its trace Succeeded, p50 / p99 | "
+            f"{r['pod_succeeded_to_trace_succeeded_p50_s']:.2f} / "
+            f"{r['pod_succeeded_to_trace_succeeded_p99_s']:.2f} s |",
+            f"| Operator peak memory (VmHWM); at the end, every trace finished (VmRSS) | "
+            f"{r['operator_peak_rss_mib']:.0f} MiB; {r['operator_end_rss_mib']:.0f} MiB |",
+            "| Copies the operator holds at the end (traces / Jobs / Pods) | "
+            + " / ".join(str(r[f"informer_objects_at_end {k}"]) for k in ("trace", "job", "pod")) + " |",
             "",
             f"Server-side API latency during the run (mean s per request, and requests): {api}.",
             "",

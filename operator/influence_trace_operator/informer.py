@@ -141,6 +141,11 @@ class Informer:
         if uid:
             _discard(self._pods_by_job, uid, key)
 
+    def sizes(self) -> dict[str, int]:
+        """How many copies of each kind are held (the ``influencetrace_informer_objects`` gauge)."""
+        with self._lock:
+            return {"trace": len(self._traces), "job": len(self._jobs), "pod": len(self._pods)}
+
     # ---- the passes read ---------------------------------------------------------------------
     def trace(self, namespace: str, name: str) -> dict[str, Any] | None:
         with self._lock:

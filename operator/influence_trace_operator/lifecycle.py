@@ -19,6 +19,7 @@ from kubernetes import client
 
 from influence_trace_operator import health
 from influence_trace_operator import labels as L
+from influence_trace_operator import metrics as M
 from influence_trace_operator.api import Kube
 from influence_trace_operator.history_store import operator_namespace
 from influence_trace_operator.leader import LeaseGuard
@@ -50,6 +51,7 @@ def build_runtime(settings: OperatorSettings | None = None) -> Runtime:
     log.info("pools: %s", ", ".join(f"{p.name} ({p.gpu_memory_bytes} B/GPU)" for p in table))
     kube = Kube(api_client(settings.workers + EVENT_THREADS + 2))
     rt = Runtime(settings, Reconciler(kube, settings, table), threading.Event())
+    M.CACHE.sizes = rt.reconciler.informer.sizes
     pool = rt.events = ThreadPoolExecutor(EVENT_THREADS, thread_name_prefix="events")
 
     def send(post: Callable[[], None]) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter as Tally
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -71,8 +71,26 @@ class PhaseCollector:
         yield gauge
 
 
+class CacheCollector:
+    """``influencetrace_informer_objects{kind=...}``: the copies the informer holds (informer.py), so an
+    operator's memory can be told apart from its cache's growth."""
+
+    def __init__(self) -> None:
+        self.sizes: Callable[[], dict[str, int]] = dict
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        gauge = GaugeMetricFamily("influencetrace_informer_objects",
+                                  "Watched objects the operator holds a copy of, by kind.", labels=["kind"])
+        sizes = self.sizes()
+        for kind in ("trace", "job", "pod"):
+            gauge.add_metric([kind], sizes.get(kind, 0))
+        yield gauge
+
+
 PHASES = PhaseCollector()
-REGISTRY.register(PHASES)  # type: ignore[arg-type]  (a custom collector: anything with collect())
+CACHE = CacheCollector()
+for collector in (PHASES, CACHE):
+    REGISTRY.register(collector)  # type: ignore[arg-type]  (a custom collector: anything with collect())
 
 
 def note_trace(event_type: str | None, body: dict[str, Any]) -> None:

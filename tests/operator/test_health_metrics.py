@@ -12,6 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 from influence_trace_operator import health, metrics
+from influence_trace_operator.informer import Informer
 from influence_trace_operator.reconcile import Reconciler
 from influence_trace_operator.settings import OperatorSettings
 from prometheus_client.parser import text_string_to_metric_families
@@ -146,3 +147,16 @@ def test_the_phase_gauge_follows_the_watch_stream() -> None:
     assert (samples()[running], samples()[done]) == (start[running], start[done] + 1)
     metrics.note_trace("DELETED", body)
     assert samples()[done] == start[done]
+
+
+def test_the_informer_gauge_counts_the_copies_held() -> None:
+    informer = Informer()
+    metrics.CACHE.sizes = informer.sizes
+    trace = {"metadata": {"namespace": "gauge-ns", "name": "g1", "resourceVersion": "3"}, "status": {}}
+    pod = {"metadata": {"namespace": "gauge-ns", "name": "g1-a1-x", "resourceVersion": "4"}, "status": {}}
+    informer.put("trace", "ADDED", trace)
+    informer.put("pod", "ADDED", pod)
+    held = lambda kind: samples()[("influencetrace_informer_objects", (("kind", kind),))]  # noqa: E731
+    assert (held("trace"), held("job"), held("pod")) == (1, 0, 1)
+    informer.put("pod", "DELETED", pod)
+    assert held("pod") == 0
