@@ -92,7 +92,9 @@ class Recorder:
                     handle(ev["type"], ev["object"], time.monotonic())
                     if self.stop.is_set():
                         break
-            except client.exceptions.ApiException:  # e.g. 504 "Too large resource version": start over
+            # e.g. 504 "Too large resource version"; KeyError: the client (37.0) reads an ERROR event's
+            # 'raw_object', which it sets only when it deserialises. Either way: start over
+            except (client.exceptions.ApiException, KeyError):
                 w = watch.Watch()  # the relist replays objects; first arrival times are kept
 
     def start(self) -> None:

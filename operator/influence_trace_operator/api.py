@@ -78,9 +78,9 @@ class Kube:
             )["items"]
         return items
 
-    def replace_status(self, trace: dict[str, Any], status: dict[str, Any]) -> str | None:
+    def replace_status(self, trace: dict[str, Any], status: dict[str, Any]) -> dict[str, Any]:
         """PUT the status subresource; the resourceVersion makes a concurrent change fail with 409.
-        Returns the resourceVersion written (its watch event is then known to carry nothing new)."""
+        Returns the trace as written (its resourceVersion's watch event then carries nothing new)."""
         meta = trace["metadata"]
         body = {
             "apiVersion": f"{API_GROUP}/{API_VERSION}",
@@ -96,7 +96,7 @@ class Kube:
         resp = self.custom.replace_namespaced_custom_object_status(
             API_GROUP, API_VERSION, meta["namespace"], PLURAL, meta["name"], body, _preload_content=False
         )
-        return _json(resp)["metadata"]["resourceVersion"]
+        return _json(resp)
 
     # ---- children ----------------------------------------------------------------------------
     def get_job(self, namespace: str, name: str) -> dict[str, Any] | None:

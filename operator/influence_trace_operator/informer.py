@@ -2,13 +2,14 @@
 
 kopf already streams every trace and every Job and Pod with the operator's label; keeping the latest
 copy of each lets a reconcile pass read them from memory, so a pass makes only its writes (under a
-burst of 1,000 traces the reads were most of the API server's work and of each pass's time). As in
-controller-runtime, the cache holds only what the watches delivered, never the operator's own
-writes, and may lag the server by one event:
+burst of 1,000 traces the reads were most of the API server's work and of each pass's time). The
+cache holds what the watches delivered, plus the API server's answers to the operator's own reads and
+status writes (each a complete object at its resourceVersion, so it is exactly what the watch will
+deliver), and may lag the server by one event:
 
 - a stale trace costs a 409 on the status write (its resourceVersion is the one read); the pass then
-  reads the trace from the API server. After its own status write the operator drops an older copy,
-  so the next pass does not start from the state it has just replaced;
+  reads the trace from the API server. The answer to a status write replaces the copy at once, so the
+  next pass starts from the state just written, not from the one it replaced, and reads nothing;
 - a Job missing from the cache (not yet delivered, or deleted) is read from the API server;
 - pods are read from the cache while nothing is decided from them; a pass whose cached Job or pods
   would end the attempt or count an eviction lists them from the API server first (except a one-pod
@@ -111,19 +112,9 @@ class Informer:
                 self._unindex(kind, key, body)
 
     def refresh_trace(self, body: dict[str, Any]) -> None:
-        """A trace read from the API server (after a conflict): kept unless the watch has a newer one."""
+        """A trace the API server answered with (a read after a conflict or a miss, or the operator's
+        own status write): kept unless the watch has delivered a newer one."""
         self.put("trace", "MODIFIED", body)
-
-    def wrote_trace(self, namespace: str, name: str, resource_version: str | None) -> None:
-        """The operator wrote the trace at ``resource_version``: a copy older than that is dropped (the
-        next pass reads the API server's unless the write's watch event arrives first)."""
-        written = {"metadata": {"resourceVersion": resource_version}}
-        with self._lock:
-            old = self._traces.get((namespace, name))
-            if old is not None and old["metadata"].get("resourceVersion") != resource_version and newer(
-                old, written
-            ):
-                del self._traces[(namespace, name)]
 
     def _index(self, kind: str, key: Key, body: dict[str, Any]) -> None:
         if kind == "trace":

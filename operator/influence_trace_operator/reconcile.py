@@ -209,10 +209,10 @@ class Reconciler:
         p.status.observed_generation = p.generation
         if p.status.wire() != before:
             written = self.kube.replace_status(obj, p.status.wire())
-            self.informer.wrote_trace(namespace, name, written)
+            self.informer.refresh_trace(written)
             # the echo of a write can arrive after the next one: remember the last few
             recent = self._written.get((namespace, name), ())[-(ECHOES - 1):]
-            self._written[(namespace, name)] = (*recent, written)
+            self._written[(namespace, name)] = (*recent, written["metadata"].get("resourceVersion"))
             self._attempt[(namespace, name)] = (p.ref.uid, p.status.attempt)
             M.observe_pass(before, p.status.wire())
         if p.events:

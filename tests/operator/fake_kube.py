@@ -41,6 +41,19 @@ class FakeKube:
         self._uids = itertools.count(1)
 
     # ---- test set-up -------------------------------------------------------------------------
+    def edit_trace(self, namespace: str, name: str, edit: Callable[[dict[str, Any]], Any]) -> dict[str, Any]:
+        """A user's (or a dead operator's) change to the stored trace, at a new resourceVersion;
+        returns the trace as its watch event delivers it (pass it to on_trace.on_trace_event)."""
+        trace = self.traces[(namespace, name)]
+        edit(trace)
+        trace["metadata"]["resourceVersion"] = str(next(self._versions))
+        return copy.deepcopy(trace)
+
+    def annotate(self, namespace: str, name: str, key: str, value: str) -> dict[str, Any]:
+        """``kubectl annotate`` on the trace; returns its watch event's copy."""
+        return self.edit_trace(namespace, name, lambda t: t["metadata"].setdefault("annotations", {}).update(
+            {key: value}))
+
     def add_trace(self, body: dict[str, Any]) -> dict[str, Any]:
         obj = copy.deepcopy(body)
         meta = obj["metadata"]
@@ -75,7 +88,7 @@ class FakeKube:
     def list_traces(self, namespaces: list[str] | None) -> list[dict[str, Any]]:
         return [copy.deepcopy(o) for (ns, _), o in self.traces.items() if not namespaces or ns in namespaces]
 
-    def replace_status(self, trace: dict[str, Any], status: dict[str, Any]) -> str:
+    def replace_status(self, trace: dict[str, Any], status: dict[str, Any]) -> dict[str, Any]:
         meta = trace["metadata"]
         current = self.traces[(meta["namespace"], meta["name"])]
         if self.conflicts_to_inject > 0 or meta["resourceVersion"] != current["metadata"]["resourceVersion"]:
@@ -85,7 +98,7 @@ class FakeKube:
         current["status"] = copy.deepcopy(status)
         current["metadata"]["resourceVersion"] = str(next(self._versions))
         self.status_writes += 1
-        return current["metadata"]["resourceVersion"]
+        return copy.deepcopy(current)
 
     def get_job(self, namespace: str, name: str) -> dict[str, Any] | None:
         job = self.jobs.get((namespace, name))

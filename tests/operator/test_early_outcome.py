@@ -12,9 +12,9 @@ import json
 from typing import Any
 
 import pytest
-from influence_trace_operator import on_child
+from influence_trace_operator import on_child, on_trace
 from influence_trace_operator.classify import JOB_TRACKING_FINALIZER, awaits_job_controller, ended_before_job
-from influence_trace_operator.reconcile import Reconciler
+from influence_trace_operator.reconcile import CANCEL_ANNOTATION, Reconciler
 from influence_trace_operator.settings import OperatorSettings
 
 from tests.operator.fake_kube import FakeKube
@@ -143,8 +143,7 @@ def test_only_an_ended_pod_the_job_controller_has_not_counted_wakes_a_pass() -> 
 # ---- what a failed trace records for its running attempt, and one Warning per change -------------
 def test_the_cancel_annotation_says_so_in_the_attempt(kube: FakeKube, reconciler: Reconciler) -> None:
     launched(kube, reconciler)
-    kube.traces[(NS, NAME)]["metadata"]["annotations"]["influencetrace.dev/cancel"] = "true"
-    reconciler.reconcile(NS, NAME)
+    on_trace.on_trace_event(reconciler, "MODIFIED", kube.annotate(NS, NAME, CANCEL_ANNOTATION, "true"))
     (first,) = kube.status_of(NS, NAME)["attempts"]
     assert (first["outcome"], first["reason"]) == ("Cancelled", "Cancelled")
     assert first["message"] == "cancelled by the annotation influencetrace.dev/cancel"

@@ -9,9 +9,10 @@ import json
 
 import pytest
 from influence_trace.api.status import AttemptRecord, TraceStatus
+from influence_trace_operator import on_trace
 from influence_trace_operator import pending as P
 from influence_trace_operator.children import SPEC_HASH, content_hash
-from influence_trace_operator.reconcile import Reconciler
+from influence_trace_operator.reconcile import CANCEL_ANNOTATION, Reconciler
 from influence_trace_operator.settings import OperatorSettings
 from kubernetes.client.rest import ApiException
 
@@ -106,8 +107,7 @@ def test_a_missing_claim_waits_without_a_job(kube: FakeKube, reconciler: Reconci
 
 def test_cancel_annotation_deletes_the_running_job(kube: FakeKube, reconciler: Reconciler) -> None:
     reconciler.reconcile(NS, NAME)
-    kube.traces[(NS, NAME)]["metadata"]["annotations"]["influencetrace.dev/cancel"] = "true"
-    reconciler.reconcile(NS, NAME)
+    on_trace.on_trace_event(reconciler, "MODIFIED", kube.annotate(NS, NAME, CANCEL_ANNOTATION, "true"))
     status = kube.status_of(NS, NAME)
     assert status["phase"] == "Failed" and condition(kube, "Failed")["reason"] == "Cancelled"
     assert kube.jobs == {} and status["attempts"][0]["outcome"] == "Cancelled"

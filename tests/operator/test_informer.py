@@ -191,7 +191,7 @@ def test_a_job_missing_from_the_informer_is_read_from_the_api_server(
     seen = reads(kube, monkeypatch)
     kube.finish_job(NS, JOB, "Complete", pod("Succeeded", exit_code=0, message="{}"))
     reconciler.reconcile(NS, NAME)
-    assert seen == ["get_trace", "get_job", "job_pods"]
+    assert seen == ["get_job", "job_pods"]  # the trace is the answer to the first pass's status write
     assert kube.status_of(NS, NAME)["phase"] == "Succeeded"
 
 
@@ -213,16 +213,21 @@ def test_late_events_never_replace_a_newer_copy_and_deletion_unindexes() -> None
     assert newer({"metadata": {"resourceVersion": "x"}}, {"metadata": {"resourceVersion": "1"}})
 
 
-def test_the_operators_own_write_drops_the_older_copy_but_not_its_echo() -> None:
-    informer = Informer()
-    trace = {"metadata": {"namespace": NS, "name": NAME, "resourceVersion": "7"}}
-    informer.put("trace", "ADDED", trace)
-    informer.wrote_trace(NS, NAME, "8")
-    assert informer.trace(NS, NAME) is None  # the next pass reads the API server's copy
-    echo = {"metadata": {"namespace": NS, "name": NAME, "resourceVersion": "8"}}
-    informer.put("trace", "MODIFIED", echo)
-    informer.wrote_trace(NS, NAME, "8")  # the echo arrived before the writer noted its write
-    assert informer.trace(NS, NAME) == echo
+def test_the_operators_own_write_is_the_next_passs_copy_until_a_newer_event(
+    kube: FakeKube, reconciler: Reconciler, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    deliver_trace(kube, reconciler, "ADDED")  # the first pass writes Pending
+    written = reconciler.informer.trace(NS, NAME)
+    assert written is not None and written["status"]["phase"] == "Pending"
+    assert written["metadata"]["resourceVersion"] == kube.traces[(NS, NAME)]["metadata"]["resourceVersion"]
+    seen = reads(kube, monkeypatch)
+    reconciler.reconcile(NS, NAME)  # e.g. a pod event before the write's echo: the trace is not read
+    assert "get_trace" not in seen and kube.status_writes == 1
+    older = copy.deepcopy(written)
+    older["metadata"]["resourceVersion"] = "1"
+    del older["status"]
+    reconciler.informer.put("trace", "MODIFIED", older)  # the creation's event, delivered late
+    assert reconciler.informer.trace(NS, NAME) == written
 
 
 def test_kueue_admission_of_a_suspended_job_starts_a_pass(
@@ -245,9 +250,10 @@ def test_an_attempt_its_trace_moved_past_leaves_the_informer_and_wakes_no_pass(
     launched(kube, reconciler)
     uid = kube.jobs[(NS, JOB)]["metadata"]["uid"]
     failed = failed_worker(kube)
-    on_child.on_pod_event(reconciler, "MODIFIED", failed)  # out of memory: attempt 2 on h200
+    assert reconciler.informer.put("pod", "MODIFIED", failed) is None
     assert reconciler.informer.pods_of(uid) and reconciler.informer.job(NS, JOB) is not None
-    deliver_trace(kube, reconciler)  # the escalation's echo names attempt 2: attempt 1 is dropped
+    reconciler.reconcile(NS, NAME)  # out of memory: the write names attempt 2, attempt 1 is dropped
+    assert kube.status_of(NS, NAME)["attempt"] == 2
     assert reconciler.informer.pods_of(uid) == [] and reconciler.informer.job(NS, JOB) is None
     restarted = Reconciler(kube, OperatorSettings(), [H100, H200])  # type: ignore[arg-type]
     deliver_trace(kube, restarted)  # a restart: the trace arrives first, remembering nothing else

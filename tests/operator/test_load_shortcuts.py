@@ -9,7 +9,7 @@ import threading
 
 import pytest
 from influence_trace_operator import lifecycle, on_trace
-from influence_trace_operator.reconcile import Reconciler
+from influence_trace_operator.reconcile import CANCEL_ANNOTATION, Reconciler
 from influence_trace_operator.settings import OperatorSettings
 
 from tests.operator.fake_kube import FakeKube
@@ -89,8 +89,8 @@ def test_an_echo_arriving_after_the_next_write_is_still_skipped(
 ) -> None:
     reconciler.reconcile(NS, NAME)
     first = kube.get_trace(NS, NAME)  # the echo of the first write, delivered late
-    kube.traces[(NS, NAME)]["metadata"]["annotations"]["influencetrace.dev/cancel"] = "true"
-    reconciler.reconcile(NS, NAME)  # a second write (the trace is cancelled)
+    cancelled = kube.annotate(NS, NAME, CANCEL_ANNOTATION, "true")
+    on_trace.on_trace_event(reconciler, "MODIFIED", cancelled)  # a second write (the trace is cancelled)
     assert kube.status_writes == 2
     calls = passes(reconciler, monkeypatch)
     on_trace.on_trace_event(reconciler, "MODIFIED", first)

@@ -70,9 +70,9 @@ def test_endless_conflicts_give_up_after_the_retries_without_writing(kube: FakeK
 
 def test_a_job_created_before_a_crash_is_adopted(kube: FakeKube, reconciler: Reconciler) -> None:
     reconciler.reconcile(NS, NAME)
-    trace = kube.traces[(NS, NAME)]
-    trace.pop("status")  # as if the operator died after creating the Job, before writing status
-    reconciler.reconcile(NS, NAME)
+    kube.edit_trace(NS, NAME, lambda t: t.pop("status"))  # it died after creating the Job, before the status
+    restarted = Reconciler(kube, OperatorSettings(), [H100, H200])  # type: ignore[arg-type]
+    restarted.reconcile(NS, NAME)
     assert len(kube.jobs) == 1 and kube.status_of(NS, NAME)["attempt"] == 1
     assert kube.events[-1][1] == "JobAdopted"
 
