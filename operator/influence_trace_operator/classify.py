@@ -17,7 +17,6 @@ from influence_trace.api.status import Outcome
 from influence_trace_operator import labels as L
 
 MESSAGE_LIMIT = 1024  # characters of a worker message kept in status and events
-JOB_TRACKING_FINALIZER = "batch.kubernetes.io/job-tracking"  # held until the Job controller counted the pod
 TERMINAL = ("Succeeded", "Failed")
 _EXIT_CODE_IN_MESSAGE = re.compile(r"exit code (\d+)")
 
@@ -196,15 +195,13 @@ def _all_ranks_succeeded(job: dict[str, Any], pods: list[dict[str, Any]]) -> Fin
     return found if found is not None and found.outcome == "Succeeded" else None
 
 
-def awaits_job_controller(pod: dict[str, Any]) -> bool:
-    """A worker pod that ended (not evicted) and that the Job controller has not counted yet: the
-    window in which ``ended_before_job`` saves the wait for the Job's condition."""
-    meta = pod.get("metadata") or {}
+def ended(pod: dict[str, Any]) -> bool:
+    """A worker pod that failed or succeeded by itself (not evicted, not being deleted): its event may
+    end the attempt before the Job controller marks the Job (``ended_before_job``)."""
     return (
         (pod.get("status") or {}).get("phase") in TERMINAL
         and not is_evicted(pod)
-        and not meta.get("deletionTimestamp")
-        and JOB_TRACKING_FINALIZER in (meta.get("finalizers") or [])
+        and not (pod.get("metadata") or {}).get("deletionTimestamp")
     )
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from influence_trace_operator import labels as L
-from influence_trace_operator.classify import awaits_job_controller, is_evicted, job_state
+from influence_trace_operator.classify import ended, is_evicted, job_state
 from influence_trace_operator.kueue import is_suspended
 from influence_trace_operator.reconcile import Reconciler
 
@@ -39,10 +39,10 @@ def job_signature(job: dict[str, Any] | None) -> tuple[Any, ...] | None:
 
 
 def pod_signature(pod: dict[str, Any] | None) -> tuple[Any, ...] | None:
-    """What a pass acts on from a pod: its phase, its eviction, the Job controller's count of it."""
+    """What a pass acts on from a pod: its phase and its eviction."""
     if pod is None:
         return None
-    return (pod.get("status") or {}).get("phase"), is_evicted(pod), awaits_job_controller(pod)
+    return (pod.get("status") or {}).get("phase"), is_evicted(pod)
 
 
 def on_job_event(reconciler: Reconciler, event_type: str | None, body: dict[str, Any]) -> None:
@@ -61,11 +61,13 @@ def on_job_event(reconciler: Reconciler, event_type: str | None, body: dict[str,
 
 def on_pod_event(reconciler: Reconciler, event_type: str | None, body: dict[str, Any]) -> None:
     """A worker pod that started running or was evicted changes its trace's phase or history; one that
-    ended decides the attempt's outcome before the Job controller marks its Job."""
+    ended decides the attempt's outcome before the Job controller marks its Job. Not only while the
+    pod still holds the Job controller's tracking finalizer (not counted yet): kopf hands a handler
+    only the last of an object's events within its batch window, so under load the event that showed
+    the finalizer is often skipped, and the Job's condition then came 45 s or more later."""
     old = reconciler.informer.put("pod", event_type, body)
     name = _owner(body)
-    phase = (body.get("status") or {}).get("phase")
-    relevant = phase == "Running" or is_evicted(body) or awaits_job_controller(body)
+    relevant = (body.get("status") or {}).get("phase") == "Running" or is_evicted(body) or ended(body)
     changed = pod_signature(old) != pod_signature(body)
     if name and event_type != "DELETED" and relevant and changed and not reconciler.informer.moved_past(body):
         reconciler.reconcile(body["metadata"]["namespace"], name)

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 from influence_trace_operator import on_child, on_trace
-from influence_trace_operator.classify import JOB_TRACKING_FINALIZER, awaits_job_controller, ended_before_job
+from influence_trace_operator.classify import ended, ended_before_job
 from influence_trace_operator.reconcile import CANCEL_ANNOTATION, Reconciler
 from influence_trace_operator.settings import OperatorSettings
 
@@ -122,22 +122,14 @@ def test_success_is_read_once_every_rank_succeeded(kube: FakeKube, reconciler: R
     assert status["attempts"][0]["outcome"] == "Succeeded" and list(kube.jobs) == [(NS, "demo-a1")]
 
 
-def test_only_an_ended_pod_the_job_controller_has_not_counted_wakes_a_pass() -> None:
+def test_a_pod_that_ended_by_itself_counts_whether_or_not_the_job_controller_counted_it() -> None:
     failed = gpu_oom_pod()
-    assert not awaits_job_controller(failed)  # counted already (no tracking finalizer): the Job tells
-    failed["metadata"]["finalizers"] = [JOB_TRACKING_FINALIZER]
-    assert awaits_job_controller(failed)
+    assert ended(failed) and ended(pod("Succeeded", exit_code=0))  # no tracking finalizer: counted
+    failed["metadata"]["finalizers"] = ["batch.kubernetes.io/job-tracking"]
+    assert ended(failed)
     failed["metadata"]["deletionTimestamp"] = "2025-01-01T00:02:00Z"
-    assert not awaits_job_controller(failed)
-    evicted = pod("Failed", exit_code=137, evicted=True)
-    evicted["metadata"]["finalizers"] = [JOB_TRACKING_FINALIZER]
-    assert not awaits_job_controller(evicted)
-    succeeded = pod("Succeeded", exit_code=0)
-    succeeded["metadata"]["finalizers"] = [JOB_TRACKING_FINALIZER]
-    assert awaits_job_controller(succeeded)
-    running = pod("Running")
-    running["metadata"]["finalizers"] = [JOB_TRACKING_FINALIZER]
-    assert not awaits_job_controller(running)
+    assert not ended(failed)  # a deleted Job's pod: the deletion decides
+    assert not ended(pod("Failed", exit_code=137, evicted=True)) and not ended(pod("Running"))
 
 
 # ---- what a failed trace records for its running attempt, and one Warning per change -------------
