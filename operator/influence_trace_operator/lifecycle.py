@@ -12,6 +12,7 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any, cast
 
 import kopf
 from influence_trace.api.status import TERMINAL_PHASES
@@ -72,6 +73,17 @@ def api_client(connections: int) -> client.ApiClient:
     return client.ApiClient(cfg)
 
 
+class EventsOnlyDiffBase(kopf.AnnotationsDiffBaseStorage):
+    """kopf deep-copies every watched object on every event to build its "essence", the state that
+    on.create/on.update/on.field handlers and daemons diff against. This operator has only on.event
+    handlers, which never see it, and that copy was a quarter of kopf's event loop (the one thread all
+    watch events pass through) under a burst of 1,000 traces (py-spy, bench/RESULTS.md). An empty
+    essence instead; tests/operator/test_watch_filter.py fails if a handler that reads it appears."""
+
+    def build(self, *, body: kopf.Body, extra_fields: Any = None) -> kopf.BodyEssence:
+        return cast(kopf.BodyEssence, {})
+
+
 def configure(kopf_settings: kopf.OperatorSettings, rt: Runtime) -> None:
     """kopf settings for one replica that keeps all state in the traces' status; starts the resync."""
     kopf_settings.peering.standalone = True  # one replica; no peering objects needed
@@ -82,7 +94,7 @@ def configure(kopf_settings: kopf.OperatorSettings, rt: Runtime) -> None:
     kopf_settings.posting.level = logging.WARNING  # our own events tell the story; kopf's only on trouble
     kopf_settings.execution.max_workers = rt.settings.workers
     kopf_settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="influencetrace.dev")
-    kopf_settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix="influencetrace.dev")
+    kopf_settings.persistence.diffbase_storage = EventsOnlyDiffBase(prefix="influencetrace.dev")
     kopf_settings.watching.reconnect_backoff = 1.0
     filter_children(kopf_settings)
     threading.Thread(target=_resync_forever, args=(rt,), name="resync", daemon=True).start()

@@ -207,14 +207,15 @@ class Reconciler:
         except F.ChildConflict as err:
             self._fail(p, F.CHILD_CONFLICT, str(err))
         p.status.observed_generation = p.generation
-        if p.status.wire() != before:
-            written = self.kube.replace_status(obj, p.status.wire())
+        after = p.status.wire()
+        if after != before:
+            written = self.kube.replace_status(obj, after)
             self.informer.refresh_trace(written)
             # the echo of a write can arrive after the next one: remember the last few
             recent = self._written.get((namespace, name), ())[-(ECHOES - 1):]
             self._written[(namespace, name)] = (*recent, written["metadata"].get("resourceVersion"))
             self._attempt[(namespace, name)] = (p.ref.uid, p.status.attempt)
-            M.observe_pass(before, p.status.wire())
+            M.observe_pass(before, after)
         if p.events:
             self.send(lambda: self._post(obj, p.events))
         for step in p.later:
