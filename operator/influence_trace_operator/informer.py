@@ -13,7 +13,7 @@ deliver), and may lag the server by one event:
 - a Job missing from the cache (not yet delivered, or deleted) is read from the API server;
 - pods are read from the cache while nothing is decided from them; a pass whose cached Job or pods
   would end the attempt or count an eviction lists them from the API server first (except a one-pod
-  Job's failed worker pod, which is final: reconcile.Reconciler._pods).
+  Job's ended worker pod, which is final: reconcile.Reconciler._pods).
 
 Objects are stored without ``metadata.managedFields`` (the bulk of a pod's size) and are never
 mutated after they are stored: a reader may hold one while the watch replaces it.
