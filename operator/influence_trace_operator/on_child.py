@@ -64,7 +64,7 @@ def on_pod_event(reconciler: Reconciler, event_type: str | None, body: dict[str,
     ended decides the attempt's outcome before the Job controller marks its Job. Not only while the
     pod still holds the Job controller's tracking finalizer (not counted yet): kopf hands a handler
     only the last of an object's events within its batch window, so under load the event that showed
-    the finalizer is often skipped, and the Job's condition then came 45 s or more later."""
+    the finalizer can be missed, and the Job's condition came 45 s or more later under a burst."""
     old = reconciler.informer.put("pod", event_type, body)
     name = _owner(body)
     relevant = (body.get("status") or {}).get("phase") == "Running" or is_evicted(body) or ended(body)
