@@ -6,15 +6,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from influence_trace_operator import labels as L
 from influence_trace_operator.classify import ended, is_evicted, job_state
+from influence_trace_operator.informer import owner
 from influence_trace_operator.kueue import is_suspended
 from influence_trace_operator.reconcile import Reconciler
 
 
 def _owner(body: dict[str, Any]) -> str | None:
-    meta = body.get("metadata") or {}
-    return (meta.get("annotations") or {}).get(L.TRACE_NAME)
+    return owner(body)[0][1] or None
 
 
 def _superseded(reconciler: Reconciler, body: dict[str, Any], trace: str) -> bool:
@@ -24,11 +23,10 @@ def _superseded(reconciler: Reconciler, body: dict[str, Any], trace: str) -> boo
     event costs no pass."""
     if reconciler.informer.moved_past(body):
         return True
-    meta = body.get("metadata") or {}
-    attempt = (meta.get("labels") or {}).get(L.ATTEMPT, "")
-    owner = next((o.get("uid") for o in meta.get("ownerReferences") or [] if o.get("controller")), None)
-    return attempt.isdigit() and owner is not None and reconciler.superseded(
-        meta.get("namespace", ""), trace, owner, int(attempt))
+    (namespace, _), attempt = owner(body)
+    refs = (body.get("metadata") or {}).get("ownerReferences") or []
+    uid = next((o.get("uid") for o in refs if o.get("controller")), None)
+    return attempt is not None and uid is not None and reconciler.superseded(namespace, trace, uid, attempt)
 
 
 def job_signature(job: dict[str, Any] | None) -> tuple[Any, ...] | None:
