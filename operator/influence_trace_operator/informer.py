@@ -78,8 +78,7 @@ class Informer:
         with self._lock:
             old = store.get(key)
             if event_type == "DELETED" or (kind != "trace" and self._moved_past(body)):
-                store.pop(key, None)
-                self._unindex(kind, key, old)
+                self._drop(kind, key)
             elif newer(old, body):
                 store[key] = _slim(body)
                 self._unindex(kind, key, old)
@@ -108,8 +107,11 @@ class Informer:
         for kind, key in list(self._children.get(trace_key, ())):
             body = self._store(kind).get(key)
             if body is not None and self._moved_past(body):
-                del self._store(kind)[key]
-                self._unindex(kind, key, body)
+                self._drop(kind, key)
+
+    def _drop(self, kind: str, key: Key) -> None:
+        """Remove a stored copy (if any) and its index entries."""
+        self._unindex(kind, key, self._store(kind).pop(key, None))
 
     def refresh_trace(self, body: dict[str, Any]) -> None:
         """A trace the API server answered with (a read after a conflict or a miss, or the operator's
