@@ -54,7 +54,7 @@ VOLUME_CLAIM_MISSING = "VolumeClaimMissing"  # Placed False: no Job until the PV
 
 
 def one_pod(job: dict[str, Any]) -> bool:
-    """A Job of one pod (a one-node trace's): no other pod of it can be active beside a failed one."""
+    """A Job of one pod (a one-node trace's): once its pod has ended, no other pod of it follows."""
     spec = job.get("spec") or {}
     return int(spec.get("parallelism") or 1) <= 1 and int(spec.get("completions") or 1) <= 1
 
