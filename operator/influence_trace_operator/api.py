@@ -52,6 +52,10 @@ class Kube:
         self.networking = client.NetworkingV1Api(self.api_client)
 
     # ---- traces ------------------------------------------------------------------------------
+    def close(self) -> None:
+        """Close the connection pool (at stop: no socket is left to the interpreter's finalization)."""
+        self.api_client.close()
+
     def get_trace(self, namespace: str, name: str) -> dict[str, Any] | None:
         try:
             return _json(

@@ -132,6 +132,13 @@ class Retries:
         if timer is not None:
             timer.cancel()
 
+    def close(self) -> None:
+        """Cancel every armed timer (at stop: no retry starts a pass after it)."""
+        with self._lock:
+            timers, self._timers = list(self._timers.values()), {}
+        for timer in timers:
+            timer.cancel()
+
     def _fire(self, key: tuple[str, str]) -> None:
         with self._lock:
             self._timers.pop(key, None)

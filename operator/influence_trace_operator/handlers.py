@@ -15,9 +15,12 @@ from influence_trace_operator import labels as L
 from influence_trace_operator import lifecycle, metrics, on_child, on_trace
 
 CHILDREN = {L.MANAGED_BY: L.MANAGER}
+# A failed start-up (e.g. the health port still taken) is retried this often rather than kopf's 60 s;
+# nothing acts meanwhile (lifecycle.configure).
+STARTUP_RETRY_SECONDS = 5
 
 
-@kopf.on.startup()
+@kopf.on.startup(backoff=STARTUP_RETRY_SECONDS)
 def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     if "runtime" not in memo:  # main() puts it there; a bare `kopf run -m` reads the environment
         memo.runtime = lifecycle.build_runtime()

@@ -44,6 +44,17 @@ class Watchdog:
             with self._lock:
                 self._inflight.pop(key, None)
 
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait until no pass is in flight (at stop, before the Lease is handed back); False on timeout."""
+        deadline = time.monotonic() + timeout
+        while True:
+            with self._lock:
+                if not self._inflight:
+                    return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.05)
+
     def resync_tick(self) -> None:
         """Called by the resync loop each round and after each trace it reconciled."""
         self.last_resync = time.monotonic()

@@ -233,12 +233,12 @@ class HistoryStore:
                 self._wake.set()
                 self._stop.wait(max(self.flush_seconds, 1.0) * 5)
 
-    def close(self) -> None:
+    def close(self, timeout: float = 10.0) -> None:
         """Stop the writer and write what waits (a clean stop loses no record)."""
         self._stop.set()
         self._wake.set()
         if self._flusher is not None:
-            self._flusher.join(timeout=10)
+            self._flusher.join(timeout=timeout)
         try:
             self.flush()
         except API_ERRORS as err:

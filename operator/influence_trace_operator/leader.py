@@ -5,7 +5,8 @@ this process holds the Lease. The holder renews it every third of ``lease_second
 could not renew within two thirds of it stops acting before anyone else may take over. Another
 replica takes the Lease once it has seen the same holder and renew time unchanged for a whole
 ``lease_seconds`` (measured on its own clock, so clock skew between nodes does not matter), then
-resyncs every unfinished trace at once. A clean stop releases the Lease so a successor starts at once.
+resyncs every unfinished trace at once. A clean stop releases the Lease (after its passes ended) so
+a successor starts at once.
 """
 
 from __future__ import annotations
@@ -125,7 +126,8 @@ class LeaseGuard:
 
     def run(self, stop: threading.Event, on_acquired: Callable[[], None]) -> None:
         """Renew or try to acquire every third of the lease (at most 2 s) until ``stop``; call
-        ``on_acquired`` on gain (a lapse of our own included: events were ignored meanwhile)."""
+        ``on_acquired`` on gain (a lapse of our own included: events were ignored meanwhile). The
+        Lease is not released here: ``lifecycle.shutdown`` does, once the passes in flight ended."""
         while not stop.is_set():
             before = self.acting()
             try:
@@ -138,4 +140,3 @@ class LeaseGuard:
             elif before and not held:
                 log.warning("lost Lease %s/%s: this replica stops acting", self.namespace, self.name)
             stop.wait(min(self.seconds / 3, 2.0))
-        self.release()

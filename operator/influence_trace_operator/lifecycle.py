@@ -3,15 +3,21 @@
 kopf's timers and daemons would put a finalizer on every trace (so that deleting one waits for the
 operator); a plain background thread that re-reads unfinished traces every ``resync_seconds`` gives
 the same safety net without blocking deletion while the operator is down.
+
+Start-up may fail part-way (the health port taken) and kopf then runs ``configure`` again: the Lease
+gate is in place before anything can act (``build_runtime``), and each thread is started once.
+Every thread started here is stopped and joined by ``shutdown``, within ``shutdown_seconds``.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from http.server import ThreadingHTTPServer
 from typing import Any, cast
 
 import kopf
@@ -42,16 +48,22 @@ class Runtime:
     wake: threading.Event = field(default_factory=threading.Event)  # resync now (e.g. Lease gained)
     lease: LeaseGuard | None = None
     events: ThreadPoolExecutor | None = None  # posts each pass's events off the reconcile threads
+    health: ThreadingHTTPServer | None = None
+    threads: dict[str, threading.Thread] = field(default_factory=dict)  # by name; each started once
 
 
-def build_runtime(settings: OperatorSettings | None = None) -> Runtime:
+def build_runtime(settings: OperatorSettings | None = None, kube: Any = None) -> Runtime:
     """The operator's state, built once per process and carried in kopf's ``memo`` (main() passes the
-    command line's settings; ``kopf run -m influence_trace_operator.handlers`` reads the environment)."""
+    command line's settings; ``kopf run -m influence_trace_operator.handlers`` reads the environment).
+    ``kube``: the API client (default: a ``Kube`` sized for the threads; tests pass their fake)."""
     settings = settings or OperatorSettings()
     table = load_table(settings.pools_file)
     log.info("pools: %s", ", ".join(f"{p.name} ({p.gpu_memory_bytes} B/GPU)" for p in table))
-    kube = Kube(api_client(settings.workers + EVENT_THREADS + 2))
+    kube = kube or Kube(api_client(settings.workers + EVENT_THREADS + 2))
     rt = Runtime(settings, Reconciler(kube, settings, table), threading.Event())
+    if settings.lease:  # gate every pass before any thread or handler can start one
+        rt.lease = lease_guard(settings)
+    rt.reconciler.may_act = lambda: acting(rt)
     M.CACHE.sizes = rt.reconciler.informer.sizes
     pool = rt.events = ThreadPoolExecutor(EVENT_THREADS, thread_name_prefix="events")
 
@@ -97,35 +109,76 @@ def configure(kopf_settings: kopf.OperatorSettings, rt: Runtime) -> None:
     kopf_settings.persistence.diffbase_storage = EventsOnlyDiffBase(prefix="influencetrace.dev")
     kopf_settings.watching.reconnect_backoff = 1.0
     filter_children(kopf_settings)
-    threading.Thread(target=_resync_forever, args=(rt,), name="resync", daemon=True).start()
-    if rt.settings.liveness_port:
-        health.serve(rt.reconciler.watchdog, rt.settings.liveness_port)
-    if rt.settings.lease:
-        _start_lease(rt)
+    if rt.settings.liveness_port and rt.health is None:  # may raise (port taken): nothing started yet
+        rt.health = health.serve(rt.reconciler.watchdog, rt.settings.liveness_port)
+    if rt.lease is not None:
+        if "lease" not in rt.threads:
+            log.info("waiting for Lease %s/%s before acting", rt.lease.namespace, rt.lease.name)
+        _start_once(rt, "lease", rt.lease.run, rt.stop, rt.wake.set)
+    _start_once(rt, "resync", _resync_forever, rt)
 
 
-def _start_lease(rt: Runtime) -> None:
-    """Hold the Lease in a thread; reconciles act only while it is held, and a gain resyncs at once."""
-    s = rt.settings
+def lease_guard(settings: OperatorSettings) -> LeaseGuard:
+    """The Lease this replica must hold to act; a gain resyncs at once (``run``'s ``on_acquired``)."""
     coord = client.CoordinationV1Api(api_client(2))  # its own connections: never queued behind reconciles
-    guard = LeaseGuard(s.lease_namespace or operator_namespace(s), s.lease_name, s.lease_seconds, coord)
-    rt.reconciler.may_act = guard.acting
-    rt.lease = guard
-    log.info("waiting for Lease %s/%s before acting", guard.namespace, guard.name)
-    threading.Thread(target=guard.run, args=(rt.stop, rt.wake.set), name="lease", daemon=True).start()
+    namespace = settings.lease_namespace or operator_namespace(settings)
+    return LeaseGuard(namespace, settings.lease_name, settings.lease_seconds, coord)
+
+
+def acting(rt: Runtime) -> bool:
+    """Whether a pass may act now: not once a stop has begun, and only while the Lease is held."""
+    return not rt.stop.is_set() and (rt.lease is None or rt.lease.acting())
+
+
+def _start_once(rt: Runtime, name: str, target: Callable[..., None], *args: Any) -> None:
+    if name not in rt.threads:
+        rt.threads[name] = thread = threading.Thread(target=target, args=args, name=name, daemon=True)
+        thread.start()
+        log.info("started thread %s", name)
 
 
 def shutdown(rt: Runtime) -> None:
-    """Stop the resync, write the history records that wait, and hand the Lease back, so a successor
-    acts without waiting for it to lapse."""
+    """Stop in order, within ``shutdown_seconds`` (the chart's grace period is longer): no pass acts
+    from now on (``acting``), the resync and the passes in flight end, the waiting history records and
+    events are written, the Lease is handed back (a successor acts at once, never beside a pass of
+    ours), and the health server and API connections close. Nothing of ours runs at interpreter exit."""
+    deadline = time.monotonic() + rt.settings.shutdown_seconds
     rt.stop.set()
     rt.wake.set()
+    rt.reconciler.retries.close()
+    _join(rt.threads.get("resync"), deadline)
+    if not rt.reconciler.watchdog.wait_idle(_left(deadline)):
+        log.warning("stopping with passes still in flight: %s", rt.reconciler.watchdog.problem())
     if rt.reconciler.history is not None:
-        rt.reconciler.history.close()
+        rt.reconciler.history.close(_left(deadline))
     if rt.events is not None:
-        rt.events.shutdown(wait=True)  # the events of passes that ended are still posted
+        _bounded(lambda: rt.events.shutdown(wait=True), "events", deadline)  # posts of ended passes
+    _join(rt.threads.get("lease"), deadline)
     if rt.lease is not None:
         rt.lease.release()
+    if rt.health is not None:
+        rt.health.shutdown()
+        rt.health.server_close()
+    rt.reconciler.kube.close()
+    log.info("stopped in %.1f s", rt.settings.shutdown_seconds - _left(deadline))
+
+
+def _left(deadline: float) -> float:
+    return max(0.0, deadline - time.monotonic())
+
+
+def _join(thread: threading.Thread | None, deadline: float) -> None:
+    if thread is not None:
+        thread.join(_left(deadline))
+        if thread.is_alive():
+            log.warning("thread %s did not stop within the shutdown bound", thread.name)
+
+
+def _bounded(step: Callable[[], None], name: str, deadline: float) -> None:
+    """Run ``step`` in a thread and wait for it until the deadline (a hung API call cannot hold the stop)."""
+    thread = threading.Thread(target=step, name=f"stop-{name}", daemon=True)
+    thread.start()
+    _join(thread, deadline)
 
 
 def filter_children(kopf_settings: kopf.OperatorSettings) -> None:

@@ -55,6 +55,12 @@ class OperatorSettings(BaseSettings):
         None, description="Namespace of the Lease (default: the operator pod's own, as for the history)."
     )
     lease_seconds: float = Field(15.0, ge=1, description="Lease duration; renewed every third of it.")
+    shutdown_seconds: float = Field(
+        20.0, gt=0, description=(
+            "Bound of a clean stop (passes in flight, history, events, Lease); the chart's "
+            "terminationGracePeriodSeconds is this plus 10."
+        ),
+    )
     workers: int = Field(48, ge=1, description="Threads that run reconciles (they wait on the API server).")
     default_queue: str | None = Field(
         None, description="Kueue LocalQueue for traces without spec.queue (none: such Jobs start at once)."

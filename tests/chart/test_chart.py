@@ -293,6 +293,19 @@ def test_lease_role_settings_and_replicas(helm: Path, monkeypatch: pytest.Monkey
     assert (settings.lease_seconds, settings.wedged_seconds) == (20.0, 90.0)
 
 
+def test_grace_period_outlasts_the_operators_shutdown_bound(
+    helm: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SIGKILL comes terminationGracePeriodSeconds after SIGTERM: the operator's own stop bound
+    (INFLUENCETRACE_SHUTDOWN_SECONDS, lifecycle.shutdown) ends 10 s before it, default and set."""
+    for args, bound in (((), 20), (("operator.shutdownSeconds=45",), 45)):
+        objects = render(helm, *args)
+        env = env_of(objects)["INFLUENCETRACE_SHUTDOWN_SECONDS"]
+        monkeypatch.setenv("INFLUENCETRACE_SHUTDOWN_SECONDS", env)
+        assert OperatorSettings().shutdown_seconds == bound
+        assert deployment(objects)["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == bound + 10
+
+
 def test_service_monitor_is_off_by_default_and_scrapes_the_health_port(helm: Path) -> None:
     name = "rel-influence-trace-operator"
     assert not {k for k in render(helm) if k[0] in ("ServiceMonitor", "Service")}

@@ -33,6 +33,7 @@ class FakeKube:
         self.network_policies: dict[tuple[str, str], dict[str, Any]] = {}
         self.events: list[tuple[str, str, str]] = []
         self.status_writes = 0
+        self.closed = False
         self.replaced = 0  # ConfigMaps/Services replaced after a 409
         self.missing_claims: set[tuple[str, str]] = set()  # PersistentVolumeClaims that do not exist
         self.errors_to_inject: list[ApiException] = []  # raised, in order, by the next creates
@@ -81,6 +82,9 @@ class FakeKube:
         return self.traces[(namespace, name)].get("status") or {}
 
     # ---- the Kube interface ------------------------------------------------------------------
+    def close(self) -> None:
+        self.closed = True
+
     def get_trace(self, namespace: str, name: str) -> dict[str, Any] | None:
         obj = self.traces.get((namespace, name))
         return copy.deepcopy(obj) if obj is not None else None

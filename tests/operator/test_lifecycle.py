@@ -1,0 +1,72 @@
+"""Start and stop of the operator process without a cluster (the cluster test is
+tests/cluster/test_operator_stop.py): the Lease gates every pass from the moment the runtime exists,
+a start-up retried after a failure starts each thread once, and a stop joins what it started."""
+
+from __future__ import annotations
+
+import socket
+import threading
+
+import kopf
+import pytest
+from influence_trace_operator import lifecycle
+from influence_trace_operator.settings import OperatorSettings
+
+from tests.operator.fake_kube import FakeKube
+from tests.operator.operator_builders import trace_dict
+
+NS = "default"
+
+
+def runtime(kube: FakeKube, **settings: object) -> lifecycle.Runtime:
+    """A runtime on the in-memory Kube; its Lease client points at a port where nothing listens, so the
+    Lease is never gained (as when another replica holds it)."""
+    base = {"history": False, "resync_seconds": 0.05, "lease_seconds": 3.0, "shutdown_seconds": 5.0,
+            "lease_namespace": NS}
+    rt = lifecycle.build_runtime(OperatorSettings(**{**base, **settings}), kube=kube)
+    if rt.lease is not None:
+        rt.lease.coord.api_client.configuration.host = "http://127.0.0.1:9"
+    return rt
+
+
+@pytest.fixture()
+def kube() -> FakeKube:
+    fake = FakeKube()
+    fake.add_trace(trace_dict())
+    return fake
+
+
+def ours(rt: lifecycle.Runtime) -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t in rt.threads.values()]
+
+
+def test_without_the_lease_a_failed_start_acts_on_nothing_and_a_retry_starts_each_thread_once(
+    kube: FakeKube,
+) -> None:
+    taken = socket.socket()
+    taken.bind(("0.0.0.0", 0))
+    taken.listen()
+    rt = runtime(kube, liveness_port=taken.getsockname()[1])
+    try:
+        assert not rt.reconciler.may_act()  # before any thread or handler runs
+        with pytest.raises(OSError):
+            lifecycle.configure(kopf.OperatorSettings(), rt)
+        assert rt.threads == {}
+        rt.reconciler.reconcile(NS, trace_dict()["metadata"]["name"])
+        taken.close()
+        lifecycle.configure(kopf.OperatorSettings(), rt)
+        lifecycle.configure(kopf.OperatorSettings(), rt)
+        assert sorted(rt.threads) == ["lease", "resync"] and len(ours(rt)) == 2
+        threading.Event().wait(0.3)  # several resync periods
+        assert kube.jobs == {} and kube.status_writes == 0 and kube.events == []
+    finally:
+        lifecycle.shutdown(rt)
+    assert ours(rt) == [] and kube.closed and rt.health is not None
+
+
+def test_without_a_lease_the_runtime_acts_until_the_stop_begins(kube: FakeKube) -> None:
+    rt = runtime(kube, lease=False, liveness_port=0)
+    assert rt.lease is None and rt.reconciler.may_act()
+    lifecycle.configure(kopf.OperatorSettings(), rt)
+    lifecycle.shutdown(rt)
+    assert not rt.reconciler.may_act() and ours(rt) == []
