@@ -66,3 +66,22 @@ def set_condition(
 
 def get_condition(status: TraceStatus, kind: str) -> Condition | None:
     return next((c for c in status.conditions if c.type == kind), None)
+
+
+# The conditions whose reason explains each phase, first present wins (status.reason, the REASON column).
+EXPLAINS = {
+    "Failed": (FAILED,),
+    "Succeeded": (SUCCEEDED,),
+    "Running": (RUNNING, PLACED),
+    "Pending": (RUNNING, PLACED),
+    "Escalating": (PLACED,),
+}
+
+
+def headline(status: TraceStatus) -> str | None:
+    """The reason shown beside the phase: e.g. a Failed trace's OutOfGPUMemory, Cancelled or InvalidSpec."""
+    for kind in EXPLAINS.get(status.phase or "", ()):
+        cond = get_condition(status, kind)
+        if cond is not None:
+            return cond.reason
+    return None

@@ -207,6 +207,7 @@ class Reconciler:
         except F.ChildConflict as err:
             self._fail(p, F.CHILD_CONFLICT, str(err))
         p.status.observed_generation = p.generation
+        p.status.reason = C.headline(p.status)
         after = p.status.wire()
         if after != before:
             written = self.kube.replace_status(obj, after)

@@ -106,5 +106,7 @@ def test_names_columns_and_subresource() -> None:
     version = doc["spec"]["versions"][0]
     assert version["name"] == "v1alpha1" and version["subresources"] == {"status": {}}
     columns = [c["name"] for c in version["additionalPrinterColumns"]]
-    assert columns == ["Phase", "Pool", "Factor", "Scope", "Attempt", "Est-GPU", "Rows", "Queue", "Step",
-                       "Stage", "Progress", "Est-Time", "Age"]
+    assert columns == ["Phase", "Reason", "Pool", "Factor", "Scope", "Attempt", "Est-GPU", "Rows", "Queue",
+                       "Step", "Stage", "Progress", "Est-Time", "Message", "Age"]
+    wide = [c["name"] for c in version["additionalPrinterColumns"] if c.get("priority")]
+    assert wide == ["Message"]  # kubectl get -o wide only

@@ -36,7 +36,7 @@ def test_each_rule_reaches_the_crd_once_with_the_pydantic_message() -> None:
 
 def test_printer_columns_come_from_the_models_in_order() -> None:
     columns = crd.build_crd()["spec"]["versions"][0]["additionalPrinterColumns"]
-    assert [c["name"] for c in columns][:2] == ["Phase", "Pool"] and columns[-1]["name"] == "Age"
+    assert [c["name"] for c in columns][:3] == ["Phase", "Reason", "Pool"] and columns[-1]["name"] == "Age"
     by_name = {c["name"]: c for c in columns}
     assert by_name["Factor"] == {"name": "Factor", "type": "integer", "jsonPath": ".spec.trace.factor"}
     assert by_name["Est-GPU"]["jsonPath"] == ".status.estimate.gpu"

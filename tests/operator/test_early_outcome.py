@@ -138,6 +138,7 @@ def test_the_cancel_annotation_says_so_in_the_attempt(kube: FakeKube, reconciler
     on_trace.on_trace_event(reconciler, "MODIFIED", kube.annotate(NS, NAME, CANCEL_ANNOTATION, "true"))
     (first,) = kube.status_of(NS, NAME)["attempts"]
     assert (first["outcome"], first["reason"]) == ("Cancelled", "Cancelled")
+    assert kube.status_of(NS, NAME)["reason"] == "Cancelled"  # the REASON column tells it from an OOM
     assert first["message"] == "cancelled by the annotation influencetrace.dev/cancel"
     assert kube.jobs == {}
 

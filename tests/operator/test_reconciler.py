@@ -120,7 +120,7 @@ def test_success_records_the_worker_result(kube: FakeKube, reconciler: Reconcile
     kube.finish_job(NS, "demo-a1", "Complete", success_pod())
     reconciler.reconcile(NS, NAME)
     status = kube.status_of(NS, NAME)
-    assert status["phase"] == "Succeeded"
+    assert (status["phase"], status["reason"]) == ("Succeeded", "WorkerSucceeded")
     assert status["result"]["rowsEmitted"] == 12 and status["result"]["metrics"] == {"auc": 0.75}
     assert status["attempts"][0]["outcome"] == "Succeeded"
 
@@ -131,11 +131,13 @@ def test_gpu_oom_escalates_to_the_next_pool(kube: FakeKube, reconciler: Reconcil
     reconciler.reconcile(NS, NAME)
     status = kube.status_of(NS, NAME)
     assert (status["phase"], status["attempt"], status["pool"]) == ("Escalating", 2, "h200")
+    assert status["reason"] == "EscalatedToLargerPool"
     assert [a["outcome"] for a in status["attempts"]] == ["GPUOutOfMemory", "Running"]
     assert (NS, "demo-a2") in kube.jobs
     kube.finish_job(NS, "demo-a2", "Failed", gpu_oom_pod())
     reconciler.reconcile(NS, NAME)
-    assert kube.status_of(NS, NAME)["phase"] == "Failed"  # no larger pool is left
+    status = kube.status_of(NS, NAME)
+    assert (status["phase"], status["reason"]) == ("Failed", "OutOfGPUMemory")  # no larger pool is left
 
 
 def test_an_unparseable_spec_fails_with_a_reason_and_no_job(kube: FakeKube, reconciler: Reconciler) -> None:
@@ -143,7 +145,7 @@ def test_an_unparseable_spec_fails_with_a_reason_and_no_job(kube: FakeKube, reco
     reconciler.reconcile(NS, NAME)
     status = kube.status_of(NS, NAME)
     assert status["phase"] == "Failed" and "spec.trace.factor" in status["message"]
-    assert kube.jobs == {}
+    assert status["reason"] == "InvalidSpec" and kube.jobs == {}
     assert any(c["type"] == "Failed" and c["reason"] == "InvalidSpec" for c in status["conditions"])
 
 

@@ -182,8 +182,9 @@ def pop_printer_columns(node: dict[str, Any], path: str = "") -> list[dict[str, 
     if mark is not None:
         kind = mark.get("type", node.get("type", "string"))
         column = {"name": mark["name"], "type": kind, "jsonPath": path}
-        if "description" in mark:
-            column["description"] = mark["description"]
+        for key in ("description", "priority"):
+            if key in mark:
+                column[key] = mark[key]
         found.append((mark["order"], column))
     for name, sub in (node.get("properties") or {}).items():
         found.extend(pop_printer_columns(sub, f"{path}.{name}"))

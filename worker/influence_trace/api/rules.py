@@ -47,13 +47,17 @@ def validations(*rules: Rule) -> dict[str, Any]:
     return {"x-kubernetes-validations": [r.openapi() for r in rules]}
 
 
-def column(name: str, order: int, description: str | None = None, kind: str | None = None) -> dict[str, Any]:
+def column(name: str, order: float, description: str | None = None, kind: str | None = None,
+           priority: int = 0) -> dict[str, Any]:
     """A field's ``json_schema_extra`` making it the ``order``-th printer column, called ``name``.
 
-    ``kind`` overrides the column type taken from the field's schema (e.g. ``date``)."""
+    ``kind`` overrides the column type taken from the field's schema (e.g. ``date``); ``priority`` 1
+    shows the column only in ``kubectl get -o wide``."""
     spec: dict[str, Any] = {"name": name, "order": order}
     if description:
         spec["description"] = description
+    if priority:
+        spec["priority"] = priority
     if kind:
         spec["type"] = kind
     return {COLUMN_KEY: spec}

@@ -148,6 +148,10 @@ class TraceStatus(StatusModel):
 
     phase: Phase | None = Field(None, description="Pending, Running, Escalating, Succeeded or Failed.",
                                 json_schema_extra=column("Phase", 1))
+    reason: str | None = Field(
+        None, description="Why the phase is what it is: the reason of the condition that explains it "
+        "(e.g. OutOfGPUMemory, Cancelled, InvalidSpec, PodPending).",
+        json_schema_extra=column("Reason", 1.5, "Reason of the condition that explains the phase"))
     pool: str | None = Field(None, description="Pool of the current or last attempt.",
                              json_schema_extra=column("Pool", 2))
     attempt: int = Field(0, ge=0, description="Number of the current or last attempt (0 = none yet).",
@@ -160,7 +164,8 @@ class TraceStatus(StatusModel):
     result: ResultStatus | None = Field(None, description="Headline figures once Succeeded.")
     conditions: list[Condition] = Field(default_factory=list, description="Placed/Running/...")
     observed_generation: int | None = Field(None, ge=0, description="Spec generation last acted on.")
-    message: str | None = Field(None, description="One line on what is happening or went wrong.")
+    message: str | None = Field(None, description="One line on what is happening or went wrong.",
+                                json_schema_extra=column("Message", 30, priority=1))
 
     @property
     def terminal(self) -> bool:
