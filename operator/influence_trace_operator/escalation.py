@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from influence_trace.api.status import TraceStatus
+from influence_trace.api.units import gb
 from influence_trace.planning.placement import Pool, next_pool
 
 from influence_trace_operator import conditions as C
@@ -29,7 +30,6 @@ from influence_trace_operator.classify import Finished
 from influence_trace_operator.jobs import Placement
 from influence_trace_operator.pools import larger_host_pool
 
-GIB = 2**30
 Action = Literal["launch", "succeed", "fail"]
 
 
@@ -41,10 +41,6 @@ class Decision:
     reason: str  # a conditions.* reason
     message: str
     placement: Placement | None = None
-
-
-def gib(n: int) -> str:
-    return f"{n / GIB:.1f} GiB"
 
 
 def placement_on(pool: Pool, attempt: int, host_bytes: int) -> Placement:
@@ -117,7 +113,7 @@ def _after_gpu_oom(status: TraceStatus, done: Finished, pools: list[Pool], host:
         "launch",
         C.ESCALATED,
         f"GPU out of memory in stage {stage} on pool {status.pool}; escalating to pool {nxt.name} "
-        f"({gib(nxt.gpu_memory_bytes)} per GPU)",
+        f"({gb(nxt.gpu_memory_bytes)} per GPU)",
         placement_on(nxt, status.attempt + 1, host_bytes),
     )
 
@@ -136,8 +132,8 @@ def _after_host_oom(
         return Decision(
             "launch",
             C.HOST_MEMORY_RAISED,
-            f"worker {what} on pool {status.pool} with {gib(host)} host memory; "
-            f"relaunching there with {gib(raised)}",
+            f"worker {what} on pool {status.pool} with {gb(host)} host memory; "
+            f"relaunching there with {gb(raised)}",
             placement_on(here, status.attempt + 1, raised),
         )
     nxt = larger_host_pool(pools, status.pool or "", host)
@@ -145,15 +141,15 @@ def _after_host_oom(
         return Decision(
             "fail",
             C.OUT_OF_HOST_MEMORY,
-            f"worker {what} on pool {status.pool} with {gib(host)}, all its nodes hold; no allowed "
+            f"worker {what} on pool {status.pool} with {gb(host)}, all its nodes hold; no allowed "
             "pool has more host memory (lower rollouts.maxPrompts or use a per_prompt scope)",
         )
     raised = min(math.ceil(host * growth), nxt.host_memory_bytes)
     return Decision(
         "launch",
         C.HOST_MEMORY_RAISED,
-        f"worker {what} on pool {status.pool} at its nodes' {gib(host)}; moving to pool {nxt.name} "
-        f"with {gib(raised)}",
+        f"worker {what} on pool {status.pool} at its nodes' {gb(host)}; moving to pool {nxt.name} "
+        f"with {gb(raised)}",
         placement_on(nxt, status.attempt + 1, raised),
     )
 

@@ -21,6 +21,7 @@ from typing import Any
 
 from influence_trace.api.spec import InfluenceTrace, ManifestError, parse_manifest
 from influence_trace.api.status import AttemptRecord, EstimateStatus, ResultStatus, TraceStatus
+from influence_trace.api.units import gb
 from influence_trace.planning.placement import Pool, suggest_after_oom
 from kubernetes.client.rest import ApiException
 from pydantic import ValidationError
@@ -441,7 +442,7 @@ class Reconciler:
             "Normal",
             "JobCreated" if created else "JobAdopted",
             f"{verb} Job {name} on pool {placement.pool} (attempt {placement.attempt}, "
-            f"{placement.host_memory_bytes / 2**30:.1f} GiB host memory)",
+            f"{gb(placement.host_memory_bytes)} host memory)",
         )
 
     def _ensure(self, body: dict[str, Any], ref: TraceRef) -> None:

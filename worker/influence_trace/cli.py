@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Callable, Sequence
 
@@ -28,7 +29,12 @@ def _add_arguments(name: str, sub: argparse.ArgumentParser) -> None:
         sub.add_argument("--nproc", type=int, default=None, help="processes (default: resources.gpus)")
         sub.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     elif name == "estimate":
-        sub.add_argument("manifests", nargs="+", metavar="manifest", help="InfluenceTrace manifests (YAML)")
+        sub.epilog = ("exit codes: 0 a pool fits every trace; 3 no allowed pool fits one (the reason names "
+                      "a factor or maxHessianDim that would); 65 a manifest is invalid or gives nothing to "
+                      "estimate from; 78 the pool table or history is invalid; 141 the reader of stdout "
+                      "went away (e.g. | head). Several traces: the highest code.")
+        sub.add_argument("manifests", nargs="+", metavar="manifest",
+                         help="InfluenceTrace manifests (YAML; a file may hold several documents)")
         sub.add_argument("--pools", default=None, help="YAML file with the pool table")
         sub.add_argument("--history", default=None,
                          help="history the operator recorded (its ConfigMap's history.json)")
@@ -65,9 +71,16 @@ def _resolve(name: str) -> Callable[[argparse.Namespace], int]:
     return getattr(importlib.import_module(module), func)
 
 
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a reader that went away
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return int(_resolve(args.command)(args) or 0)
+    try:
+        return int(_resolve(args.command)(args) or 0)
+    except BrokenPipeError:  # e.g. `influence-trace estimate ... | head`: the reader left, say nothing
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the exit flush is quiet too
+        return EXIT_BROKEN_PIPE
 
 
 if __name__ == "__main__":

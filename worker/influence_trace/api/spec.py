@@ -458,14 +458,26 @@ def parse_manifest(data: Any, source: str = "manifest") -> InfluenceTrace:
 
 
 def load_manifest(path: str | Path) -> InfluenceTrace:
-    """Read and validate a manifest file (YAML or JSON)."""
+    """Read and validate a manifest file (YAML or JSON) holding one InfluenceTrace."""
+    traces = load_manifests(path)
+    if len(traces) > 1:
+        raise ManifestError(f"{path}: holds {len(traces)} documents; this command takes one trace per "
+                            "file (`influence-trace estimate` takes several)")
+    return traces[0]
+
+
+def load_manifests(path: str | Path) -> list[InfluenceTrace]:
+    """Every InfluenceTrace of a file, documents separated by ``---`` as kubectl accepts them (empty
+    documents skipped); errors name the file, and the document when there are several."""
     path = Path(path)
     try:
         text = path.read_text()
     except OSError as err:
         raise ManifestError(f"{path}: cannot read manifest ({err.strerror})") from None
     try:
-        data = yaml.safe_load(text)
+        docs = [d for d in yaml.safe_load_all(text) if d is not None]
     except yaml.YAMLError as err:
         raise ManifestError(f"{path}: not valid YAML: {err}") from None
-    return parse_manifest(data, str(path))
+    if len(docs) <= 1:
+        return [parse_manifest(docs[0] if docs else None, str(path))]
+    return [parse_manifest(d, f"{path} (document {i})") for i, d in enumerate(docs, 1)]

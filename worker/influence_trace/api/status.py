@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 
 from influence_trace.api.rules import column
+from influence_trace.api.units import gb
 
 Phase = Literal["Pending", "Running", "Escalating", "Succeeded", "Failed"]
 TERMINAL_PHASES: frozenset[str] = frozenset({"Succeeded", "Failed"})
@@ -67,7 +68,7 @@ class EstimateStatus(StatusModel):
     @model_validator(mode="after")
     def _readable_gpu(self) -> EstimateStatus:
         if self.gpu is None:
-            self.gpu = f"{self.gpu_bytes / 1e9:.1f} GB"
+            self.gpu = gb(self.gpu_bytes)
         return self
 
 

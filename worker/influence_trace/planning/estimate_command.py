@@ -17,15 +17,17 @@ import json
 import sys
 from typing import Any
 
-from influence_trace.api.spec import ManifestError, load_manifest
+from influence_trace.api.spec import InfluenceTraceSpec, ManifestError, load_manifests
+from influence_trace.api.units import gb
 from influence_trace.planning.duration import Duration, predict, readable
-from influence_trace.planning.history import HistoryError, Learned, load_history, place_with_history
+from influence_trace.planning.history import History, HistoryError, Learned, load_history, place_with_history
 from influence_trace.planning.memory_model import Estimate, ShapesError
 from influence_trace.planning.placement import (
     DEFAULT_HEADROOM,
     DEFAULT_POOLS,
     Placement,
     PoolsError,
+    PoolTable,
     load_pools,
 )
 from influence_trace.planning.workload import WorkloadError
@@ -66,7 +68,7 @@ def to_json(est: Estimate, placement: Placement, learned: Learned | None = None,
 
 
 def _gb(n: int) -> str:
-    return f"{n / 1e9:10.2f} GB"
+    return f"{gb(n, 2):>13}"
 
 
 def to_table(est: Estimate, placement: Placement, learned: Learned | None = None,
@@ -80,10 +82,8 @@ def to_table(est: Estimate, placement: Placement, learned: Learned | None = None
         lines.append(f"time: about {readable(duration.seconds)} on {placement.pool.name} ({parts})"
                      + (f"; {duration.note}" if duration.note else ""))
     lines.append("")
-    lines.append(f"GPU per process {_gb(est.gpu_bytes)}   (peak stage: {est.peak_stage})")
-    lines += [f"  {k:<16}{_gb(v)}" for k, v in est.gpu_breakdown.items()]
-    lines += [f"  stage {k:<10}{_gb(v)}" for k, v in est.stages.items()]
-    lines.append(f"host per pod    {_gb(est.host_bytes)}")
+    lines += _gpu_lines(est)
+    lines.append(f"host per pod    {_gb(est.host_bytes)}   (the sum of its parts)")
     lines += [f"  {k:<16}{_gb(v)}" for k, v in est.host_breakdown.items()]
     lines += ["", f"modules: {len(est.modules)} (largest: {est.largest_module})",
               f"  {'suffix':<18}{'kIn':>7}{'kOut':>7}{'D':>10}{'Hessian':>14}"]
@@ -98,24 +98,48 @@ def to_table(est: Estimate, placement: Placement, learned: Learned | None = None
     return "\n".join(lines)
 
 
+def _gpu_lines(est: Estimate) -> list[str]:
+    """The GPU peak as what it is: the largest stage plus what stays outside the allocator. The
+    stages run one after another, so they are shown apart and never add up; the parts below them
+    are each held during the stages that use them."""
+    outside = est.gpu_bytes - max(est.stages.values())
+    lines = [f"GPU per process {_gb(est.gpu_bytes)}   = peak stage {est.peak_stage} + "
+             f"{gb(outside)} outside the allocator (CUDA context)",
+             "  stages (one at a time; the largest is the peak):"]
+    for k, v in est.stages.items():
+        lines.append(f"    {k:<18}{_gb(v)}{'   <- peak' if k == est.peak_stage else ''}")
+    lines.append("  parts (each held during the stages that use it; not a sum):")
+    lines += [f"    {k:<18}{_gb(v)}" for k, v in est.gpu_breakdown.items()]
+    return lines
+
+
 def run(manifest: str, pools_file: str | None, as_json: bool,
-        history_file: str | None = None) -> tuple[int, str]:
-    """(exit code, text to print); errors come back as text with their exit code."""
+        history_file: str | None = None) -> list[tuple[str, int, str]]:
+    """(label, exit code, text to print) per trace of the file (a file may hold several documents,
+    labelled ``FILE#N``); errors come back as text with their exit code."""
     try:
         table = load_pools(pools_file) if pools_file else None
         history = load_history(history_file) if history_file else None
     except (PoolsError, HistoryError) as err:
-        return EXIT_INVALID_POOLS, str(err)
+        return [(manifest, EXIT_INVALID_POOLS, str(err))]
     try:
-        spec = load_manifest(manifest).spec
+        traces = load_manifests(manifest)
+    except ManifestError as err:
+        return [(manifest, EXIT_INVALID_MANIFEST, str(err))]
+    labels = [manifest] if len(traces) == 1 else [f"{manifest}#{i}" for i in range(1, len(traces) + 1)]
+    return [(label, *_answer(label, trace.spec, table, history, as_json))
+            for label, trace in zip(labels, traces, strict=True)]
+
+
+def _answer(label: str, spec: InfluenceTraceSpec, table: PoolTable | None, history: History | None,
+            as_json: bool) -> tuple[int, str]:
+    try:
         pools = table.pools if table else DEFAULT_POOLS
         headroom = table.headroom if table and table.headroom is not None else DEFAULT_HEADROOM
         est, learned, placement = place_with_history(spec, history, pools, headroom)
         duration = predict(spec, est, placement.pool, history) if placement.pool else None
-    except (ManifestError, ShapesError, WorkloadError) as err:
-        return EXIT_INVALID_MANIFEST, f"{manifest}: {err}" if not str(err).startswith(manifest) else str(err)
-    except (PoolsError, ValueError) as err:
-        return EXIT_INVALID_MANIFEST, f"{manifest}: {err}"
+    except (ManifestError, ShapesError, WorkloadError, PoolsError, ValueError) as err:
+        return EXIT_INVALID_MANIFEST, str(err) if str(err).startswith(label) else f"{label}: {err}"
     text = (json.dumps(to_json(est, placement, learned, duration), indent=2) if as_json
             else to_table(est, placement, learned, duration))
     return (EXIT_FITS if placement.pool else EXIT_NO_POOL), text
@@ -126,22 +150,20 @@ def _print(code: int, text: str) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    manifests: list[str] = args.manifests
     history = getattr(args, "history", None)
-    if len(manifests) == 1:
-        code, text = run(manifests[0], args.pools, args.json, history)
+    answers = [a for manifest in args.manifests for a in run(manifest, args.pools, args.json, history)]
+    if len(answers) == 1:
+        _, code, text = answers[0]
         _print(code, text)
         return code
-    codes, answers = [], []
-    for manifest in manifests:
-        code, text = run(manifest, args.pools, args.json, history)
-        codes.append(code)
+    found = []
+    for label, code, text in answers:
         if code not in (EXIT_FITS, EXIT_NO_POOL):
             _print(code, text)
         elif args.json:
-            answers.append({"manifest": manifest, **json.loads(text)})
+            found.append({"manifest": label, **json.loads(text)})
         else:
-            _print(code, f"== {manifest} ==\n{text}\n")
+            _print(code, f"== {label} ==\n{text}\n")
     if args.json:
-        print(json.dumps(answers, indent=2))
-    return max(codes)
+        print(json.dumps(found, indent=2))
+    return max(code for _, code, _ in answers)

@@ -30,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
 
 from influence_trace.api.spec import InfluenceTraceSpec
+from influence_trace.api.units import gb
 from influence_trace.planning.memory_model import Estimate, EstimateOptions, resolve_shapes
 from influence_trace.planning.placement import (
     DEFAULT_HEADROOM,
@@ -178,10 +179,6 @@ def _carried(obs: Observation, est: Estimate) -> int:
     return round(obs.measured_gpu_bytes * est.gpu_bytes / obs.predicted_gpu_bytes)
 
 
-def _gb(n: float) -> str:
-    return f"{n / 1e9:.1f} GB"
-
-
 def _oom_floor(same: list[Observation], tokens: int) -> tuple[int, list[Observation]]:
     """The largest GPU memory that ran out for this key at no more tokens than this trace has."""
     ooms = [o for o in same if o.gpu_oom and o.tokens_per_process <= tokens and o.pool_gpu_bytes]
@@ -234,14 +231,14 @@ def learn(spec: InfluenceTraceSpec, est: Estimate, history: History | None, head
     oom_note = ""
     if ooms:
         pools = sorted({o.pool for o in ooms})
-        oom_note = f"; ran out of GPU memory on {', '.join(pools)} before: starts above {_gb(floor)}"
+        oom_note = f"; ran out of GPU memory on {', '.join(pools)} before: starts above {gb(floor)}"
     measured = [o for o in same if o.measured]
     if measured:
         gpu = max(_carried(o, est) for o in measured)
         learned = replace(est, gpu_bytes=gpu)
         n = len(measured)
-        reason = (f"observed {_gb(gpu)} peak in {n} run{'s' if n > 1 else ''} of this configuration "
-                  f"(key {key}, model {_gb(est.gpu_bytes)}), {margin:.0%} margin{oom_note}")
+        reason = (f"observed {gb(gpu)} peak in {n} run{'s' if n > 1 else ''} of this configuration "
+                  f"(key {key}, model {gb(est.gpu_bytes)}), {margin:.0%} margin{oom_note}")
         return Learned(learned, margin, f"observed ({n} runs)", reason, floor, n)
     near = _nearest(history.observations, fields)
     if near:
@@ -250,7 +247,7 @@ def learn(spec: InfluenceTraceSpec, est: Estimate, history: History | None, head
         learned = _corrected(est, ratios, floor_share)
         said = ", ".join(f"{s} x{r:.2f}" for s, r in sorted(ratios.items()))
         reason = (f"model corrected by {len(near)} run(s) of the nearest configuration(s) ({said}; "
-                  f"model {_gb(est.gpu_bytes)}){oom_note}")
+                  f"model {gb(est.gpu_bytes)}){oom_note}")
         return Learned(learned, headroom, "model", reason, floor, 0)
     return Learned(est, headroom, "model", oom_note.lstrip("; "), floor, 0)
 
@@ -283,7 +280,7 @@ def place_with_history(spec: InfluenceTraceSpec, history: History | None,
     names = {p.name for p in above}
     allowed = None if spec.resources.pools is None else [n for n in spec.resources.pools if n in names]
     if not above or allowed == []:
-        why = f"no allowed pool has more GPU memory than {_gb(learned.min_pool_gpu_bytes)}: {learned.reason}"
+        why = f"no allowed pool has more GPU memory than {gb(learned.min_pool_gpu_bytes)}: {learned.reason}"
         return est, learned, Placement(None, why, [], learned.margin)
     placement = choose_pool(learned.estimate, above, allowed, learned.margin, refit, spec.trace.factor)
     return est, learned, placement

@@ -18,6 +18,7 @@ from pydantic.alias_generators import to_camel
 
 from influence_trace.api.architectures import Shapes
 from influence_trace.api.spec import InfluenceTraceSpec
+from influence_trace.api.units import gb
 from influence_trace.planning.memory_model import Estimate, EstimateOptions, estimate, resolve_shapes
 
 MIB = 2**20
@@ -157,14 +158,10 @@ def fit(est: Estimate, pool: Pool, headroom: float) -> PoolFit:
     if est.gpus > pool.gpus_per_node:
         problems.append(f"needs {est.gpus} GPUs per pod, nodes have {pool.gpus_per_node}")
     if need_gpu > pool.gpu_memory_bytes:
-        problems.append(f"GPU {_gb(need_gpu)} (with headroom) > {_gb(pool.gpu_memory_bytes)}")
+        problems.append(f"GPU {gb(need_gpu)} (with headroom) > {gb(pool.gpu_memory_bytes)}")
     if need_host > pool.host_memory_bytes:
-        problems.append(f"host {_gb(need_host)} (with headroom) > {_gb(pool.host_memory_bytes)}")
+        problems.append(f"host {gb(need_host)} (with headroom) > {gb(pool.host_memory_bytes)}")
     return PoolFit(pool.name, not problems, "; ".join(problems) or "fits")
-
-
-def _gb(n: float) -> str:
-    return f"{n / 1e9:.1f} GB"
 
 
 Refit = Callable[[int, int], Estimate]  # (factor, maxHessianDim) -> estimate
@@ -192,7 +189,7 @@ def choose_pool(est: Estimate, pools: list[Pool] | tuple[Pool, ...] = DEFAULT_PO
 
 
 def _need(est: Estimate, headroom: float) -> str:
-    return (f"predicted {_gb(est.gpu_bytes)} GPU per process, {_gb(est.host_bytes)} host per pod, "
+    return (f"predicted {gb(est.gpu_bytes)} GPU per process, {gb(est.host_bytes)} host per pod, "
             f"{headroom:.0%} headroom")
 
 
@@ -261,7 +258,7 @@ def suggest_after_oom(spec: InfluenceTraceSpec, pool: Pool, headroom: float = DE
     """
     est, refit = estimate_and_refit(spec, shapes, options)
     observed = pool.model_copy(update={"gpu_memory_bytes": est.gpu_bytes})
-    return (f"the memory model predicted {_gb(est.gpu_bytes)} per GPU; scaled by the shortfall, "
+    return (f"the memory model predicted {gb(est.gpu_bytes)} per GPU; scaled by the shortfall, "
             + suggest(refit, spec.trace.factor, est, observed, headroom))
 
 
