@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 
 import pytest
 import torch
 from influence_trace.demo.rollouts import make_rollouts
 from influence_trace.planning import memory_model
-from influence_trace.trace import staging
+from influence_trace.trace import capture, staging
 from influence_trace.trace.lean_capture import checkpointed_layers, decoder_layers, response_log_probs
 from influence_trace.trace.selection import select_groups
 
 from tests.trace.bruteforce import read_rollouts, reference, settings, token_gradients
-from tests.trace.numeric_helpers import assert_scores_close, run
+from tests.trace.numeric_helpers import SMALL, assert_scores_close, run
 
 
 @pytest.fixture(scope="module")
@@ -32,11 +33,13 @@ def test_each_factor_is_stored_once_though_layers_are_recomputed(model, response
         return put(self, store, values)
 
     monkeypatch.setattr(staging.CaptureStaging, "put", counting_put)
+    monkeypatch.setattr(capture, "plan_checkpointing", lambda *_: 2)  # both layers, whatever fits
     calls: Counter = Counter()
     linear = model.get_submodule("model.layers.0.mlp.up_proj")
     handle = linear.register_forward_hook(lambda *_: calls.update(["up_proj"]))
     try:
-        result = run(model, selection, trace)  # capture batches of 40 padded tokens (SMALL)
+        # capture batches of 40 padded tokens; prompts not shared: one forward per batch runs up_proj
+        result = run(model, selection, trace, dataclasses.replace(SMALL, share_prompts=False))
     finally:
         handle.remove()
     batches = puts[max(puts, key=puts.get)]

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 GPU_BUDGET_ENV = "INFLUENCE_TRACE_GPU_BUDGET_BYTES"
 CHUNK_BYTES_ENV = "INFLUENCE_TRACE_CHUNK_BYTES"
 CAPTURE_TOKENS_ENV = "INFLUENCE_TRACE_CAPTURE_TOKENS"
+SHARE_PROMPTS_ENV = "INFLUENCE_TRACE_SHARE_PROMPTS"  # 0: every response runs its prompt again
 
 DEFAULT_CHUNK_BYTES = 256 * 2**20  # one Hessian chunk buffer (c x D in the Hessian dtype)
 LOGIT_CHUNK_BYTES = 256 * 2**20  # float32 logits of one checkpointed log-probability chunk
@@ -40,6 +41,7 @@ class WorkerOptions:
     capture_tokens: int = DEFAULT_CAPTURE_TOKENS
     gpu_budget_bytes: int | None = None
     progress: bool = True
+    share_prompts: bool = True  # each prompt runs once per capture batch (trace/shared_prompts.py)
 
     @classmethod
     def from_env(cls, device: str, progress: bool = True) -> WorkerOptions:
@@ -49,4 +51,5 @@ class WorkerOptions:
             capture_tokens=_env_int(CAPTURE_TOKENS_ENV) or DEFAULT_CAPTURE_TOKENS,
             gpu_budget_bytes=_env_int(GPU_BUDGET_ENV),
             progress=progress,
+            share_prompts=os.environ.get(SHARE_PROMPTS_ENV, "1") != "0",
         )

@@ -5,12 +5,16 @@ p is ``delta_p x_p^T``. A forward hook takes ``v = P_in x`` at the positions ``p
 predict the response tokens, and a tensor hook on the output takes ``u = P_out delta`` at the same
 positions during the backward pass. Weights never get gradients (they are frozen: a leaf tensor on
 the input embeddings carries the graph), and per-token gradients ``u v^T`` are never formed here.
-Decoder layers and the log-probabilities run checkpointed (trace/lean_capture.py), so a batch holds
-neither every layer's activations nor ``tokens x vocab`` logits; the hooks skip the recomputation.
+The log-probabilities, and as many decoder layers as the memory model says the batch needs, run
+checkpointed (trace/lean_capture.py), so a batch holds no ``tokens x vocab`` logits, and only the
+layers' activations that fit; the hooks skip the recomputation. Each prompt runs once per batch,
+forward only, and serves every response of its group (trace/shared_prompts.py); the hooks skip that
+pass too, since no captured position is in it.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -23,8 +27,11 @@ from influence_trace.api.architectures import shapes_and_dtype
 from influence_trace.api.contract import InvalidInput
 from influence_trace.api.progress import REPORTER
 from influence_trace.api.spec import TraceSettings
-from influence_trace.planning.memory_model import capture_batch_bytes, logit_chunk_tokens
+from influence_trace.planning.capture_plan import BatchShape, batch_bytes, checkpoint_count
+from influence_trace.planning.memory_model import logit_chunk_tokens
 from influence_trace.planning.options import WorkerOptions
+from influence_trace.trace import batching, shared_prompts
+from influence_trace.trace.batching import Item
 from influence_trace.trace.device_peak import start_window
 from influence_trace.trace.lean_capture import Recompute, checkpointed_layers, response_log_probs
 from influence_trace.trace.ledger import MemoryLedger
@@ -61,21 +68,6 @@ class _Batch:
 def compute_dtype(trace: TraceSettings) -> torch.dtype:
     """Factors are projected in float32, or float64 when they are stored in float64."""
     return torch.float64 if trace.capture_dtype == "float64" else torch.float32
-
-
-def plan_batches(lengths: list[int], capture_tokens: int) -> list[list[int]]:
-    """Indices grouped by sorted length so each batch pads to at most ``capture_tokens`` tokens."""
-    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
-    batches: list[list[int]] = []
-    current: list[int] = []
-    for i in order:  # ascending: the newest member is the longest, so it sets the padded width
-        if current and (len(current) + 1) * lengths[i] > capture_tokens:
-            batches.append(current)
-            current = []
-        current.append(i)
-    if current:
-        batches.append(current)
-    return batches
 
 
 def response_weights(selection: Selection, trace: TraceSettings) -> np.ndarray:
@@ -128,6 +120,8 @@ def _hooks(model: nn.Module, traced: list[TracedModule], factors: Factors, state
         def forward_hook(_module: nn.Module, args: tuple, output: torch.Tensor) -> None:
             if state["recompute"].active:  # backward recomputing a checkpointed layer: stored already
                 return
+            if not torch.is_grad_enabled():  # the shared prompts' pass: no captured position in it
+                return
             store(factors.v[mod.name], project(rows_of(args[0]), mod.p_in))
 
             def grad_hook(grad: torch.Tensor) -> None:
@@ -138,7 +132,9 @@ def _hooks(model: nn.Module, traced: list[TracedModule], factors: Factors, state
 
         return forward_hook
 
-    def leaf_hook(_module: nn.Module, _args: tuple, output: torch.Tensor) -> torch.Tensor:
+    def leaf_hook(_module: nn.Module, _args: tuple, output: torch.Tensor) -> torch.Tensor | None:
+        if not torch.is_grad_enabled():
+            return None
         return output.detach().requires_grad_(True)
 
     handles = [model.get_input_embeddings().register_forward_hook(leaf_hook)]
@@ -150,37 +146,62 @@ def _hooks(model: nn.Module, traced: list[TracedModule], factors: Factors, state
             handle.remove()
 
 
-def _batch_tensors(selection_rows, idx: list[int], offsets: np.ndarray, device) -> tuple:
-    """Right-padded input ids and mask, the captured positions, targets and destination rows."""
-    seqs = [selection_rows[i].prompt_ids + selection_rows[i].response_ids for i in idx]
-    width = max(len(s) for s in seqs)
-    ids = torch.zeros((len(idx), width), dtype=torch.long)
-    mask = torch.zeros((len(idx), width), dtype=torch.long)
-    rows_b, rows_p, targets, dest = [], [], [], []
-    for b, (i, seq) in enumerate(zip(idx, seqs, strict=True)):
-        ids[b, : len(seq)] = torch.tensor(seq)
-        mask[b, : len(seq)] = 1
-        plen, n = len(selection_rows[i].prompt_ids), selection_rows[i].num_tokens
-        rows_b += [b] * n
-        rows_p += range(plen - 1, plen - 1 + n)
-        targets += selection_rows[i].response_ids
-        dest += range(int(offsets[i]), int(offsets[i]) + n)
-    dev = torch.device(device)
-    return (
-        ids.to(dev),
-        mask.to(dev),
-        _Batch(torch.tensor(rows_b, device=dev), torch.tensor(rows_p, device=dev), torch.tensor(dest)),
-        torch.tensor(targets, device=dev),
-    )
+def plan_batches(lengths: list[int], capture_tokens: int) -> list[list[int]]:
+    """Whole sequences (prompts not shared) in batches of at most ``capture_tokens`` padded tokens and
+    at most 10% padding (trace/batching.py); the policy update's micro-batches use it too."""
+    return batching.plan_batches([Item(n) for n in lengths], capture_tokens)
 
 
-def estimate_batch_bytes(model: nn.Module, padded_tokens: int, response_tokens: int) -> int:
-    """The memory model's prediction for one capture batch (checkpointed layers, one logit chunk).
+def sharing(model: nn.Module, options: WorkerOptions) -> bool:
+    """Whether this capture runs each prompt once per batch (options.share_prompts, if the model can)."""
+    return options.share_prompts and shared_prompts.supported(model)
+
+
+def plan_items(responses, share: bool) -> list[Item]:
+    """The planner's view of each response: shared prompts, or whole sequences."""
+    if share:
+        return shared_prompts.items_of(responses)
+    return [Item(len(r.prompt_ids) + r.num_tokens) for r in responses]
+
+
+def capture_room(ledger: MemoryLedger, device: torch.device) -> int | None:
+    """Bytes a capture batch may take beside what the ledger holds: the budget's rest, else on CUDA
+    the device's free memory, else (CPU) the host's available memory."""
+    if ledger.budget_bytes is not None:
+        return ledger.budget_bytes - ledger.total
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0] * 0.9)
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 2
+    except (ValueError, OSError):
+        return None
+
+
+def batch_shape(shape: batching.Shape, response_tokens: int) -> BatchShape:
+    """The memory model's view of a planned batch."""
+    return BatchShape(shape.rows * shape.width, response_tokens, shape.groups * shape.prefix,
+                      shape.rows * shape.prefix)
+
+
+def plan_checkpointing(model: nn.Module, items: list[Item], batches: list[list[int]], responses,
+                       room: int | None, capture_tokens: int) -> int:
+    """How many decoder layers to checkpoint: the fewest that let the largest batch fit ``room``."""
+    shapes, dtype = shapes_and_dtype(model)
+    need = 0
+    for idx in batches:
+        planned = batching.shape_of(items, idx, capture_tokens)
+        shape = batch_shape(planned, sum(responses[i].num_tokens for i in idx))
+        need = max(need, checkpoint_count(shapes, dtype, shape, room))
+    return need
+
+
+def estimate_batch_bytes(model: nn.Module, shape: BatchShape, checkpointed: int) -> dict[str, int]:
+    """The memory model's prediction for one capture batch ("capture_batch", "prompt_kv").
 
     Used for the budget check before a batch; on CUDA the measured peak replaces it.
     """
     shapes, dtype = shapes_and_dtype(model)
-    return capture_batch_bytes(shapes, padded_tokens, response_tokens, dtype)
+    return batch_bytes(shapes, dtype, shape, checkpointed)
 
 
 def _check_rows(responses) -> None:
@@ -192,49 +213,88 @@ def _check_rows(responses) -> None:
             )
 
 
+@dataclass
+class CapturePlan:
+    """How the capture runs: batches, whether prompts are shared, how many layers are checkpointed."""
+
+    batches: list[list[int]]
+    share: bool
+    checkpointed: int
+    capture_tokens: int
+
+
+def plan_capture(model: nn.Module, responses, options: WorkerOptions, ledger: MemoryLedger) -> CapturePlan:
+    share = sharing(model, options)
+    items = plan_items(responses, share)
+    batches = batching.plan_batches(items, options.capture_tokens)
+    room = capture_room(ledger, torch.device(options.device))
+    checkpointed = plan_checkpointing(model, items, batches, responses, room, options.capture_tokens)
+    return CapturePlan(batches, share, checkpointed, options.capture_tokens)
+
+
 def capture_factors(model: nn.Module, selection: Selection, traced: list[TracedModule],
                     trace: TraceSettings, options: WorkerOptions, ledger: MemoryLedger) -> Factors:
     """Run every capture batch and return the filled host factors (stage logprob_backward)."""
     responses = selection.responses
     _check_rows(responses)
-    lengths = [len(r.prompt_ids) + r.num_tokens for r in responses]
     offsets = np.concatenate([[0], np.cumsum([r.num_tokens for r in responses])]).astype(np.int64)
     device = torch.device(options.device)
-    on_cuda = device.type == "cuda"
     factors = allocate_factors(traced, int(offsets[-1]), offsets, trace)
-    weights = response_weights(selection, trace)
-    cdtype = compute_dtype(trace)
-    batches = plan_batches(lengths, options.capture_tokens)
-    state: dict = {"staging": staging_for(batches, responses, traced, trace, on_cuda),
-                   "recompute": Recompute()}
-    lm_head = model.get_output_embeddings()
-    logit_chunk = logit_chunk_tokens(lm_head.out_features)
-    measured = 0
-    with _hooks(model, traced, factors, state, cdtype), checkpointed_layers(model):
-        tokens = [sum(responses[i].num_tokens for i in idx) for idx in batches]
-        for idx in REPORTER.track(_progress(batches, options.progress, "capture batches"), "capture", "batch",
-                                  len(batches), tokens):
-            ids, mask, batch, targets = _batch_tensors(responses, idx, offsets, device)
-            estimate = estimate_batch_bytes(model, ids.numel(), len(targets))
-            ledger.allocate("capture_batch", max(measured, estimate), STAGE)
-            base = start_window(device)
-            state["batch"] = batch
-            state["staging"].begin(batch.dest)
-            hidden = model.base_model(input_ids=ids, attention_mask=mask, use_cache=False)[0]
-            logp = response_log_probs(lm_head, hidden[batch.rows_b, batch.rows_p], targets, logit_chunk)
-            coef = np.repeat(weights[idx], [responses[i].num_tokens for i in idx])
-            objective = (logp * torch.as_tensor(coef, dtype=logp.dtype, device=device)).sum()
-            with state["recompute"].backward():
-                objective.backward()
-            state["staging"].end()  # no wait here: the batch's copies land while the next one runs
-            del hidden, logp, objective
-            if on_cuda:
-                measured = max(measured, torch.cuda.max_memory_allocated(device) - base)
-                ledger.allocate("capture_batch", measured, STAGE)
+    plan = plan_capture(model, responses, options, ledger)
+    state: dict = {"staging": staging_for(plan.batches, responses, traced, trace, device.type == "cuda"),
+                   "recompute": Recompute(), "measured": 0}
+    run = _BatchRunner(model, responses, offsets, response_weights(selection, trace), plan, device, ledger)
+    with _hooks(model, traced, factors, state, compute_dtype(trace)), \
+            checkpointed_layers(model, plan.checkpointed):
+        tokens = [sum(responses[i].num_tokens for i in idx) for idx in plan.batches]
+        for idx in REPORTER.track(_progress(plan.batches, options.progress, "capture batches"), "capture",
+                                  "batch", len(plan.batches), tokens):
+            run(idx, state)
         state["staging"].finish()
     del state
+    ledger.free("prompt_kv")
     release_cached_device_memory(device)
     return factors
+
+
+@dataclass
+class _BatchRunner:
+    """One capture batch: inputs, the prompts' pass, the gradient pass, the objective's backward."""
+
+    model: nn.Module
+    responses: list
+    offsets: np.ndarray
+    weights: np.ndarray
+    plan: CapturePlan
+    device: torch.device
+    ledger: MemoryLedger
+
+    def __call__(self, idx: list[int], state: dict) -> None:
+        pin = self.device.type == "cuda"
+        build = shared_prompts.shared_inputs if self.plan.share else shared_prompts.full_inputs
+        inputs = build(self.responses, idx, self.offsets, self.device, pin)
+        need = estimate_batch_bytes(self.model, inputs.shape(), self.plan.checkpointed)
+        self.ledger.allocate("prompt_kv", need["prompt_kv"], STAGE)
+        self.ledger.allocate("capture_batch", max(state["measured"], need["capture_batch"]), STAGE)
+        base = start_window(self.device)
+        state["batch"] = _Batch(inputs.rows_b, inputs.rows_p, inputs.dest)
+        state["staging"].begin(inputs.dest)
+        cache = shared_prompts.prefix_cache(self.model, inputs, self.plan.capture_tokens)
+        hidden = shared_prompts.shared_forward(self.model, inputs, cache)
+        lm_head = self.model.get_output_embeddings()
+        logp = response_log_probs(lm_head, hidden[inputs.rows_b, inputs.rows_p], inputs.targets,
+                                  logit_chunk_tokens(lm_head.out_features))
+        coef = np.repeat(self.weights[idx], [self.responses[i].num_tokens for i in idx])
+        coef_t = shared_prompts.to_device(torch.as_tensor(coef, dtype=logp.dtype), self.device, pin)
+        objective = (logp * coef_t).sum()
+        with state["recompute"].backward():
+            objective.backward()
+        state["staging"].end()  # no wait here: the batch's copies land while the next one runs
+        del hidden, logp, objective, cache
+        if self.device.type == "cuda":
+            peak = torch.cuda.max_memory_allocated(self.device) - base - need["prompt_kv"]
+            state["measured"] = max(state["measured"], peak)
+            self.ledger.allocate("capture_batch", state["measured"], STAGE)
 
 
 def staging_for(batches: list[list[int]], responses, traced: list[TracedModule], trace: TraceSettings,

@@ -6,8 +6,9 @@ with their log-softmax and gradient), and every layer's activations kept for bac
 - log-probabilities are computed in chunks of response tokens (``lm_head``, log-softmax, gather), each
   chunk checkpointed: its forward keeps only its hidden rows, and backward recomputes its logits, so at
   most one chunk's logits exist (``planning.memory_model.logit_chunk_tokens``);
-- each decoder layer is checkpointed (the weights are frozen, so backward needs only activations):
-  forward keeps each layer's input, backward recomputes one layer at a time.
+- decoder layers are checkpointed (the weights are frozen, so backward needs only activations): forward
+  keeps each such layer's input, backward recomputes one layer at a time. How many is the memory
+  model's choice (``planning.capture_plan.checkpoint_count``): none when the batch fits without.
 
 Both are non-reentrant ``torch.utils.checkpoint`` regions, so the autograd graph keeps its shape and the
 capture's tensor hooks registered during the forward fire once, in backward, as before. The recomputed
@@ -53,9 +54,11 @@ def _checkpointed(forward, *args, **kwargs):
 
 
 @contextmanager
-def checkpointed_layers(model: nn.Module) -> Iterator[int]:
-    """Checkpoint every decoder layer's forward for the block (yields how many); restored afterwards."""
+def checkpointed_layers(model: nn.Module, count: int | None = None) -> Iterator[int]:
+    """Checkpoint the first ``count`` decoder layers' forward for the block (None: every one; yields
+    how many); restored afterwards. The rest keep their activations for backward."""
     layers = decoder_layers(model)
+    layers = layers if count is None else layers[: max(count, 0)]
     saved = [layer.__dict__.get("forward") for layer in layers]
     for layer in layers:
         layer.forward = partial(_checkpointed, layer.forward)

@@ -1,0 +1,142 @@
+"""Each prompt computed once per batch: scores identical (float64) to the brute force and to prompts
+not shared, with and without checkpointed layers; the prompt cache never grows; padding at most 10%."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import Counter
+
+import numpy as np
+import pytest
+import torch
+from influence_trace.api.architectures import shapes_and_dtype
+from influence_trace.demo.rollouts import make_rollouts
+from influence_trace.planning.capture_plan import BatchShape, batch_bytes, checkpoint_count
+from influence_trace.trace import capture, shared_prompts
+from influence_trace.trace.batching import MAX_PADDING, Item, plan_batches, shape_of
+from influence_trace.trace.records import Response
+from influence_trace.trace.selection import select_groups
+
+from tests.trace.bruteforce import read_rollouts, reference, settings, token_gradients
+from tests.trace.numeric_helpers import SMALL, assert_scores_close, run
+
+UNSHARED = dataclasses.replace(SMALL, share_prompts=False)
+WIDE = dataclasses.replace(SMALL, capture_tokens=400)  # several groups in one batch
+
+
+@pytest.fixture(scope="module")
+def responses(tmp_path_factory: pytest.TempPathFactory) -> list[Response]:
+    """Prompts of 1 to 11 tokens (a one-token prompt has no prefix at all), four responses each."""
+    rows = read_rollouts(make_rollouts(tmp_path_factory.mktemp("r") / "r.jsonl", seed=7, num_prompts=4,
+                                       prompt_len=(1, 12)))
+    first = rows[0]
+    one = [dataclasses.replace(r, prompt_ids=first.prompt_ids[:1])
+           for r in rows if r.prompt_id == first.prompt_id]
+    return one + [r for r in rows if r.prompt_id != first.prompt_id]
+
+
+@pytest.mark.parametrize("scope", ["per_prompt", "all_selected"])
+@pytest.mark.parametrize("options", [SMALL, WIDE], ids=["small", "wide"])
+def test_shared_prompts_match_the_brute_force_and_prompts_not_shared(model, responses, scope,
+                                                                    options) -> None:
+    trace = settings(factor=4, scope=scope)
+    selection = select_groups(responses, trace)
+    assert len({len(r.prompt_ids) for r in selection.responses}) > 2 and min(
+        len(r.prompt_ids) for r in selection.responses) == 1
+    ref = reference(token_gradients(model, selection, trace, False), selection, trace)
+    shared = run(model, selection, trace, options)
+    assert_scores_close(shared.scores, ref.scores, 1e-6)
+    plain = run(model, selection, trace, dataclasses.replace(options, share_prompts=False))
+    assert_scores_close(shared.scores, plain.scores, 1e-10)
+
+
+@pytest.mark.parametrize("count", [1, 2])
+def test_checkpointed_layers_see_the_same_prompt_and_the_cache_never_grows(model, responses, monkeypatch,
+                                                                          count) -> None:
+    """``count`` of the two layers checkpointed and recomputed in backward, each recomputation reading the
+    prompt's keys and values from a cache that stays as it was."""
+    trace = settings(factor=4)
+    selection = select_groups(responses, trace)
+    seen: list = []
+    update = shared_prompts.PrefixLayer.update
+
+    def counting_update(self, keys, values, *args, **kwargs):
+        before = self.keys.shape
+        out = update(self, keys, values, *args, **kwargs)
+        assert self.keys.shape == before and out[0].shape[-2] == before[-2] + keys.shape[-2]
+        if not hasattr(self, "calls"):
+            self.calls = 0
+            seen.append(self)  # kept alive, so each layer of each batch is counted apart
+        self.calls += 1
+        return out
+
+    monkeypatch.setattr(shared_prompts.PrefixLayer, "update", counting_update)
+    monkeypatch.setattr(capture, "plan_checkpointing", lambda *_: count)
+    result = run(model, selection, trace, WIDE)
+    calls = Counter(layer.calls for layer in seen)  # 2: forward and its recomputation, same cache
+    assert calls == ({2: len(seen)} if count == 2 else {1: len(seen) // 2, 2: len(seen) // 2})
+    ref = reference(token_gradients(model, selection, trace, False), selection, trace)
+    assert_scores_close(result.scores, ref.scores, 1e-6)
+
+
+def test_checkpoints_nothing_when_the_batch_fits_else_the_fewest_layers_that_fit(model) -> None:
+    shapes, dtype = shapes_and_dtype(model)
+    batch = BatchShape(padded_tokens=400, response_tokens=300, group_prefix_tokens=40, row_prefix_tokens=200)
+
+    def need(count: int) -> int:
+        return sum(batch_bytes(shapes, dtype, batch, count).values())
+
+    layers = shapes.num_layers
+    assert layers == 2 and need(0) > need(1)
+    assert need(2) >= need(1)  # checkpointing the last layer too saves nothing: it is recomputed at once
+    assert checkpoint_count(shapes, dtype, batch, None) == 0
+    assert checkpoint_count(shapes, dtype, batch, need(0)) == 0
+    assert checkpoint_count(shapes, dtype, batch, need(0) - 1) == 1
+    assert checkpoint_count(shapes, dtype, batch, need(1)) == 1
+    assert checkpoint_count(shapes, dtype, batch, 0) == 1  # does not fit at all: the least
+
+
+def test_each_prompt_runs_once_per_batch(model, responses, monkeypatch) -> None:
+    shortest = min(r.num_tokens for r in responses)
+    same = [dataclasses.replace(r, response_ids=r.response_ids[:shortest]) for r in responses]
+    trace = settings(factor=4)
+    selection = select_groups(same, trace)
+    prompts: list[int] = []
+    forward = shared_prompts._forward_prefix
+
+    def counting(model_, ids):
+        prompts.append(ids.shape[0])
+        return forward(model_, ids)
+
+    monkeypatch.setattr(shared_prompts, "_forward_prefix", counting)
+    run(model, selection, trace, WIDE)
+    longer = len({r.prompt_id for r in selection.responses if len(r.prompt_ids) > 1})
+    assert sum(prompts) == longer  # one batch, every prompt once; a one-token prompt has nothing to run
+
+
+def test_batches_of_mixed_lengths_pad_at_most_ten_percent() -> None:
+    """400 responses of 16-3,000 tokens in 40 groups with prompts of 1-1,024 tokens."""
+    rng = np.random.default_rng(0)
+    prefix = rng.integers(0, 1024, 40)
+    items = [Item(int(w), int(g), int(prefix[g])) for w, g in zip(rng.integers(16, 3000, 400),
+                                                                  rng.integers(0, 40, 400), strict=True)]
+    for share in (True, False):
+        planned = items if share else [Item(it.width + it.prefix) for it in items]
+        batches = plan_batches(planned, 16384)
+        assert sorted(i for b in batches for i in b) == list(range(len(items)))
+        shapes = [shape_of(planned, b, 16384) for b in batches]
+        assert all(s.padded - s.real <= MAX_PADDING * s.real for s in shapes)
+        assert all(s.rows * s.width <= 16384 or s.rows == 1 for s in shapes)
+        assert len(batches) < len(items) / 4  # not one batch per response
+
+
+def test_batch_inputs_are_what_the_planner_planned(responses) -> None:
+    items = shared_prompts.items_of(responses)
+    idx = list(range(len(responses)))
+    offsets = np.concatenate([[0], np.cumsum([r.num_tokens for r in responses])])
+    inputs = shared_prompts.shared_inputs(responses, idx, offsets, torch.device("cpu"))
+    shape = shape_of(items, idx, 4096)
+    assert inputs.ids.shape == (shape.rows, shape.width)
+    assert inputs.prefix_ids.shape == (shape.groups, shape.prefix)
+    assert int(inputs.mask.sum()) == sum(len(r.prompt_ids) - 1 + r.num_tokens for r in responses)
+    assert inputs.targets.tolist() == [t for r in responses for t in r.response_ids]

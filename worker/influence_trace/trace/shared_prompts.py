@@ -1,0 +1,221 @@
+"""Each prompt computed once per capture batch: its keys and values serve every response of its group.
+
+Why it is exact: response token t of a response with prompt length P is predicted at position
+``P + t - 1``, so the captured positions are ``P - 1 .. P + n - 2``: the last prompt token and the
+response without its last token. Attention is causal, so nothing at positions ``0 .. P - 2`` depends on
+a captured position, and (weights frozen) no gradient there is ever read. Those positions therefore run
+once per group, forward only and without gradients (``prefix_cache``), and their keys and values are
+constants of the gradient pass, which runs only the ``n`` captured positions of each response with
+position ids ``P - 1 + t`` and attends to its group's prompt keys and values through ``PrefixCache``.
+
+``PrefixCache`` never stores anything: ``update`` returns the prompt's keys and values (gathered for the
+batch's rows) concatenated with the layer's new ones, so a checkpointed layer recomputed in backward
+sees exactly what its first forward saw and the cache cannot grow. The prompt is right-padded per
+batch: under causal attention a real prompt position never sees a padded one, and the gradient pass's
+attention mask hides the padded positions from the responses.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+from transformers.cache_utils import Cache, DynamicLayer
+
+from influence_trace.planning.capture_plan import BatchShape
+from influence_trace.trace.batching import Item, prefix_batches
+
+
+def supported(model: nn.Module) -> bool:
+    """Shared prompts need a decoder of full causal attention layers (no sliding window: its mask is
+    cut by cache positions, which here are not the sequence positions)."""
+    config = getattr(model, "config", None)
+    if config is None or getattr(config, "use_sliding_window", False):
+        return False
+    types = getattr(config, "layer_types", None) or ["full_attention"]
+    return all(t == "full_attention" for t in types)
+
+
+def items_of(responses) -> list[Item]:
+    """Planner items: the captured width n, the group (by prompt id) and its prompt prefix P - 1."""
+    groups: dict[str, int] = {}
+    return [Item(r.num_tokens, groups.setdefault(r.prompt_id, len(groups)), len(r.prompt_ids) - 1)
+            for r in responses]
+
+
+class PrefixLayer(DynamicLayer):
+    """One layer's prompt keys and values (groups x heads x Wp x d), gathered per row, never grown."""
+
+    def __init__(self, keys: torch.Tensor, values: torch.Tensor, rows: torch.Tensor) -> None:
+        super().__init__()
+        self.keys, self.values, self.rows = keys, values, rows
+        self.dtype, self.device = keys.dtype, keys.device
+        self.is_initialized = True
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
+        keys = torch.cat([self.keys.index_select(0, self.rows), key_states], dim=-2)
+        values = torch.cat([self.values.index_select(0, self.rows), value_states], dim=-2)
+        return keys, values
+
+    def get_seq_length(self) -> int:
+        return self.keys.shape[-2]
+
+
+class PrefixCache(Cache):
+    """The read-only cache of one capture batch: every layer's prompt keys and values."""
+
+    def __init__(self, layers: list[PrefixLayer]) -> None:
+        super().__init__(layers=layers)
+
+
+@dataclass
+class BatchInputs:
+    """The tensors of one capture batch (``shared_inputs``, or ``full_inputs`` with prompts not shared)."""
+
+    prefix_ids: torch.Tensor | None  # groups x Wp, right-padded (None: no prompt computed apart)
+    rows: torch.Tensor  # B: the prefix row (group) of each response
+    ids: torch.Tensor  # B x Wr: last prompt token + response[:-1] (or prompt + response), right-padded
+    positions: torch.Tensor  # B x Wr: each column's position in its sequence
+    mask: torch.Tensor  # B x (Wp + Wr): real prompt positions, then real captured positions
+    rows_b: torch.Tensor  # captured token's row (device)
+    rows_p: torch.Tensor  # captured token's column in ids (device)
+    targets: torch.Tensor  # the response tokens
+    dest: torch.Tensor  # destination rows in the host factors (CPU)
+    prefix_lengths: tuple[int, ...] = ()  # each group's prompt prefix (P - 1)
+
+    def shape(self) -> BatchShape:
+        """What the memory model needs of this batch."""
+        wp = 0 if self.prefix_ids is None else self.prefix_ids.shape[1]
+        groups = 0 if self.prefix_ids is None else self.prefix_ids.shape[0]
+        return BatchShape(self.ids.numel(), len(self.targets), groups * wp, self.ids.shape[0] * wp)
+
+
+def shared_inputs(responses, idx: list[int], offsets: np.ndarray, device: torch.device,
+                  pin: bool = False) -> BatchInputs:
+    """Build one batch's tensors on the host (pinned when ``pin``), then copy them without blocking."""
+    groups: dict[str, int] = {}
+    prompts: list[tuple[int, ...]] = []
+    for i in idx:
+        if responses[i].prompt_id not in groups:
+            groups[responses[i].prompt_id] = len(groups)
+            prompts.append(tuple(responses[i].prompt_ids[:-1]))
+    wp = max(len(p) for p in prompts)
+    wr = max(responses[i].num_tokens for i in idx)
+    prefix = torch.zeros((len(prompts), wp), dtype=torch.long)
+    for g, p in enumerate(prompts):
+        prefix[g, : len(p)] = torch.tensor(p, dtype=torch.long)
+    ids = torch.zeros((len(idx), wr), dtype=torch.long)
+    positions = torch.zeros((len(idx), wr), dtype=torch.long)
+    mask = torch.zeros((len(idx), wp + wr), dtype=torch.long)
+    rows = torch.zeros(len(idx), dtype=torch.long)
+    rows_b, rows_p, targets, dest = [], [], [], []
+    for b, i in enumerate(idx):
+        r = responses[i]
+        n, plen = r.num_tokens, len(r.prompt_ids)
+        rows[b] = groups[r.prompt_id]
+        ids[b, :n] = torch.tensor((r.prompt_ids[-1], *r.response_ids[:-1]), dtype=torch.long)
+        positions[b] = torch.arange(plen - 1, plen - 1 + wr)
+        mask[b, : plen - 1] = 1
+        mask[b, wp : wp + n] = 1
+        rows_b += [b] * n
+        rows_p += range(n)
+        targets += r.response_ids
+        dest += range(int(offsets[i]), int(offsets[i]) + n)
+    inputs = _moved([prefix if wp > 0 else None, rows, ids, positions, mask], rows_b, rows_p, targets, dest,
+                    device, pin)
+    inputs.prefix_lengths = tuple(len(p) for p in prompts)
+    return inputs
+
+
+def full_inputs(responses, idx: list[int], offsets: np.ndarray, device: torch.device,
+                pin: bool = False) -> BatchInputs:
+    """Prompts not shared: each row is its prompt and response, right-padded, run with gradients."""
+    seqs = [responses[i].prompt_ids + responses[i].response_ids for i in idx]
+    width = max(len(s) for s in seqs)
+    ids = torch.zeros((len(idx), width), dtype=torch.long)
+    mask = torch.zeros((len(idx), width), dtype=torch.long)
+    rows_b, rows_p, targets, dest = [], [], [], []
+    for b, (i, seq) in enumerate(zip(idx, seqs, strict=True)):
+        ids[b, : len(seq)] = torch.tensor(seq, dtype=torch.long)
+        mask[b, : len(seq)] = 1
+        plen, n = len(responses[i].prompt_ids), responses[i].num_tokens
+        rows_b += [b] * n
+        rows_p += range(plen - 1, plen - 1 + n)
+        targets += responses[i].response_ids
+        dest += range(int(offsets[i]), int(offsets[i]) + n)
+    positions = torch.arange(width).expand(len(idx), width).contiguous()
+    rows = torch.zeros(len(idx), dtype=torch.long)
+    return _moved([None, rows, ids, positions, mask], rows_b, rows_p, targets, dest, device, pin)
+
+
+def _moved(tensors: list, rows_b: list[int], rows_p: list[int], targets: list[int], dest: list[int],
+           device: torch.device, pin: bool) -> BatchInputs:
+    host = [*tensors, torch.tensor(rows_b, dtype=torch.long), torch.tensor(rows_p, dtype=torch.long),
+            torch.tensor(targets, dtype=torch.long)]
+    dev = [None if t is None else to_device(t, device, pin) for t in host]
+    return BatchInputs(*dev, torch.tensor(dest, dtype=torch.long))
+
+
+def to_device(host: torch.Tensor, device: torch.device, pin: bool) -> torch.Tensor:
+    """A copy on ``device`` that does not block the host: staged through pinned memory on CUDA.
+
+    The pinned tensor is released by the caching host allocator only once the copy has completed (it
+    records the copy's stream), so dropping it here is safe.
+    """
+    if device.type != "cuda":
+        return host.to(device)
+    staged = host.pin_memory() if pin else host
+    return staged.to(device, non_blocking=pin)
+
+
+def prefix_cache(model: nn.Module, inputs: BatchInputs, capture_tokens: int) -> PrefixCache | None:
+    """Run each distinct prompt of the batch once, forward only, and keep its keys and values.
+
+    Prompts run in sub-batches of similar length (trace/batching.py ``prefix_batches``); their keys and
+    values land in one groups x Wp cache whose padded positions are zeros, masked in the gradient pass.
+    """
+    if inputs.prefix_ids is None:
+        return None
+    lengths = inputs.prefix_lengths
+    keys: list[torch.Tensor] = []
+    values: list[torch.Tensor] = []
+    for sub in prefix_batches(list(lengths), capture_tokens):
+        width = max(lengths[g] for g in sub)
+        if width == 0:
+            continue
+        rows = torch.tensor(sub, device=inputs.prefix_ids.device)
+        part = _forward_prefix(model, inputs.prefix_ids.index_select(0, rows)[:, :width])
+        for layer, (k, v) in enumerate(part):
+            if layer == len(keys):
+                shape = (len(lengths), k.shape[1], inputs.prefix_ids.shape[1], k.shape[3])
+                keys.append(k.new_zeros(shape))
+                values.append(v.new_zeros(shape))
+            keys[layer][rows, :, :width] = k
+            values[layer][rows, :, :width] = v
+    return PrefixCache([PrefixLayer(k, v, inputs.rows) for k, v in zip(keys, values, strict=True)])
+
+
+def _forward_prefix(model: nn.Module, ids: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Every layer's keys and values of right-padded prompt rows (causal: no mask needed)."""
+    from transformers.cache_utils import DynamicCache
+
+    with torch.no_grad():
+        cache = DynamicCache(config=model.config)
+        model.base_model(input_ids=ids, past_key_values=cache, use_cache=True)
+    return [(layer.keys, layer.values) for layer in cache.layers]
+
+
+def kv_bytes(cache: PrefixCache | None) -> int:
+    """The bytes of prompt keys and values one batch holds (group rows, every layer)."""
+    if cache is None:
+        return 0
+    return sum(t.numel() * t.element_size() for layer in cache.layers for t in (layer.keys, layer.values))
+
+
+def shared_forward(model: nn.Module, inputs: BatchInputs, cache: PrefixCache | None) -> torch.Tensor:
+    """The gradient pass: the captured positions only, attending to their prompts' keys and values."""
+    out = model.base_model(input_ids=inputs.ids, attention_mask=inputs.mask, position_ids=inputs.positions,
+                           past_key_values=cache, use_cache=cache is not None)
+    return out[0]
