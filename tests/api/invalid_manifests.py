@@ -35,6 +35,10 @@ CASES: list[tuple[str, Any, str]] = [
     ("spec.pod.labels", {"team": "x" * 64}, "spec.pod.labels"),
     ("spec.resources.nodes", 65, "spec.resources.nodes"),
     ("spec.resources.pendingTimeout", "30 minutes", "spec.resources.pendingTimeout"),
+    ("spec.validate", {"fraction": 1.0}, "spec.validate.fraction"),
+    ("spec.validate", {"fraction": 0}, "spec.validate.fraction"),
+    ("spec.validate", {"subsets": 1}, "spec.validate.subsets"),
+    ("spec.validate", {"target": "optimizer"}, "spec.validate.target"),
 ]
 IDS = [c[0] + "=" + repr(c[1])[:20] for c in CASES]
 

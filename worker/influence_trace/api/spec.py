@@ -355,6 +355,28 @@ class TrainingSpec(ApiModel):
     )
 
 
+class ValidateSpec(ApiModel):
+    """Check the scores against the policy update they explain: the linear datamodeling score (LDS).
+
+    After the trace, from the same starting weights, ``subsets`` policy updates each keep a random
+    ``fraction`` of the response tokens in the loss; the LDS is the Spearman correlation between each
+    subset's summed token scores and the measured change of the contrast objective (docs/algorithm.md,
+    "Validation")."""
+
+    subsets: int = Field(32, ge=2, le=4096, description="Random token subsets (m), one policy update each.")
+    fraction: float = Field(0.5, gt=0.0, lt=1.0, description="Share of the response tokens each subset keeps.")
+    seed: int = Field(0, ge=0, description="Seeds the subsets (and the random 1% removed).")
+    target: Literal["sgd", "optimizer"] = Field(
+        "sgd", description="sgd: one gradient step on the traced modules' weights only (first order holds); "
+        "optimizer: the run's own update (training's AdamW, ppoEpochs, miniBatchSize, gradClip).",
+    )
+    step_size: float = Field(
+        1e-3, gt=0.0, le=1.0,
+        description="sgd only: the learning rate is chosen so that the full update (every token kept) moves "
+        "the traced weights by this fraction of their norm; every subset uses that learning rate.",
+    )
+
+
 OUTPUT_ON_VOLUME = Rule(
     cel=f"!has(self.storage.volumeClaim) || self.output.path.startsWith('{WORKSPACE_MOUNT}/')",
     holds=lambda s: s.storage.volume_claim is None or s.output.path.startswith(f"{WORKSPACE_MOUNT}/"),
@@ -381,11 +403,24 @@ STEP_PATHS_MATCH_STEPS = Rule(
 )
 
 
+OPTIMIZER_TARGET_ONE_OBJECTIVE = Rule(
+    cel="!has(self.validate) || !has(self.validate.target) || self.validate.target != 'optimizer' "
+    "|| (has(self.trace) && has(self.trace.scope) && self.trace.scope == 'all_selected' "
+    "&& has(self.trace.excludeSelfResponse) && !self.trace.excludeSelfResponse)",
+    holds=lambda s: s.validation is None or s.validation.target != "optimizer"
+    or (s.trace.scope == "all_selected" and not s.trace.exclude_self_response),
+    message="validate.target optimizer needs trace.scope all_selected and trace.excludeSelfResponse false "
+    "(one objective for every token; per-group and per-response outcomes are measured with target sgd)",
+    field_path=".validate.target",
+)
+
+
 class InfluenceTraceSpec(ApiModel):
     """The spec of an InfluenceTrace."""
 
     model_config = ConfigDict(json_schema_extra=validations(STEPS_NEED_ROLLOUTS, STEP_PATHS_MATCH_STEPS,
-                                                                 OUTPUT_ON_VOLUME))
+                                                                 OUTPUT_ON_VOLUME,
+                                                                 OPTIMIZER_TARGET_ONE_OBJECTIVE))
 
     model: ModelSpec
     rollouts: RolloutsSpec
@@ -395,6 +430,10 @@ class InfluenceTraceSpec(ApiModel):
     output: OutputSpec
     pod: PodSpecExtras = Field(default_factory=PodSpecExtras)
     training: TrainingSpec | None = Field(None, description="Several traced RL steps (absent: one step).")
+    validation: ValidateSpec | None = Field(  # ``validate`` on the wire (BaseModel has a validate)
+        None, alias="validate",
+        description="Measure the scores against subset policy updates (LDS; absent: off).",
+    )
     queue: str | None = Field(
         None, min_length=1, max_length=63, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
         description=(
@@ -405,7 +444,8 @@ class InfluenceTraceSpec(ApiModel):
 
     @model_validator(mode="after")
     def _rules(self) -> InfluenceTraceSpec:
-        check_rules(self, (STEPS_NEED_ROLLOUTS, STEP_PATHS_MATCH_STEPS, OUTPUT_ON_VOLUME))
+        check_rules(self, (STEPS_NEED_ROLLOUTS, STEP_PATHS_MATCH_STEPS, OUTPUT_ON_VOLUME,
+                           OPTIMIZER_TARGET_ONE_OBJECTIVE))
         return self
 
 
