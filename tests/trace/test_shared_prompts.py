@@ -14,6 +14,7 @@ from influence_trace.demo.rollouts import make_rollouts
 from influence_trace.planning.capture_plan import BatchShape, batch_bytes, checkpoint_count
 from influence_trace.trace import capture, shared_prompts
 from influence_trace.trace.batching import MAX_PADDING, Item, plan_batches, shape_of
+from influence_trace.trace.ledger import MemoryLedger
 from influence_trace.trace.records import Response
 from influence_trace.trace.selection import select_groups
 
@@ -140,3 +141,33 @@ def test_batch_inputs_are_what_the_planner_planned(responses) -> None:
     assert inputs.prefix_ids.shape == (shape.groups, shape.prefix)
     assert int(inputs.mask.sum()) == sum(len(r.prompt_ids) - 1 + r.num_tokens for r in responses)
     assert inputs.targets.tolist() == [t for r in responses for t in r.response_ids]
+
+
+def test_a_capture_that_does_not_fit_checkpoints_the_layers_the_model_says(model, responses,
+                                                                          monkeypatch) -> None:
+    """Room for the largest batch with one layer checkpointed: the worker checkpoints exactly one, and
+    its ledger's capture bytes are the model's for that count (no more than the room)."""
+    trace = settings(factor=4)
+    selection = select_groups(responses, trace)
+    plan = capture.plan_capture(model, selection.responses, WIDE, MemoryLedger())
+    assert plan.checkpointed == 0  # the CPU's room: everything fits
+    items = shared_prompts.items_of(selection.responses)
+    shapes, dtype = shapes_and_dtype(model)
+    planned = [capture.batch_shape(shape_of(items, b, WIDE.capture_tokens),
+                                   sum(selection.responses[i].num_tokens for i in b)) for b in plan.batches]
+    largest = max(planned, key=lambda s: sum(batch_bytes(shapes, dtype, s, 1).values()))
+    room = sum(batch_bytes(shapes, dtype, largest, 1).values())
+    monkeypatch.setattr(capture, "capture_room", lambda *_: room)
+    counts: list[int] = []
+    layers = capture.checkpointed_layers
+
+    def spy(model_, count=None):
+        counts.append(count)
+        return layers(model_, count)
+
+    monkeypatch.setattr(capture, "checkpointed_layers", spy)
+    ledger = MemoryLedger()
+    run(model, selection, trace, WIDE, ledger)
+    assert counts == [1]
+    held = ledger.peak_breakdown
+    assert held["capture_batch"] + held["prompt_kv"] <= room

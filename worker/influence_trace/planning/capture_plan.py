@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from influence_trace.api.architectures import Shapes
 from influence_trace.planning.memory_model import (
     DTYPE_BYTES,
+    Estimate,
     layer_activation_bytes_per_token,
     logit_bytes_per_token,
     logit_chunk_tokens,
@@ -81,3 +82,38 @@ def checkpoint_count(shapes: Shapes, model_dtype: str, batch: BatchShape, room: 
     needs = [sum(batch_bytes(shapes, model_dtype, batch, c).values()) for c in range(shapes.num_layers + 1)]
     fitting = [c for c, need in enumerate(needs) if need <= room]
     return fitting[0] if fitting else needs.index(min(needs))
+
+
+@dataclass(frozen=True)
+class PoolCapture:
+    """What the worker's capture will do on one pool: checkpointed layers and the batch's bytes."""
+
+    pool: str
+    checkpointed: int
+    layers: int
+    batch_bytes: int  # capture_batch + prompt_kv at that count
+    room: int  # the pool's GPU memory (less headroom) left beside weights, projections and context
+
+
+def estimated_batch(est: Estimate, capture_tokens: int) -> BatchShape:
+    """The estimate's largest batch with shared prompts: ``capture_tokens`` padded tokens (or one longest
+    sequence) of responses, whose groups' prompts (the mean prompt length) are held as keys and values."""
+    w = est.workload
+    longest = w.max_sequence_tokens
+    padded = min(max(capture_tokens, longest), w.responses * longest)
+    mean_response = max(1, w.response_tokens // max(w.responses, 1))
+    mean_prompt = w.prompt_tokens // max(w.responses, 1)
+    rows = max(1, padded // mean_response)
+    groups = max(1, -(-rows // max(w.scope_responses, 1)))
+    return BatchShape(padded, min(padded, w.response_tokens), groups * mean_prompt, rows * mean_prompt)
+
+
+def pool_capture(est: Estimate, shapes: Shapes, model_dtype: str, pool: str, gpu_memory_bytes: int,
+                 headroom: float, capture_tokens: int) -> PoolCapture:
+    """How many layers the worker would checkpoint on a pool of ``gpu_memory_bytes`` per GPU."""
+    held = sum(est.gpu_breakdown.get(k, 0) for k in ("weights", "projections", "cuda_context"))
+    room = int(gpu_memory_bytes / (1 + headroom)) - held
+    batch = estimated_batch(est, capture_tokens)
+    count = checkpoint_count(shapes, model_dtype, batch, room)
+    need = sum(batch_bytes(shapes, model_dtype, batch, count).values())
+    return PoolCapture(pool, count, shapes.num_layers, need, room)

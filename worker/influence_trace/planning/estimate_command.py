@@ -19,9 +19,11 @@ from typing import Any
 
 from influence_trace.api.spec import InfluenceTraceSpec, ManifestError, load_manifests
 from influence_trace.api.units import gb
+from influence_trace.planning.capture_plan import PoolCapture, pool_capture
 from influence_trace.planning.duration import Duration, predict, readable
 from influence_trace.planning.history import History, HistoryError, Learned, load_history, place_with_history
-from influence_trace.planning.memory_model import Estimate, ShapesError
+from influence_trace.planning.memory_model import Estimate, ShapesError, resolve_shapes
+from influence_trace.planning.options import DEFAULT_CAPTURE_TOKENS
 from influence_trace.planning.placement import (
     DEFAULT_HEADROOM,
     DEFAULT_POOLS,
@@ -39,10 +41,13 @@ EXIT_INVALID_POOLS = 78
 
 
 def to_json(est: Estimate, placement: Placement, learned: Learned | None = None,
-            duration: Duration | None = None) -> dict[str, Any]:
+            duration: Duration | None = None, capture: PoolCapture | None = None) -> dict[str, Any]:
     """The JSON answer: pool, reason, bytes, breakdowns, stages, modules, duration and assumptions."""
     learned = learned or Learned(est, placement.headroom, "model", "")
     return {
+        "capture": None if capture is None else {
+            "pool": capture.pool, "checkpointedLayers": capture.checkpointed, "layers": capture.layers,
+            "batchBytes": capture.batch_bytes, "roomBytes": capture.room},
         "seconds": duration.seconds if duration else None,
         "stageSeconds": duration.stages if duration else {},
         "pool": placement.pool.name if placement.pool else None,
@@ -72,7 +77,7 @@ def _gb(n: int) -> str:
 
 
 def to_table(est: Estimate, placement: Placement, learned: Learned | None = None,
-             duration: Duration | None = None) -> str:
+             duration: Duration | None = None, capture: PoolCapture | None = None) -> str:
     """A readable summary: the pool, the two peaks with their parts, and per-suffix module sizes."""
     lines = [f"pool: {placement.pool.name if placement.pool else 'none'}", f"reason: {placement.reason}"]
     if learned is not None and learned.reason:
@@ -83,6 +88,10 @@ def to_table(est: Estimate, placement: Placement, learned: Learned | None = None
                      + (f"; {duration.note}" if duration.note else ""))
     lines.append("")
     lines += _gpu_lines(est)
+    if capture is not None:
+        lines.append(f"  capture on {capture.pool}: {capture.checkpointed} of {capture.layers} decoder "
+                     f"layers checkpointed, batch {gb(capture.batch_bytes)} with shared prompts' keys and "
+                     f"values (room {gb(capture.room)}; the stage above assumes every layer checkpointed)")
     lines.append(f"host per pod    {_gb(est.host_bytes)}   (the sum of its parts)")
     lines += [f"  {k:<16}{_gb(v)}" for k, v in est.host_breakdown.items()]
     lines += ["", f"modules: {len(est.modules)} (largest: {est.largest_module})",
@@ -138,10 +147,11 @@ def _answer(label: str, spec: InfluenceTraceSpec, table: PoolTable | None, histo
         headroom = table.headroom if table and table.headroom is not None else DEFAULT_HEADROOM
         est, learned, placement = place_with_history(spec, history, pools, headroom)
         duration = predict(spec, est, placement.pool, history) if placement.pool else None
+        capture = _capture(spec, est, placement)
     except (ManifestError, ShapesError, WorkloadError, PoolsError, ValueError) as err:
         return EXIT_INVALID_MANIFEST, str(err) if str(err).startswith(label) else f"{label}: {err}"
-    text = (json.dumps(to_json(est, placement, learned, duration), indent=2) if as_json
-            else to_table(est, placement, learned, duration))
+    text = (json.dumps(to_json(est, placement, learned, duration, capture), indent=2) if as_json
+            else to_table(est, placement, learned, duration, capture))
     return (EXIT_FITS if placement.pool else EXIT_NO_POOL), text
 
 
@@ -167,3 +177,11 @@ def main(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(found, indent=2))
     return max(code for _, code, _ in answers)
+
+
+def _capture(spec: InfluenceTraceSpec, est: Estimate, placement: Placement) -> PoolCapture | None:
+    """The chosen pool's capture: how many decoder layers the worker will checkpoint there."""
+    if placement.pool is None:
+        return None
+    return pool_capture(est, resolve_shapes(spec), spec.model.dtype, placement.pool.name,
+                        placement.pool.gpu_memory_bytes, placement.headroom, DEFAULT_CAPTURE_TOKENS)

@@ -30,6 +30,7 @@ from influence_trace.api.spec import TraceSettings
 from influence_trace.planning.capture_plan import BatchShape, batch_bytes, checkpoint_count
 from influence_trace.planning.memory_model import logit_chunk_tokens
 from influence_trace.planning.options import WorkerOptions
+from influence_trace.planning.placement import DEFAULT_HEADROOM
 from influence_trace.trace import batching, shared_prompts
 from influence_trace.trace.batching import Item
 from influence_trace.trace.device_peak import start_window
@@ -169,8 +170,9 @@ def capture_room(ledger: MemoryLedger, device: torch.device) -> int | None:
     the device's free memory, else (CPU) the host's available memory."""
     if ledger.budget_bytes is not None:
         return ledger.budget_bytes - ledger.total
-    if device.type == "cuda":
-        return int(torch.cuda.mem_get_info(device)[0] * 0.9)
+    if device.type == "cuda":  # within the placement's headroom, so a measured peak still fits the pool
+        free, total = torch.cuda.mem_get_info(device)
+        return int(total / (1 + DEFAULT_HEADROOM)) - (total - free)
     try:
         return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 2
     except (ValueError, OSError):
