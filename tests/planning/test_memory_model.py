@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from influence_trace.api.architectures import PRESETS, traced_module_dims
 from influence_trace.api.spec import DEFAULT_MODULES, load_manifest
+from influence_trace.planning.hessian_plan import CHUNK_BYTES
 from influence_trace.planning.memory_model import (
     DEFAULT_CHUNK_BYTES,
     EstimateOptions,
@@ -76,26 +77,34 @@ def test_per_prompt_needs_no_more_than_all_selected(tmp_path: Path) -> None:
 def test_response_source_has_no_chunk() -> None:
     no_build = {"chunk", "gram", "pairs", "expansion"}
     assert not no_build & set(estimate(seed_spec(hessian_source="response")).gpu_breakdown)
-    assert estimate(seed_spec()).gpu_breakdown["pairs"] <= DEFAULT_CHUNK_BYTES
+    assert estimate(seed_spec()).gpu_breakdown["pairs"] <= CHUNK_BYTES["gpu"]  # CUDA: the GPU kernels
+    cpu = EstimateOptions(kernels="cpu")
+    assert estimate(seed_spec(), options=cpu).gpu_breakdown["pairs"] <= DEFAULT_CHUNK_BYTES
 
 
 def test_token_hessian_build_per_module_shape() -> None:
     """Factor 32: down (k_out 48, k_in 280), gate/up and q/o use the symmetric Gram (G about a quarter
-    of H, plus one expansion band); k/v (k_out 8) keep the dense rank-c build and its chunk."""
+    of H, plus one expansion band on the CPU kernels, none on the GPU's one-gather expansion); k/v
+    (k_out 8) keep the dense rank-c build and its chunk."""
     spec = seed_spec()
-    est = estimate(spec)
-    assert est.largest_module.endswith("mlp.gate_proj")  # tied with up/down at L + the response gradients
-    assert est.gpu_breakdown["gram"] == (48 * 49 // 2) * (280 * 281 // 2) * 4
-    assert est.gpu_breakdown["expansion"] == 280 * 48 * 48 * 4  # k_out x k_in^2
-    h = est.gpu_breakdown["hessian"]
-    assert est.gpu_breakdown["gram"] + h + est.gpu_breakdown["expansion"] < 2 * h  # below H + Cholesky
+    cpu = estimate(spec, options=EstimateOptions(kernels="cpu"))
+    assert cpu.largest_module.endswith("mlp.gate_proj")  # tied with up/down at L + the response gradients
+    assert cpu.gpu_breakdown["gram"] == (48 * 49 // 2) * (280 * 281 // 2) * 4
+    assert cpu.gpu_breakdown["expansion"] == 280 * 48 * 48 * 4  # k_out x k_in^2
+    h = cpu.gpu_breakdown["hessian"]
+    assert cpu.gpu_breakdown["gram"] + h + cpu.gpu_breakdown["expansion"] < 2 * h  # below H + Cholesky
+    gpu = estimate(spec)  # CUDA: the GPU kernel strategy
+    assert gpu.gpu_breakdown["gram"] == (48 * 25) * (280 * 141) * 4  # cyclic pairs: k (k // 2 + 1)
+    assert "expansion" not in gpu.gpu_breakdown and gpu.gpu_breakdown["token_chunk"] <= CHUNK_BYTES["gpu"]
     dims = traced_module_dims(PRESETS["qwen2.5-1.5b"], spec.trace.modules, 32, -1)[:7]
     work = resolve_workload(spec)
-    built = {d.name.rsplit(".", 1)[-1]: set(module_stage_bytes(d, work, spec.trace, DEFAULT_CHUNK_BYTES))
-             for d in dims}
-    assert {k for k, v in built.items() if "gram" in v} == {"q_proj", "o_proj", "gate_proj", "up_proj",
-                                                            "down_proj"}
-    assert {k for k, v in built.items() if "chunk" in v} == {"k_proj", "v_proj"}
+    for kernels in ("cpu", "gpu"):
+        built = {d.name.rsplit(".", 1)[-1]: set(module_stage_bytes(d, work, spec.trace, DEFAULT_CHUNK_BYTES,
+                                                                   kernels))
+                 for d in dims}
+        assert {k for k, v in built.items() if "gram" in v} == {"q_proj", "o_proj", "gate_proj", "up_proj",
+                                                                "down_proj"}
+        assert {k for k, v in built.items() if "chunk" in v} == {"k_proj", "v_proj"}
 
 
 @pytest.mark.parametrize("name", list(SEED))

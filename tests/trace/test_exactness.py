@@ -15,6 +15,7 @@ from tests.trace.bruteforce import read_rollouts, reference, settings, token_gra
 from tests.trace.numeric_helpers import assert_scores_close, run
 
 REL = 1e-6
+pytestmark = pytest.mark.usefixtures("kernels")  # every test with each kernel strategy
 BUILDS = {"gram": 1, "dense": 10**9}  # MIN_GRAM_SIDE forcing every module onto one token-Hessian path
 
 

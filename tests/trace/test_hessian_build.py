@@ -1,4 +1,5 @@
-"""The token Hessian's two builds (symmetric Gram, dense rank-c) against a float64 brute force."""
+"""The token Hessian's builds (symmetric Gram, cyclic Gram of the GPU strategy, dense rank-c) against a
+float64 brute force."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from influence_trace.trace.hessian import (
     symmetric_gram,
     token_hessian,
 )
+from influence_trace.trace.hessian_gpu import cyclic_gram, expand_cyclic_gram
 from influence_trace.trace.ledger import MemoryLedger
 
 SHAPES = [(1, 1, 5), (1, 7, 13), (7, 1, 13), (3, 5, 17), (5, 3, 40), (16, 20, 300), (2, 17, 9)]
@@ -42,6 +44,8 @@ def test_gram_and_dense_builds_equal_the_brute_force(k_out: int, k_in: int, toke
     torch.testing.assert_close(gram, want, rtol=1e-12, atol=1e-12 * float(want.abs().max()))
     dense = dense_token_hessian(u, v, chunk_bytes, ledger)
     torch.testing.assert_close(dense, want, rtol=1e-12, atol=1e-12 * float(want.abs().max()))
+    cyclic = expand_cyclic_gram(cyclic_gram(u, v, chunk_bytes, ledger), k_out, k_in, ledger)
+    torch.testing.assert_close(cyclic, want, rtol=1e-12, atol=1e-12 * float(want.abs().max()))
 
 
 def test_pair_products_are_the_upper_triangle_in_row_order() -> None:

@@ -22,7 +22,7 @@ def responses(tmp_path_factory: pytest.TempPathFactory):
     return read_rollouts(make_rollouts(tmp_path_factory.mktemp("rollouts") / "r.jsonl", seed=5))
 
 
-def test_all_selected_over_one_group_equals_per_prompt(model, responses) -> None:
+def test_all_selected_over_one_group_equals_per_prompt(model, responses, kernels) -> None:
     results = []
     for scope in ("per_prompt", "all_selected"):
         trace = settings(factor=4, scope=scope)
@@ -31,7 +31,7 @@ def test_all_selected_over_one_group_equals_per_prompt(model, responses) -> None
 
 
 @pytest.mark.parametrize("source", ["token", "response"])
-def test_scores_do_not_depend_on_chunks_or_capture_batches(model, responses, source) -> None:
+def test_scores_do_not_depend_on_chunks_or_capture_batches(model, responses, source, kernels) -> None:
     trace = settings(factor=4, hessian_source=source)
     selection = select_groups(responses, trace)
     big = run(model, selection, trace, replace(SMALL, chunk_bytes=2**30, capture_tokens=2**20))
@@ -39,7 +39,7 @@ def test_scores_do_not_depend_on_chunks_or_capture_batches(model, responses, sou
     assert_scores_close(tiny.scores, big.scores, 1e-10)
 
 
-def test_same_seed_same_scores_other_seed_different(model, responses) -> None:
+def test_same_seed_same_scores_other_seed_different(model, responses, kernels) -> None:
     selection = select_groups(responses, settings())
     first = run(model, selection, settings(factor=4, seed=11)).scores
     again = run(model, selection, settings(factor=4, seed=11)).scores

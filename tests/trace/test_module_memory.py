@@ -69,7 +69,7 @@ CASES = [
 
 
 @pytest.mark.parametrize(("scope", "source", "mode", "debug"), CASES)
-def test_ledger_module_peaks_equal_the_model(model, responses, scope, source, mode, debug) -> None:
+def test_ledger_module_peaks_equal_the_model(model, responses, scope, source, mode, debug, kernels) -> None:
     trace = settings(factor=8, modules=["mlp.down_proj", "self_attn.k_proj"], scope=scope,
                      hessian_source=source, hessian_mode=mode, debug_hessian_similarity=debug)
     selection = select_groups(responses, trace)
@@ -78,7 +78,7 @@ def test_ledger_module_peaks_equal_the_model(model, responses, scope, source, mo
     work = workload(selection)
     predicted = [
         module_peak(module_stage_bytes(ModuleDims(m.name, m.in_features, m.out_features, m.k_in, m.k_out),
-                                       work, trace, SMALL.chunk_bytes))
+                                       work, trace, SMALL.chunk_bytes, kernels))
         for m in result.modules
     ]
     assert len(ledger.peaks) == len(predicted) == 4

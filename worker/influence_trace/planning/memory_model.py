@@ -26,14 +26,23 @@ from influence_trace.api.architectures import (
 )
 from influence_trace.api.spec import InfluenceTraceSpec, TraceSettings
 from influence_trace.planning.hessian_plan import (
+    CHUNK_BYTES,
     expansion_bytes,
+    gpu_gram_bytes,
+    gpu_pair_buffer_bytes,
     gram_bytes,
+    kernels_for,
     pair_buffer_bytes,
+    token_chunk_bytes,
     uses_symmetric_gram,
 )
 
 # The worker's own defaults; options.py imports no torch, so this module stays torch-free.
-from influence_trace.planning.options import DEFAULT_CAPTURE_TOKENS, DEFAULT_CHUNK_BYTES, LOGIT_CHUNK_BYTES
+from influence_trace.planning.options import (  # DEFAULT_CHUNK_BYTES: re-exported (tests, bench)
+    DEFAULT_CAPTURE_TOKENS,
+    DEFAULT_CHUNK_BYTES,  # noqa: F401
+    LOGIT_CHUNK_BYTES,
+)
 from influence_trace.planning.workload import Workload, resolve_workload
 
 DTYPE_BYTES = {"bfloat16": 2, "float16": 2, "float32": 4, "float64": 8}
@@ -56,10 +65,21 @@ class EstimateOptions:
     """The worker's run-time knobs and the per-process constants the estimate assumes."""
 
     device: Literal["cuda", "cpu"] = "cuda"
-    chunk_bytes: int = DEFAULT_CHUNK_BYTES
+    chunk_bytes: int | None = None  # None: the kernel strategy's default (hessian_plan.CHUNK_BYTES)
     capture_tokens: int = DEFAULT_CAPTURE_TOKENS
     process_host_bytes: int = PROCESS_HOST_BYTES  # calibration passes the measured baseline
     cuda_context_bytes: int = CUDA_CONTEXT_BYTES
+    kernels: Literal["auto", "gpu", "cpu"] = "auto"  # the worker's INFLUENCE_TRACE_KERNELS; auto: by device
+
+    @property
+    def strategy(self) -> str:
+        """"gpu" or "cpu": the kernel strategy the worker uses on this device."""
+        return kernels_for(self.device, self.kernels)
+
+    @property
+    def chunk(self) -> int:
+        """Hessian chunk bytes: as given, or the strategy's default."""
+        return self.chunk_bytes or CHUNK_BYTES[self.strategy]
 
 
 @dataclass(frozen=True)
@@ -225,12 +245,15 @@ def chunk_tokens(scope_tokens: int, dim: int, itemsize: int, chunk_bytes: int) -
     return max(1, min(scope_tokens, chunk_bytes // (dim * itemsize)))
 
 
-def module_stage_bytes(d: ModuleDims, w: Workload, trace: TraceSettings, chunk_bytes: int) -> dict[str, int]:
+def module_stage_bytes(d: ModuleDims, w: Workload, trace: TraceSettings, chunk_bytes: int,
+                       kernels: str = "cpu") -> dict[str, int]:
     """One module's Hessian-stage buffers at their largest (ledger names), for the worst scope.
 
     per_prompt's worst scope is the largest group; all_selected's (and HINV_DOT's global Hessian)
     is every token. "response_grads" is the scope's R_s x D buffer: its gradients, solved in place.
     hessianMode identity needs no Hessian or Cholesky factor (unless HINV_DOT asks for its global one).
+    ``kernels`` "gpu" (trace/kernels.py): the cyclic Gram (no expansion band) and "token_chunk", the
+    chunk buffers of the batched response gradients and scoring.
     """
     s = DTYPE_BYTES[trace.hessian_dtype]
     dim = d.dim
@@ -241,11 +264,16 @@ def module_stage_bytes(d: ModuleDims, w: Workload, trace: TraceSettings, chunk_b
         "factors": w.response_tokens * (d.k_in + d.k_out) * s,
         "response_grads": scope_r * dim * s,
     }
+    if kernels == "gpu":
+        out["token_chunk"] = token_chunk_bytes(scope_t, dim, s, chunk_bytes)
     if trace.hessian_mode == "identity" and not trace.debug_hessian_similarity:
         return out
     out["hessian"] = dim * dim * s
     out["cholesky"] = dim * dim * s
-    if trace.hessian_source == "token" and uses_symmetric_gram(d.k_out, d.k_in):
+    if trace.hessian_source == "token" and uses_symmetric_gram(d.k_out, d.k_in) and kernels == "gpu":
+        out["gram"] = gpu_gram_bytes(d.k_out, d.k_in, s)
+        out["pairs"] = gpu_pair_buffer_bytes(scope_t, d.k_out, d.k_in, s, chunk_bytes)
+    elif trace.hessian_source == "token" and uses_symmetric_gram(d.k_out, d.k_in):
         out["gram"] = gram_bytes(d.k_out, d.k_in, s)
         out["pairs"] = pair_buffer_bytes(scope_t, d.k_out, d.k_in, s, chunk_bytes)
         out["expansion"] = expansion_bytes(d.k_out, d.k_in, s)
@@ -259,7 +287,8 @@ def module_peak(parts: dict[str, int]) -> int:
     G with H and an expansion band, H with a chunk (dense build), H with its Cholesky factor (factored
     out of place), L with the scope's response gradients formed after H is freed and solved in place.
     hessianSource response builds H from those gradients first (H with them: as large as L with
-    them). Scoring adds only the structured contrast's few rows (trace/scoring.py), not counted."""
+    them). Scoring adds only the structured contrast's few rows (trace/scoring.py), not counted; the
+    GPU strategy forms the gradients through a "token_chunk" (scoring takes half of one)."""
     g = parts.get
     grads = parts["response_grads"]
     phases = (
@@ -267,8 +296,8 @@ def module_peak(parts: dict[str, int]) -> int:
         g("gram", 0) + g("hessian", 0) + g("expansion", 0),
         g("hessian", 0) + g("chunk", 0),
         g("hessian", 0) + g("cholesky", 0),
-        g("cholesky", 0) + grads,
-        grads,
+        g("cholesky", 0) + grads + g("token_chunk", 0),
+        grads + g("token_chunk", 0),
     )
     return parts["factors"] + max(phases)
 
@@ -374,7 +403,7 @@ def estimate(spec: InfluenceTraceSpec, shapes: Shapes | None = None, options: Es
     fixed = {"weights": weight_bytes(shapes, spec.model.dtype),
              "projections": projection_bytes(dims, trace.factor, trace.capture_dtype)}
     capture = _capture_stage(shapes, local, spec, opts)
-    parts = {d.name: module_stage_bytes(d, w, trace, opts.chunk_bytes) for d in dims}
+    parts = {d.name: module_stage_bytes(d, w, trace, opts.chunk, opts.strategy) for d in dims}
     modules = [_module_estimate(d, parts[d.name]) for d in dims]
     largest = max(modules, key=lambda m: m.peak_bytes)
     resident = resident_bytes(w, trace)
@@ -419,7 +448,7 @@ def _assumptions(spec: InfluenceTraceSpec, w: Workload, opts: EstimateOptions) -
         f"capture pass data parallel over {spec.resources.gpus * spec.resources.nodes} processes; "
         "each module's Hessian work on one GPU with every token's factors",
         f"capture batches of at most {opts.capture_tokens} padded tokens; "
-        f"Hessian chunks of at most {opts.chunk_bytes} bytes",
+        f"Hessian chunks of at most {opts.chunk} bytes ({opts.strategy} kernel strategy)",
         "all rollouts counted as selected (skipped groups only lower the need)",
     ]
     if opts.device == "cuda":

@@ -9,12 +9,15 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from influence_trace.planning.hessian_plan import CHUNK_BYTES, kernels_for
+
 GPU_BUDGET_ENV = "INFLUENCE_TRACE_GPU_BUDGET_BYTES"
 CHUNK_BYTES_ENV = "INFLUENCE_TRACE_CHUNK_BYTES"
 CAPTURE_TOKENS_ENV = "INFLUENCE_TRACE_CAPTURE_TOKENS"
 SHARE_PROMPTS_ENV = "INFLUENCE_TRACE_SHARE_PROMPTS"  # 0: every response runs its prompt again
 
-DEFAULT_CHUNK_BYTES = 256 * 2**20  # one Hessian chunk buffer (c x D in the Hessian dtype)
+DEFAULT_CHUNK_BYTES = CHUNK_BYTES["cpu"]  # one Hessian chunk buffer (c x D in the Hessian dtype); 1 GiB on
+# the GPU kernel strategy (hessian_plan.CHUNK_BYTES: its chunks hold thousands of tokens)
 LOGIT_CHUNK_BYTES = 256 * 2**20  # float32 logits of one checkpointed log-probability chunk
 DEFAULT_CAPTURE_TOKENS = 4096  # padded tokens per capture forward/backward (about 2 GB on Qwen2.5-1.5B)
 
@@ -47,7 +50,7 @@ class WorkerOptions:
     def from_env(cls, device: str, progress: bool = True) -> WorkerOptions:
         return cls(
             device=device,
-            chunk_bytes=_env_int(CHUNK_BYTES_ENV) or DEFAULT_CHUNK_BYTES,
+            chunk_bytes=_env_int(CHUNK_BYTES_ENV) or CHUNK_BYTES[kernels_for(device)],
             capture_tokens=_env_int(CAPTURE_TOKENS_ENV) or DEFAULT_CAPTURE_TOKENS,
             gpu_budget_bytes=_env_int(GPU_BUDGET_ENV),
             progress=progress,

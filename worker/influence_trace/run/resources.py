@@ -11,6 +11,7 @@ import torch
 
 from influence_trace.planning.options import WorkerOptions
 from influence_trace.trace.device_peak import run_peak
+from influence_trace.trace.kernels import strategy
 from influence_trace.trace.ledger import MemoryLedger
 
 
@@ -51,6 +52,7 @@ def resources_used(options: WorkerOptions, ledger: MemoryLedger) -> dict[str, An
         "gpu_budget_bytes": options.gpu_budget_bytes,
         "device": options.device,
         "device_name": device_name(options.device),
+        "kernels": strategy(options.device),  # trace/kernels.py: which Hessian/scoring kernels ran
         "torch_version": torch.__version__,
         "transformers_version": transformers.__version__,
     }

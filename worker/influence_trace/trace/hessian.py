@@ -1,5 +1,8 @@
 """Response gradients and per-module Hessians, built from the stored factors without T x D matrices.
 
+This module is the CPU strategy (trace/kernels.py); the GPU strategy's builds, with a fixed number of
+launches per token chunk, are in trace/hessian_gpu.py and are dispatched to from here.
+
 ``g_t = vec(u_t v_t^T)`` (row-major, D = k_out * k_in). A response's gradient is the sum over its
 tokens, ``g_r = vec(U_r^T V_r)``, one small matmul per response. The token Hessian ``sum_t g_t g_t^T``
 is built one of two ways, per module shape (planning/hessian_plan.py):
@@ -17,6 +20,7 @@ from __future__ import annotations
 import torch
 
 from influence_trace.planning.hessian_plan import (
+    CHUNK_BYTES,
     expansion_bytes,
     gram_bytes,
     gram_chunk_tokens,
@@ -25,13 +29,23 @@ from influence_trace.planning.hessian_plan import (
     uses_symmetric_gram,
 )
 from influence_trace.planning.memory_model import chunk_tokens
+from influence_trace.trace.hessian_gpu import gpu_response_gradients, gpu_token_hessian
+from influence_trace.trace.kernels import strategy
 from influence_trace.trace.ledger import MemoryLedger
 
 STAGE = "hessian_solve"
 
 
-def response_gradients(u: torch.Tensor, v: torch.Tensor, token_offsets: list[int]) -> torch.Tensor:
-    """G (R x D): row r is ``vec(U_r^T V_r)``; a response without tokens has a zero row."""
+def response_gradients(u: torch.Tensor, v: torch.Tensor, token_offsets: list[int],
+                       chunk_bytes: int = CHUNK_BYTES["gpu"], ledger: MemoryLedger | None = None,
+                       stage: str = STAGE) -> torch.Tensor:
+    """G (R x D): row r is ``vec(U_r^T V_r)``; a response without tokens has a zero row.
+
+    CPU strategy: one small matmul per response. GPU strategy (trace/hessian_gpu.py): segment sums of
+    token chunks of ``chunk_bytes``, declared to ``ledger`` under ``stage``.
+    """
+    if strategy(u.device) == "gpu":
+        return gpu_response_gradients(u, v, token_offsets, chunk_bytes, ledger or MemoryLedger(), stage)
     k_out, k_in = u.shape[1], v.shape[1]
     grads = torch.zeros((len(token_offsets) - 1, k_out * k_in), dtype=u.dtype, device=u.device)
     for r in range(len(token_offsets) - 1):
@@ -45,6 +59,8 @@ def token_hessian(
     u: torch.Tensor, v: torch.Tensor, chunk_bytes: int, ledger: MemoryLedger
 ) -> torch.Tensor:
     """``H = sum_t g_t g_t^T`` over the rows of u, v (the scope's tokens), in their dtype."""
+    if uses_symmetric_gram(u.shape[1], v.shape[1]) and strategy(u.device) == "gpu":
+        return gpu_token_hessian(u, v, chunk_bytes, ledger)
     if uses_symmetric_gram(u.shape[1], v.shape[1]):
         return expand_gram(symmetric_gram(u, v, chunk_bytes, ledger), u.shape[1], v.shape[1], ledger)
     return dense_token_hessian(u, v, chunk_bytes, ledger)

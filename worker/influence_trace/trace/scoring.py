@@ -20,6 +20,10 @@ import numpy as np
 import torch
 
 from influence_trace.api.spec import TraceSettings
+from influence_trace.planning.hessian_plan import CHUNK_BYTES
+from influence_trace.trace.kernels import strategy
+from influence_trace.trace.ledger import MemoryLedger
+from influence_trace.trace.scoring_gpu import gpu_score_tokens
 
 
 @dataclass(frozen=True)
@@ -96,12 +100,20 @@ def score_tokens(
     v: torch.Tensor,
     token_offsets: list[int],
     out: torch.Tensor,
+    chunk_bytes: int = CHUNK_BYTES["gpu"],
+    ledger: MemoryLedger | None = None,
 ) -> None:
     """Add ``u_t^T M_o v_t`` to ``out`` (float64, the scope's tokens) for every token of each response o.
 
     ``solutions`` (R x D) holds the scope's w_r; ``u`` (T x k_out) and ``v`` (T x k_in) are the scope's
-    factors; ``token_offsets`` has R + 1 entries. Each M_o exists only while its tokens are scored.
+    factors; ``token_offsets`` has R + 1 entries. The CPU strategy (trace/kernels.py) forms each M_o
+    only while its tokens are scored; the GPU strategy overwrites ``solutions`` with M and scores every
+    token in chunks of ``chunk_bytes`` (trace/scoring_gpu.py).
     """
+    if strategy(u.device) == "gpu":
+        gpu_score_tokens(contrast_bases(c, solutions), c.row_of, c.self_term, solutions, u, v, token_offsets,
+                         out, chunk_bytes, ledger or MemoryLedger())
+        return
     k_out, k_in = u.shape[1], v.shape[1]
     bases = contrast_bases(c, solutions)
     scratch = torch.empty(k_out * k_in, dtype=solutions.dtype, device=solutions.device)
