@@ -20,7 +20,6 @@ from influence_trace.api.progress import REPORTER
 from influence_trace.api.spec import TraceSettings
 from influence_trace.planning.options import WorkerOptions
 from influence_trace.trace.capture import Factors, capture_factors, compute_dtype
-from influence_trace.trace.determinism import deterministic_algorithms
 from influence_trace.trace.diagnostics import summarize_hinv_dot
 from influence_trace.trace.hessian import STAGE, response_gradients, response_hessian, token_hessian
 from influence_trace.trace.ledger import MemoryLedger
@@ -250,7 +249,7 @@ def run_trace(model: nn.Module, selection: Selection, trace: TraceSettings, opti
     ledger.allocate("projections", projection_bytes(traced), "setup")
     move_projections(traced, device)
     scopes = build_scopes(selection, trace)
-    with tf32_matmuls(device, trace.tf32), deterministic_algorithms(trace.deterministic):
+    with tf32_matmuls(device, trace.tf32):
         if factors is None:
             with timer.stage("logprob_backward"), frozen_weights(model):
                 factors = capture_factors(model, selection, traced, trace, options, ledger)
