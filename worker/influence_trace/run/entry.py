@@ -27,6 +27,7 @@ from influence_trace.run.process import (
     as_failure,
     format_timings,
     log,
+    select_device,
     setup_logging,
     synchronize_cuda,
 )
@@ -112,6 +113,7 @@ def execute(args: argparse.Namespace, timer: StageTimer) -> dict[str, Any]:
     if topo.world > 1:  # one process per GPU (or per --nproc), on one node or several
         return launch(str(args.manifest), "cuda" if device.startswith("cuda") else "cpu", topo)
     log.info("tracing %s on %s", args.manifest, device)
+    select_device(device)
     return run_manifest(manifest, options, timer=timer)
 
 

@@ -38,11 +38,24 @@ def setup_logging(timer: StageTimer, prefix: str = "") -> None:
 
 
 def synchronize_cuda() -> None:
-    """Wait for queued kernels so stage timings are real; a no-op until CUDA is in use."""
+    """Wait for queued kernels so stage timings are real; a no-op until CUDA is in use.
+
+    It waits on the current device: ``select_device`` makes that the process's own GPU.
+    """
     import torch
 
     if torch.cuda.is_initialized():
         torch.cuda.synchronize()
+
+
+def select_device(device: str) -> None:
+    """Make an indexed CUDA ``device`` (``cuda:1``) the current one, so synchronize_cuda times its work
+    (otherwise a one-process ``--device cuda:1`` run would wait on an idle GPU 0 and time nothing)."""
+    import torch
+
+    target = torch.device(device)
+    if target.type == "cuda" and target.index is not None:
+        torch.cuda.set_device(target)
 
 
 def format_timings(timings: dict[str, float]) -> str:
