@@ -206,6 +206,10 @@ class TraceSettings(ApiModel):
     max_damping_retries: int = Field(
         6, ge=0, description="Cholesky retries, each with ten times the damping, before failing."
     )
+    deterministic: bool = Field(
+        False, description="Deterministic torch algorithms (bitwise equal scores between GPU runs; slower). "
+        "Off: atomics in some CUDA kernels change the scores' last bits from run to run."
+    )
 
     @property
     def tf32(self) -> bool:

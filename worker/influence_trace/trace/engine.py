@@ -20,6 +20,7 @@ from influence_trace.api.progress import REPORTER
 from influence_trace.api.spec import TraceSettings
 from influence_trace.planning.options import WorkerOptions
 from influence_trace.trace.capture import Factors, capture_factors, compute_dtype
+from influence_trace.trace.determinism import deterministic_algorithms
 from influence_trace.trace.diagnostics import summarize_hinv_dot
 from influence_trace.trace.hessian import STAGE, response_gradients, response_hessian, token_hessian
 from influence_trace.trace.ledger import MemoryLedger
@@ -118,7 +119,7 @@ def _stage(mod: TracedModule, factors: Factors, dtype: torch.dtype, device: torc
 
 
 def _scope_gradients(staged: _Staged, first: int, last: int, ledger: MemoryLedger,
-                     stage: str, chunk_bytes: int) -> torch.Tensor:
+                     stage: str) -> torch.Tensor:
     """G_s (R_s x D) for responses [first, last), formed only when needed (declared "response_grads").
 
     Forming it costs 2 T_s D flops, nothing beside the Hessian's, so it is formed again rather than
@@ -127,7 +128,7 @@ def _scope_gradients(staged: _Staged, first: int, last: int, ledger: MemoryLedge
     a, b = staged.offsets[first], staged.offsets[last]
     ledger.allocate("response_grads", (last - first) * staged.dim * staged.u.element_size(), stage)
     local = [o - a for o in staged.offsets[first : last + 1]]
-    return response_gradients(staged.u[a:b], staged.v[a:b], local, chunk_bytes, ledger, stage)
+    return response_gradients(staged.u[a:b], staged.v[a:b], local)
 
 
 def _inverse_solutions(staged: _Staged, first: int, last: int, trace: TraceSettings, chunk_bytes: int,
@@ -143,14 +144,14 @@ def _inverse_solutions(staged: _Staged, first: int, last: int, trace: TraceSetti
     if trace.hessian_source == "token":
         hessian = token_hessian(staged.u[a:b], staged.v[a:b], chunk_bytes, ledger)
     else:
-        grads = _scope_gradients(staged, first, last, ledger, STAGE, chunk_bytes)
+        grads = _scope_gradients(staged, first, last, ledger, STAGE)
         hessian = response_hessian(grads, ledger)
         del grads
         ledger.free("response_grads")
     fact = damped_cholesky(hessian, trace.reg_lambda, trace.max_damping_retries, ledger, where)
     del hessian
     ledger.free("hessian")
-    solved = _scope_gradients(staged, first, last, ledger, STAGE, chunk_bytes)
+    solved = _scope_gradients(staged, first, last, ledger, STAGE)
     solve_in_place(fact, solved, similarity)
     damping, retries = fact.damping, fact.retries
     del fact
@@ -158,18 +159,15 @@ def _inverse_solutions(staged: _Staged, first: int, last: int, trace: TraceSetti
     return solved, damping, retries
 
 
-def _score_scope(scope: Scope, solved: torch.Tensor, staged: _Staged, scores: torch.Tensor,
-                 chunk_bytes: int, ledger: MemoryLedger) -> None:
+def _score_scope(scope: Scope, solved: torch.Tensor, staged: _Staged, scores: torch.Tensor) -> None:
     """Add the scope's token scores for this module: u_t^T M_o v_t with M = C W^T, C structured.
 
-    The structured contrast's K x D directions (K <= 2), one D row and K x R coefficients are not
-    declared (about 1.2 MB at D = 66,304 and R = 45,867, docs/memory-model.md); the GPU strategy's
-    token chunk is (trace/scoring_gpu.py), and it overwrites ``solved`` with the directions.
+    Not declared to the ledger: the structured contrast needs K x D directions (K <= 2), one D row
+    and K x R coefficients, about 1.2 MB at D = 66,304 and R = 45,867 (docs/memory-model.md).
     """
     a, b = staged.offsets[scope.first], staged.offsets[scope.last]
     local = [o - a for o in staged.offsets[scope.first : scope.last + 1]]
-    score_tokens(scope.contrast, solved, staged.u[a:b], staged.v[a:b], local, scores[a:b], chunk_bytes,
-                 ledger)
+    score_tokens(scope.contrast, solved, staged.u[a:b], staged.v[a:b], local, scores[a:b])
 
 
 def _global_hinv_dot(staged: _Staged, trace: TraceSettings, chunk_bytes: int, ledger: MemoryLedger,
@@ -197,8 +195,7 @@ def trace_module(mod: TracedModule, factors: Factors, scopes: list[Scope], trace
     for scope in scopes:
         if trace.hessian_mode == "identity":
             with timer.stage("grad_staging"):
-                solved = _scope_gradients(staged, scope.first, scope.last, ledger, "grad_staging",
-                                          options.chunk_bytes)
+                solved = _scope_gradients(staged, scope.first, scope.last, ledger, "grad_staging")
         else:
             with timer.stage("hessian_solve"):
                 where = f"module {mod.name}, scope {scope.label}"
@@ -209,7 +206,7 @@ def trace_module(mod: TracedModule, factors: Factors, scopes: list[Scope], trace
             report.damping.append(damping)
             report.retries += retries
         with timer.stage("token_scoring"):
-            _score_scope(scope, solved, staged, scores, options.chunk_bytes, ledger)
+            _score_scope(scope, solved, staged, scores)
         del solved
         ledger.free("response_grads")
     if hinv_dot is not None and not reuse_for_diag:
@@ -249,7 +246,7 @@ def run_trace(model: nn.Module, selection: Selection, trace: TraceSettings, opti
     ledger.allocate("projections", projection_bytes(traced), "setup")
     move_projections(traced, device)
     scopes = build_scopes(selection, trace)
-    with tf32_matmuls(device, trace.tf32):
+    with tf32_matmuls(device, trace.tf32), deterministic_algorithms(trace.deterministic):
         if factors is None:
             with timer.stage("logprob_backward"), frozen_weights(model):
                 factors = capture_factors(model, selection, traced, trace, options, ledger)
