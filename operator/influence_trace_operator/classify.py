@@ -31,7 +31,8 @@ class Finished:
     stage: str | None = None
     message: str = ""
     payload: dict[str, Any] = field(default_factory=dict)  # the parsed termination message
-    pod: str | None = None
+    pod: str | None = None  # None: read from the Job's condition, no pod left to read
+    started_at: str | None = None  # the worker container's start
     finished_at: str | None = None
 
 
@@ -133,6 +134,7 @@ def from_pod(pod: dict[str, Any]) -> Finished | None:
         message=_short(message or ("" if outcome == "Succeeded" else term.get("reason"))),
         payload=payload if outcome == "Succeeded" else {},
         pod=(pod.get("metadata") or {}).get("name"),
+        started_at=term.get("startedAt"),
         finished_at=term.get("finishedAt"),
     )
 

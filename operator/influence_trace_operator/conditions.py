@@ -33,6 +33,7 @@ OUT_OF_GPU_MEMORY = "OutOfGPUMemory"  # GPU OOM on the largest allowed pool
 OUT_OF_HOST_MEMORY = "OutOfHostMemory"  # kernel OOM kill with no more host memory anywhere allowed
 WORKER_FAILED = "WorkerFailed"  # invalid input or an error in the worker: retrying would not help
 ATTEMPTS_EXHAUSTED = "AttemptsExhausted"  # resources.maxAttempts reached
+NO_RESULT = "NoResult"  # the worker exited 0 without the result the contract requires
 
 TERMINAL_REASONS = {
     INVALID_SPEC,
@@ -41,6 +42,7 @@ TERMINAL_REASONS = {
     OUT_OF_HOST_MEMORY,
     WORKER_FAILED,
     ATTEMPTS_EXHAUSTED,
+    NO_RESULT,
 }
 
 

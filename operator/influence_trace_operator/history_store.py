@@ -293,7 +293,8 @@ def record(store: HistoryStore | None, spec: InfluenceTraceSpec, uid: str, name:
         measured_gpu_bytes=record.peak_gpu_bytes or None,
         measured_host_bytes=host if isinstance(host, int) and host > 0 else None,
         context_bytes=est.gpu_bytes - max(est.stages.values()),
-        seconds=seconds_between(record.started_at, record.finished_at), finished_at=record.finished_at,
+        seconds=seconds_between(record.running_at or record.started_at, record.finished_at),
+        finished_at=record.finished_at,
         predicted_seconds=predict(spec, est, pool).model_seconds,
     )
     try:

@@ -85,7 +85,7 @@ def finish(status: TraceStatus) -> str:
     """The trace succeeded: the progress shows it done, with the attempt's duration; returns the
     comparison with the prediction in words (e.g. "took 41s, predicted 14m"), or ""."""
     record = status.current()
-    took = seconds_between(record.started_at, record.finished_at) if record else None
+    took = seconds_between(record.running_at or record.started_at, record.finished_at) if record else None
     update = {"fraction": 1.0, "text": "done", "eta_seconds": 0.0, "eta": "0s", "actual_seconds": took}
     if status.result is not None and status.result.steps:  # the Step column shows the steps done
         update["training_step"] = status.result.steps

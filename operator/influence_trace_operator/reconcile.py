@@ -537,6 +537,7 @@ class Reconciler:
             p,
             record.model_copy(
                 update={
+                    "running_at": done.started_at,
                     "finished_at": done.finished_at or p.now,
                     "outcome": done.outcome,
                     "exit_code": done.exit_code,
@@ -557,6 +558,12 @@ class Reconciler:
             result = ResultStatus.model_validate(done.payload)
         except ValidationError:
             result = ResultStatus()
+        if done.pod is not None and not result.output_path:  # the contract's result is missing
+            self._fail(p, C.NO_RESULT, f"{decision.message}, but exited 0 without a result in its "
+                       "termination message (rows, output path): its outputs cannot be trusted")
+            return
+        if done.pod is None:
+            p.event("Warning", C.NO_RESULT, "the Job completed but no pod is left to read its result from")
         p.status.result = result
         took = P.finish(p.status)
         p.status.phase = "Succeeded"

@@ -45,8 +45,8 @@ def test_gpu_oom_on_h100_escalates_to_h200(namespace: str, op) -> None:
 
     row = kube.kubectl("get", "influencetraces", "esc", namespace=namespace).stdout.splitlines()
     header, line = row[0].split(), row[1].split()
-    assert header[:6] == ["NAME", "PHASE", "POOL", "FACTOR", "SCOPE", "ATTEMPT"]
-    assert line[1:3] == ["Succeeded", "h200"] and line[5] == "2"
+    assert header[:7] == ["NAME", "PHASE", "REASON", "POOL", "FACTOR", "SCOPE", "ATTEMPT"]
+    assert line[1:4] == ["Succeeded", "WorkerSucceeded", "h200"] and line[6] == "2"
     described = kube.kubectl("describe", "itrace", "esc", namespace=namespace).stdout
     for text in ("JobCreated", "GPUOutOfMemory", "escalating to pool h200", "Succeeded"):
         assert text in described, described
@@ -90,6 +90,22 @@ def test_success_copies_the_real_worker_summary(
     assert status["result"]["peakHostBytes"] == expected["peakHostBytes"]
     assert kube.condition(obj, "Succeeded")["reason"] == "WorkerSucceeded"
     assert jobs_of("ok", namespace) == ["ok-a1"]
+
+
+def test_kubectl_get_tells_failures_apart_by_reason(namespace: str, op) -> None:
+    """A worker that exits 0 with no result (NoResult), an out-of-memory on every pool
+    (OutOfGPUMemory) and an escalation that succeeds: REASON says which, -o wide adds the message."""
+    op.start()
+    kube.apply(trace_manifest("empty", annotations={kube.SIMULATE_TERMINATION_MESSAGE: "{}"}), namespace)
+    kube.apply(trace_manifest("huge", annotations={kube.SIMULATE_GPU_BYTES: "400000000000"}), namespace)
+    for name in ("empty", "huge"):
+        wait_phase(name, namespace, ("Succeeded", "Failed"))
+    table = kube.kubectl("get", "influencetraces", namespace=namespace).stdout.splitlines()
+    rows = {line.split()[0]: line.split()[1:3] for line in table[1:]}
+    assert table[0].split()[:3] == ["NAME", "PHASE", "REASON"]
+    assert rows == {"empty": ["Failed", "NoResult"], "huge": ["Failed", "OutOfGPUMemory"]}, table
+    wide = kube.kubectl("get", "influencetraces", "-o", "wide", namespace=namespace).stdout
+    assert "MESSAGE" in wide.splitlines()[0] and "without a result" in wide
 
 
 def test_gpu_oom_on_the_largest_pool_fails(namespace: str, op) -> None:

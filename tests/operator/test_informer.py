@@ -123,7 +123,8 @@ def test_a_one_pod_jobs_succeeded_pod_succeeds_the_trace_from_the_informer_alone
     on_child.on_pod_event(reconciler, "MODIFIED", watched_pod(kube, "Running", 101))
     deliver_trace(kube, reconciler)
     seen = reads(kube, monkeypatch)
-    succeeded = watched_pod(kube, "Succeeded", 102, exit_code=0, message=json.dumps({"rowsEmitted": 3}))
+    result = json.dumps({"rowsEmitted": 3, "outputPath": "/out/x"})
+    succeeded = watched_pod(kube, "Succeeded", 102, exit_code=0, message=result)
     # no tracking finalizer: the Job controller counted the pod, and kopf skipped the event between
     on_child.on_pod_event(reconciler, "MODIFIED", succeeded)  # the Job has no Complete condition yet
     status = kube.status_of(NS, NAME)
@@ -189,7 +190,8 @@ def test_a_job_missing_from_the_informer_is_read_from_the_api_server(
 ) -> None:
     reconciler.reconcile(NS, NAME)
     seen = reads(kube, monkeypatch)
-    kube.finish_job(NS, JOB, "Complete", pod("Succeeded", exit_code=0, message="{}"))
+    result = json.dumps({"rowsEmitted": 1, "outputPath": "/out/x"})
+    kube.finish_job(NS, JOB, "Complete", pod("Succeeded", exit_code=0, message=result))
     reconciler.reconcile(NS, NAME)
     assert seen == ["get_job", "job_pods"]  # the trace is the answer to the first pass's status write
     assert kube.status_of(NS, NAME)["phase"] == "Succeeded"

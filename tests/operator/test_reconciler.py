@@ -125,6 +125,31 @@ def test_success_records_the_worker_result(kube: FakeKube, reconciler: Reconcile
     assert status["attempts"][0]["outcome"] == "Succeeded"
 
 
+def test_exit_0_without_a_result_fails_with_its_own_reason(kube: FakeKube, reconciler: Reconciler) -> None:
+    """A worker that exits 0 but writes no result (no termination message) is not a success: its
+    outputs cannot be trusted, and kubectl get says NoResult."""
+    reconciler.reconcile(NS, NAME)
+    kube.finish_job(NS, "demo-a1", "Complete", pod("Succeeded", exit_code=0, reason="Completed"))
+    reconciler.reconcile(NS, NAME)
+    status = kube.status_of(NS, NAME)
+    assert (status["phase"], status["reason"]) == ("Failed", "NoResult")
+    assert "without a result" in status["message"] and "result" not in status
+
+
+def test_run_time_counts_from_the_workers_start_not_the_jobs_creation(kube: FakeKube,
+                                                                      reconciler: Reconciler) -> None:
+    """The pod waited for a node: actualSeconds is the container's run, not the wait before it."""
+    reconciler.reconcile(NS, NAME)
+    done = success_pod()
+    term = done["status"]["containerStatuses"][0]["state"]["terminated"]
+    term.update(startedAt="2025-01-01T00:00:20Z", finishedAt="2025-01-01T00:01:00Z")
+    kube.finish_job(NS, "demo-a1", "Complete", done)
+    reconciler.reconcile(NS, NAME)
+    status = kube.status_of(NS, NAME)
+    assert status["attempts"][0]["runningAt"] == "2025-01-01T00:00:20Z"
+    assert status["progress"]["actualSeconds"] == 40.0
+
+
 def test_gpu_oom_escalates_to_the_next_pool(kube: FakeKube, reconciler: Reconciler) -> None:
     reconciler.reconcile(NS, NAME)
     kube.finish_job(NS, "demo-a1", "Failed", gpu_oom_pod())

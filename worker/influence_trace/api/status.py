@@ -92,7 +92,7 @@ class ProgressStatus(StatusModel):
                                       "Succeeded, the steps done (spec.training).",
                                       json_schema_extra=column("Step", 9))
     actual_seconds: float | None = Field(None, ge=0, description="Once Succeeded: the attempt's duration "
-                                         "(Job created to outcome), beside estimate.seconds.")
+                                         "(worker start to outcome), beside estimate.seconds.")
 
 
 class AttemptRecord(StatusModel):
@@ -103,6 +103,9 @@ class AttemptRecord(StatusModel):
     job: str = Field(description="Name of the Job.")
     host_memory_bytes: int = Field(0, ge=0, description="Host memory requested per pod.")
     started_at: str | None = Field(None, description="When the operator created the Job (RFC 3339).")
+    running_at: str | None = Field(
+        None, description="When the worker container started running: run time counts from here, not "
+        "from the Job's creation (time waiting for a node is not the worker's).")
     finished_at: str | None = Field(None, description="When the attempt's outcome was recorded.")
     outcome: Outcome = Field("Running", description="How the attempt ended.")
     exit_code: int | None = Field(None, description="The worker container's exit code.")
