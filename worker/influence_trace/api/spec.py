@@ -368,7 +368,8 @@ class ValidateSpec(ApiModel):
     "Validation")."""
 
     subsets: int = Field(32, ge=2, le=4096, description="Random token subsets (m), one policy update each.")
-    fraction: float = Field(0.5, gt=0.0, lt=1.0, description="Share of the response tokens each subset keeps.")
+    fraction: float = Field(0.5, gt=0.0, lt=1.0,
+                            description="Share of the response tokens each subset keeps.")
     seed: int = Field(0, ge=0, description="Seeds the subsets (and the random 1% removed).")
     target: Literal["sgd", "optimizer"] = Field(
         "sgd", description="sgd: one gradient step on the traced modules' weights only (first order holds); "

@@ -27,6 +27,7 @@ from influence_trace.trace.selection import Selection
 
 ROWS_FILE = "rows.parquet"
 SUMMARY_FILE = "summary.json"
+VALIDATION_FILE = "validation.json"
 
 ROWS_SCHEMA = pa.schema(
     [
@@ -206,6 +207,14 @@ def write_summary(output_dir: str | Path, summary: dict[str, Any]) -> Path:
     """Write summary.json atomically; call it last, after write_rows."""
     path = summary_path(output_dir)
     text = json.dumps(summary, indent=2, sort_keys=False, default=_json_default, allow_nan=False) + "\n"
+    write_atomically(path, lambda tmp: tmp.write_text(text))
+    return path
+
+
+def write_validation(output_dir: str | Path, document: dict[str, Any]) -> Path:
+    """validation.json (spec.validate): every subset's predicted and actual change, atomically."""
+    path = Path(output_dir) / VALIDATION_FILE
+    text = json.dumps(document, indent=2, default=_json_default, allow_nan=False) + "\n"
     write_atomically(path, lambda tmp: tmp.write_text(text))
     return path
 

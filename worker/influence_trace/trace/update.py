@@ -15,7 +15,7 @@ gradients before clipping, so every rank takes the same step.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,6 +29,9 @@ from influence_trace.trace.selection import Selection
 
 STAGE = "update_actor"
 GradReduce = Callable[[list[torch.Tensor]], None]  # sums each gradient over the ranks, in place
+# Per response (scope order), a weight per response token on its loss term (None: every token 1);
+# the validation stage (trace/validation.py) zeroes the tokens a subset leaves out.
+TokenWeights = Sequence[np.ndarray] | None
 ShareOf = Callable[[list[int]], list[int]]  # a mini-batch's response indices -> this rank's share
 
 
@@ -139,7 +142,8 @@ class _Micro:
     coefs: torch.Tensor  # per response token
 
 
-def _micro(responses: Sequence[Response], idx: list[int], coefs: np.ndarray, device: torch.device) -> _Micro:
+def _micro(responses: Sequence[Response], idx: list[int], coefs: np.ndarray, device: torch.device,
+           token_weights: TokenWeights = None) -> _Micro:
     seqs = [responses[i].prompt_ids + responses[i].response_ids for i in idx]
     width = max(len(s) for s in seqs)
     ids = torch.zeros((len(idx), width), dtype=torch.long)
@@ -152,27 +156,50 @@ def _micro(responses: Sequence[Response], idx: list[int], coefs: np.ndarray, dev
         rows_b += [b] * n
         rows_p += range(plen - 1, plen - 1 + n)
         targets += responses[i].response_ids
-        per_token += [coefs[i]] * n
+        per_token += [coefs[i]] * n if token_weights is None else list(coefs[i] * token_weights[i])
     return _Micro(ids.to(device), mask.to(device), torch.tensor(rows_b, device=device),
                   torch.tensor(rows_p, device=device), torch.tensor(targets, device=device),
                   torch.tensor(per_token, dtype=torch.float64, device=device))
 
 
-def accumulate(model: nn.Module, responses: Sequence[Response], idx: list[int], coefs: np.ndarray,
-               scale: float, device: torch.device, capture_tokens: int) -> float:
-    """Add d(-scale * sum_{r in idx} coef_r * sum_t log p_t)/d theta to the parameters' gradients, in
-    micro-batches of at most ``capture_tokens`` padded tokens; return this share's loss."""
-    if not idx:
-        return 0.0
-    lm_head = model.get_output_embeddings()
-    total = 0.0
+def _micro_batches(responses: Sequence[Response], idx: list[int], coefs: np.ndarray, device: torch.device,
+                   capture_tokens: int, token_weights: TokenWeights = None) -> Iterator[_Micro]:
+    """The responses ``idx`` in micro-batches of at most ``capture_tokens`` padded tokens."""
     for local in plan_batches([len(responses[i].prompt_ids) + responses[i].num_tokens for i in idx],
                               capture_tokens):
-        mb = _micro(responses, [idx[j] for j in local], coefs, device)
-        hidden = model.base_model(input_ids=mb.ids, attention_mask=mb.mask, use_cache=False)[0]
-        logits = lm_head(hidden[mb.rows_b, mb.rows_p])
-        logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
-        logp = torch.log_softmax(logits, dim=-1).gather(1, mb.targets[:, None])[:, 0]
+        yield _micro(responses, [idx[j] for j in local], coefs, device, token_weights)
+
+
+def _token_log_probs(model: nn.Module, mb: _Micro) -> torch.Tensor:
+    """log pi(y_t | y_<t) of every response token of the micro-batch (at least float32)."""
+    hidden = model.base_model(input_ids=mb.ids, attention_mask=mb.mask, use_cache=False)[0]
+    logits = model.get_output_embeddings()(hidden[mb.rows_b, mb.rows_p])
+    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
+    return torch.log_softmax(logits, dim=-1).gather(1, mb.targets[:, None])[:, 0]
+
+
+@torch.no_grad()
+def weighted_log_prob(model: nn.Module, responses: Sequence[Response], idx: list[int], coefs: np.ndarray,
+                      device: torch.device, capture_tokens: int) -> float:
+    """sum_{r in idx} coef_r * sum_t log p_t in float64 (the validation stage's objective)."""
+    total = 0.0
+    for mb in _micro_batches(responses, idx, coefs, device, capture_tokens):
+        logp = _token_log_probs(model, mb)
+        total += float((logp.double() * mb.coefs.to(logp.device)).sum())
+    return total
+
+
+def accumulate(model: nn.Module, responses: Sequence[Response], idx: list[int], coefs: np.ndarray,
+               scale: float, device: torch.device, capture_tokens: int,
+               token_weights: TokenWeights = None) -> float:
+    """Add d(-scale * sum_{r in idx} coef_r * sum_t w_t log p_t)/d theta to the parameters' gradients
+    (w_t from ``token_weights``, else 1), in micro-batches of at most ``capture_tokens`` padded tokens;
+    return this share's loss."""
+    if not idx:
+        return 0.0
+    total = 0.0
+    for mb in _micro_batches(responses, idx, coefs, device, capture_tokens, token_weights):
+        logp = _token_log_probs(model, mb)
         loss = -scale * (logp * mb.coefs.to(logp.dtype)).sum()
         loss.backward()
         total += float(loss.detach())
@@ -181,11 +208,12 @@ def accumulate(model: nn.Module, responses: Sequence[Response], idx: list[int], 
 
 def update_policy(model: nn.Module, selection: Selection, training: TrainingSpec, loss_aggregation: str,
                   optimizer: PolicyOptimizer, device: str, capture_tokens: int,
-                  reduce: GradReduce | None = None, share_of: ShareOf | None = None) -> dict[str, float]:
+                  reduce: GradReduce | None = None, share_of: ShareOf | None = None,
+                  token_weights: TokenWeights = None) -> dict[str, float]:
     """``ppoEpochs`` passes of AdamW steps over the mini-batches; return what the step summary records.
 
     ``share_of`` picks this rank's part of a mini-batch and ``reduce`` sums the gradients over ranks
-    (both None in a single process)."""
+    (both None in a single process). ``token_weights`` scales each token's loss term (validation)."""
     responses = selection.responses
     coefs = response_coefficients(selection, loss_aggregation)
     batches = minibatches(len(responses), training.mini_batch_size)
@@ -196,7 +224,8 @@ def update_policy(model: nn.Module, selection: Selection, training: TrainingSpec
     for _ in range(training.ppo_epochs):
         for batch in batches:
             mine = share_of(batch) if share_of is not None else batch
-            loss = accumulate(model, responses, mine, coefs, 1.0 / len(batch), dev, capture_tokens)
+            loss = accumulate(model, responses, mine, coefs, 1.0 / len(batch), dev, capture_tokens,
+                              token_weights)
             if reduce is not None:
                 summed = torch.tensor([loss], dtype=torch.float64)
                 reduce([summed])
