@@ -46,6 +46,12 @@ def test_two_processes_write_the_rows_of_one(tmp_path: Path, tiny_model_dir: Pat
         np.testing.assert_array_equal(one[key], two[key])
     summary = json.loads((tmp_path / "two" / "summary.json").read_text())
     assert summary["resources"]["processes"] == 2 and len(summary["resources"]["per_process"]) == 2
+    stages = summary["resources"]["stage_seconds"]  # every rank's, not rank 0's alone
+    for name in ("logprob_backward", "hessian_solve", "token_scoring", "wait", "step_total"):
+        entry = stages[name]
+        assert len(entry["per_rank"]) == 2 and entry["max"] == max(entry["per_rank"])
+        assert entry["spread"] == pytest.approx(max(entry["per_rank"]) - min(entry["per_rank"]), abs=1e-5)
+    assert "wait" in summary["timings"]  # rank 0's wait, apart from its token_scoring
     assert all(m["damping"] for m in summary["modules"]) and len(summary["modules"]) == 14
 
 

@@ -114,16 +114,21 @@ Row = tuple[str, list[str], bool]
 
 
 def timing_rows(runs: list[Run]) -> list[Row]:
-    """Seconds per pipeline stage, in the user's order, then any other stage the worker timed."""
+    """Seconds per pipeline stage, in the user's order, then any other stage the worker timed. A run of
+    several processes shows each stage's slowest rank and the spread over ranks."""
     keys = list(TIMING_ORDER)
     for run in runs:
         keys += [k for k in (run.summary.get("timings") or {}) if k not in keys]
     present = [k for k in keys if any(k in (r.summary.get("timings") or {}) for r in runs)]
-    return [
-        (TIMING_LABELS.get(k, k), [fmt_seconds((r.summary.get("timings") or {}).get(k)) for r in runs],
-         k == "step_total")
-        for k in present
-    ]
+    return [(TIMING_LABELS.get(k, k), [_timing_cell(r, k) for r in runs], k == "step_total") for k in present]
+
+
+def _timing_cell(run: Run, stage: str) -> str:
+    ranks = ((run.summary.get("resources") or {}).get("stage_seconds") or {}).get(stage)
+    if not ranks:
+        return fmt_seconds((run.summary.get("timings") or {}).get(stage))
+    count = len(ranks["per_rank"])
+    return f"{fmt_seconds(ranks['max'])} (slowest of {count} ranks; spread {fmt_seconds(ranks['spread'])})"
 
 
 def resource_rows(runs: list[Run]) -> list[Row]:

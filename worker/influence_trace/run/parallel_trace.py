@@ -142,6 +142,8 @@ def run_trace_parallel(model: nn.Module, selection: Selection, trace: TraceSetti
             reports[index] = trace_module(traced[index], factors, scopes, trace, options, ledger, timer,
                                            scores, hinv_dot)
             del u, v, factors
+    with timer.stage("wait"):  # for the slowest rank, so token_scoring's reduce times the reduce alone
+        dist.barrier()
     with timer.stage("token_scoring"):
         host = _reduce_to_writer(scores)
         matrix = None if hinv_dot is None else _reduce_to_writer(hinv_dot)
@@ -163,22 +165,39 @@ def run_trace_parallel(model: nn.Module, selection: Selection, trace: TraceSetti
     return result
 
 
-def gather_resources(group: RankGroup, resources: dict) -> dict | None:
+def gather_resources(group: RankGroup, resources: dict, timer: StageTimer | None = None) -> dict | None:
     """Rank 0's resources with the per-process peaks of every rank (None on the other ranks).
 
     peak_gpu_bytes and ledger_peak_bytes become the largest over ranks (the per-GPU figure the memory
     model predicts); peak_host_bytes the sum over ranks (a pod's host memory when all ranks share it).
+    With ``timer``, ``stage_seconds`` holds every rank's stage seconds (``rank_stage_seconds``).
     """
     keys = ("peak_gpu_bytes", "peak_host_bytes", "ledger_peak_bytes")
     mine = {k: resources[k] for k in keys}
+    if timer is not None:
+        mine["stage_seconds"] = timer.totals()
     gathered = [None] * group.world if group.is_writer else None
     dist.gather_object(mine, gathered, dst=0)
     if not group.is_writer:
         return None
     out = dict(resources)
     out["processes"] = group.world
-    out["per_process"] = gathered
+    out["per_process"] = [{k: g[k] for k in keys} for g in gathered]
     for key in ("peak_gpu_bytes", "ledger_peak_bytes"):
         out[key] = max(g[key] for g in gathered)
     out["peak_host_bytes"] = sum(g["peak_host_bytes"] for g in gathered)
+    if timer is not None:
+        out["stage_seconds"] = rank_stage_seconds([g["stage_seconds"] for g in gathered])
+    return out
+
+
+def rank_stage_seconds(per_rank: list[dict[str, float]]) -> dict[str, dict]:
+    """Per stage over the ranks: the slowest rank's seconds (what the step waits for), the spread
+    (slowest less fastest: the imbalance) and every rank's. ``wait`` is each rank's wait for the
+    slowest before the scores are reduced: a rank's wait is the others' lead."""
+    stages = sorted({k for seconds in per_rank for k in seconds})
+    out = {}
+    for stage in stages:
+        values = [round(float(seconds.get(stage, 0.0)), 6) for seconds in per_rank]
+        out[stage] = {"max": max(values), "spread": round(max(values) - min(values), 6), "per_rank": values}
     return out
