@@ -182,7 +182,7 @@ def record(message: str, progress: list[str], env: dict[str, str], work: Path) -
     sh("kubectl", "delete", "pv", f"{NAMESPACE}-influence-data", "--ignore-not-found", env=env)
     sh("kubectl", "create", "namespace", NAMESPACE, env=env)
     sh("kubectl", "apply", "-f", "-", input=volume("influence-data"), env=env)
-    op_env = {**env, "INFLUENCETRACE_LIVENESS_PORT": "0", "INFLUENCETRACE_RESYNC_SECONDS": "2"}
+    op_env = {**env, "INFLUENCETRACE_LIVENESS_PORT": "0", "INFLUENCETRACE_PROGRESS_SECONDS": "2"}
     with open(work / "operator.log", "wb") as log:
         operator = subprocess.Popen([sys.executable, "-m", "influence_trace.cli", "operator", "--namespace",
                                      NAMESPACE], env=op_env, stdout=log, stderr=subprocess.STDOUT)

@@ -144,6 +144,12 @@ class Informer:
         with self._lock:
             return self._traces.get((namespace, name))
 
+    def running(self) -> list[Key]:
+        """The traces whose stored phase is Running (the progress loop reads their logs)."""
+        with self._lock:
+            return sorted(k for k, t in self._traces.items()
+                          if (t.get("status") or {}).get("phase") == "Running")
+
     def job(self, namespace: str, name: str) -> dict[str, Any] | None:
         with self._lock:
             return self._jobs.get((namespace, name))

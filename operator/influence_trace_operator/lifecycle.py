@@ -116,6 +116,8 @@ def configure(kopf_settings: kopf.OperatorSettings, rt: Runtime) -> None:
             log.info("waiting for Lease %s/%s before acting", rt.lease.namespace, rt.lease.name)
         _start_once(rt, "lease", rt.lease.run, rt.stop, rt.wake.set)
     _start_once(rt, "resync", _resync_forever, rt)
+    if rt.settings.progress_seconds:
+        _start_once(rt, "progress", _progress_forever, rt)
 
 
 def lease_guard(settings: OperatorSettings) -> LeaseGuard:
@@ -147,6 +149,7 @@ def shutdown(rt: Runtime) -> None:
     rt.wake.set()
     rt.reconciler.retries.close()
     _join(rt.threads.get("resync"), deadline)
+    _join(rt.threads.get("progress"), deadline)
     if not rt.reconciler.watchdog.wait_idle(_left(deadline)):
         log.warning("stopping with passes still in flight: %s", rt.reconciler.watchdog.problem())
     if rt.reconciler.history is not None:
@@ -209,6 +212,30 @@ def resync_once(rt: Runtime) -> int:
         count += 1
         rt.reconciler.watchdog.resync_tick()
     return count
+
+
+def progress_once(rt: Runtime) -> int:
+    """A pass (which reads the worker's log) for every Running trace not passed this half-period;
+    returns how many. Sequential: a round never reads more than one log per running trace."""
+    if not rt.reconciler.may_act():
+        return 0
+    count = 0
+    for namespace, name in rt.reconciler.informer.running():
+        if rt.stop.is_set():
+            break
+        if rt.reconciler.passed_within(namespace, name, rt.settings.progress_seconds / 2):
+            continue
+        try:
+            rt.reconciler.reconcile(namespace, name)
+        except Exception:  # one bad trace must not stop the others
+            log.exception("progress pass of %s/%s failed", namespace, name)
+        count += 1
+    return count
+
+
+def _progress_forever(rt: Runtime) -> None:
+    while not rt.stop.wait(rt.settings.progress_seconds):
+        progress_once(rt)
 
 
 def _resync_forever(rt: Runtime) -> None:

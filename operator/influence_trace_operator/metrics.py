@@ -37,6 +37,10 @@ REFUSALS = Counter(
     "influencetrace_placement_refusals_total", "Traces refused a placement (Placed=False), by reason.",
     ["reason"], registry=REGISTRY,
 )
+PROGRESS_READS = Counter(
+    "influencetrace_progress_log_reads_total", "Worker log reads for status.progress (pods/log calls).",
+    registry=REGISTRY,
+)
 RECONCILE_SECONDS = Histogram(
     "influencetrace_reconcile_seconds", "Duration of one reconcile pass of one trace (API calls included).",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0), registry=REGISTRY,

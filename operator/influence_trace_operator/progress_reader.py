@@ -1,10 +1,13 @@
 """status.progress from the running worker's log: the last ``INFLUENCE_TRACE_PROGRESS`` line of its tail.
 
 Read through ``pods/log`` (the operator's RBAC; the worker pod has no API credentials) on every pass
-that finds the attempt still running, i.e. when its pod starts and on each resync. The fraction weighs each
-stage by its predicted seconds (status.estimate.stageSeconds), the ETA is the elapsed time scaled by
-what is left (so it follows the real speed), falling back to the prediction before the first step. A
-log that cannot be read leaves the progress as it was (logged at debug level): progress is for people.
+that finds the attempt still running: when its pod starts, on each resync, and every
+``progress_seconds`` from the progress loop (lifecycle.progress_once), at most once per running trace
+per period. While running, EST-TIME (``estimate.time``) shows the time left; once done, the
+prediction. The fraction weighs each stage by its predicted seconds (status.estimate.stageSeconds),
+the ETA is the elapsed time scaled by what is left (so it follows the real speed), falling back to the
+prediction before the first step. A log that cannot be read leaves the progress as it was (logged at
+debug level): progress is for people.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from kubernetes.client.rest import ApiException
 
 from influence_trace_operator import classify as K
 from influence_trace_operator import labels as L
+from influence_trace_operator import metrics as M
 
 log = logging.getLogger(__name__)
 TAIL_LINES = 50  # the worker prints at most a line every few seconds per loop; its other logs are sparse
@@ -30,6 +34,7 @@ def read_log(kube: Any, namespace: str, pod: str) -> str | None:
     core = getattr(kube, "core", None)
     if core is None:
         return None
+    M.PROGRESS_READS.inc()
     try:
         resp = core.read_namespaced_pod_log(pod, namespace, container=L.WORKER_CONTAINER,
                                             tail_lines=TAIL_LINES, _preload_content=False)
@@ -79,6 +84,8 @@ def update(kube: Any, namespace: str, status: TraceStatus, pods: list[dict[str, 
     if old is not None and old.model_copy(update={"updated_at": now}) == fresh:
         return  # the same line again: no status write
     status.progress = fresh
+    if status.estimate is not None and fresh.eta:  # EST-TIME counts down while the worker runs
+        status.estimate.time = f"{fresh.eta} left"
 
 
 def finish(status: TraceStatus) -> str:
@@ -91,6 +98,8 @@ def finish(status: TraceStatus) -> str:
         update["training_step"] = status.result.steps
     status.progress = (status.progress or ProgressStatus()).model_copy(update=update)
     predicted = status.estimate.seconds if status.estimate else None
+    if status.estimate is not None:  # EST-TIME: the prediction again, beside the actual duration
+        status.estimate.time = readable(predicted) if predicted is not None else None
     if took is None:
         return ""
     return f"took {readable(took)}" + (f", predicted {readable(predicted)}" if predicted else "")

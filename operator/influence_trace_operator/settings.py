@@ -45,6 +45,12 @@ class OperatorSettings(BaseSettings):
     resync_seconds: float = Field(
         30.0, gt=0, description="How often every unfinished trace is reconciled even without events."
     )
+    progress_seconds: float = Field(
+        10.0, ge=0, description=(
+            "How often running attempts' logs are read for status.progress: one pass (and at most one "
+            "log read) per running trace per period (0: only at resync)."
+        ),
+    )
     liveness_port: int = Field(8080, description="Port of /healthz and /metrics (0: off).")
     wedged_seconds: float = Field(
         120.0, gt=0, description="A reconcile pass (or resync round) this late makes /healthz fail."

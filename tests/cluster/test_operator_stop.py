@@ -108,7 +108,8 @@ def test_a_start_that_fails_on_its_health_port_acts_on_nothing_without_the_lease
     assert holder(namespace) not in (None, "other-replica")
     logs = op.logs()
     assert logs.count("Address already in use") >= 2, "kopf retried the start-up at least once"
-    assert logs.count("started thread resync") == 1 and logs.count("started thread lease") == 1, logs[-4000:]
+    for thread in ("resync", "lease", "progress"):
+        assert logs.count(f"started thread {thread}") == 1, logs[-4000:]
 
 
 def _history(namespace: str) -> list[dict]:

@@ -6,23 +6,25 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
+from types import SimpleNamespace
 
 import kopf
 import pytest
-from influence_trace_operator import lifecycle
+from influence_trace.api.progress import Progress
+from influence_trace_operator import lifecycle, on_child
 from influence_trace_operator.settings import OperatorSettings
 
 from tests.operator.fake_kube import FakeKube
 from tests.operator.operator_builders import trace_dict
-
-NS = "default"
+from tests.operator.test_informer import NAME, NS, deliver_trace, launched, watched_pod
 
 
 def runtime(kube: FakeKube, **settings: object) -> lifecycle.Runtime:
     """A runtime on the in-memory Kube; its Lease client points at a port where nothing listens, so the
     Lease is never gained (as when another replica holds it)."""
     base = {"history": False, "resync_seconds": 0.05, "lease_seconds": 3.0, "shutdown_seconds": 5.0,
-            "lease_namespace": NS}
+            "lease_namespace": "default"}
     rt = lifecycle.build_runtime(OperatorSettings(**{**base, **settings}), kube=kube)
     if rt.lease is not None:
         rt.lease.coord.api_client.configuration.host = "http://127.0.0.1:9"
@@ -52,11 +54,11 @@ def test_without_the_lease_a_failed_start_acts_on_nothing_and_a_retry_starts_eac
         with pytest.raises(OSError):
             lifecycle.configure(kopf.OperatorSettings(), rt)
         assert rt.threads == {}
-        rt.reconciler.reconcile(NS, trace_dict()["metadata"]["name"])
+        rt.reconciler.reconcile(NS, NAME)
         taken.close()
         lifecycle.configure(kopf.OperatorSettings(), rt)
         lifecycle.configure(kopf.OperatorSettings(), rt)
-        assert sorted(rt.threads) == ["lease", "resync"] and len(ours(rt)) == 2
+        assert sorted(rt.threads) == ["lease", "progress", "resync"] and len(ours(rt)) == 3
         threading.Event().wait(0.3)  # several resync periods
         assert kube.jobs == {} and kube.status_writes == 0 and kube.events == []
     finally:
@@ -70,3 +72,41 @@ def test_without_a_lease_the_runtime_acts_until_the_stop_begins(kube: FakeKube) 
     lifecycle.configure(kopf.OperatorSettings(), rt)
     lifecycle.shutdown(rt)
     assert not rt.reconciler.may_act() and ours(rt) == []
+
+
+class LogCore:
+    """pods/log of the worker: serves ``lines`` and counts the reads."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self.reads = 0
+
+    def read_namespaced_pod_log(self, pod: str, namespace: str, **_: object) -> SimpleNamespace:
+        self.reads += 1
+        return SimpleNamespace(data="\n".join(self.lines).encode())
+
+
+def test_the_progress_loop_reads_each_running_trace_once_per_period_and_est_time_counts_down(
+    kube: FakeKube,
+) -> None:
+    rt = runtime(kube, lease=False, progress_seconds=0.2)  # rounds are run by hand below
+    core = kube.core = LogCore()  # type: ignore[attr-defined]
+    launched(kube, rt.reconciler)
+    on_child.on_pod_event(rt.reconciler, "MODIFIED", watched_pod(kube, "Running", 101))
+    deliver_trace(kube, rt.reconciler)
+    assert rt.reconciler.informer.running() == [(NS, NAME)]
+    predicted = kube.status_of(NS, NAME)["estimate"]["time"]
+    reads = core.reads
+    assert lifecycle.progress_once(rt) == 0  # passed a moment ago (the pod's event)
+    time.sleep(0.15)
+    core.lines.append(Progress("hessian", 7, 14, "module", 30.0).line())
+    assert lifecycle.progress_once(rt) == 1 and core.reads == reads + 1
+    status = kube.status_of(NS, NAME)
+    assert status["progress"]["text"] == "7/14 modules"
+    assert status["estimate"]["time"] == f"{status['progress']['eta']} left" != predicted
+    deliver_trace(kube, rt.reconciler)
+    time.sleep(0.15)
+    core.lines.append(Progress("hessian", 13, 14, "module", 50.0).line())
+    assert lifecycle.progress_once(rt) == 1 and core.reads == reads + 2
+    assert kube.status_of(NS, NAME)["progress"]["text"] == "13/14 modules"
+    lifecycle.shutdown(rt)
