@@ -38,7 +38,7 @@ from influence_trace.trace.lean_capture import Recompute, checkpointed_layers, r
 from influence_trace.trace.ledger import MemoryLedger
 from influence_trace.trace.projection import TracedModule, project
 from influence_trace.trace.selection import Selection
-from influence_trace.trace.staging import CaptureStaging, release_cached_device_memory
+from influence_trace.trace.staging import CaptureStaging, CopyStream, release_cached_device_memory
 
 STAGE = "logprob_backward"
 DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32, "float64": torch.float64}
@@ -243,7 +243,8 @@ def capture_factors(model: nn.Module, selection: Selection, traced: list[TracedM
     device = torch.device(options.device)
     factors = allocate_factors(traced, int(offsets[-1]), offsets, trace)
     plan = plan_capture(model, responses, options, ledger)
-    state: dict = {"staging": staging_for(plan.batches, responses, traced, trace, device.type == "cuda"),
+    staging = staging_for(plan.batches, responses, traced, trace, device.type == "cuda", device)
+    state: dict = {"staging": staging,
                    "recompute": Recompute(), "measured": 0}
     run = _BatchRunner(model, responses, offsets, response_weights(selection, trace), plan, device, ledger)
     with _hooks(model, traced, factors, state, compute_dtype(trace)), \
@@ -300,11 +301,12 @@ class _BatchRunner:
 
 
 def staging_for(batches: list[list[int]], responses, traced: list[TracedModule], trace: TraceSettings,
-                pin: bool) -> CaptureStaging:
+                pin: bool, device: str | torch.device = "cuda") -> CaptureStaging:
     """Double-buffered staging sized for the largest batch's response rows of every traced module."""
     rows = max((sum(responses[i].num_tokens for i in idx) for idx in batches), default=0)
     width = sum(t.dims.k_in + t.dims.k_out for t in traced)
-    return CaptureStaging(rows * width, DTYPES[trace.capture_dtype], pin)
+    copier = CopyStream(torch.device(device)) if pin else None
+    return CaptureStaging(rows * width, DTYPES[trace.capture_dtype], pin, copier=copier)
 
 
 def _progress(items: list, enabled: bool, desc: str):

@@ -9,8 +9,13 @@ pinned buffers made once and reused:
 - ``CaptureStaging``: two slots, each sized for one capture batch's factor rows. A capture hook
   queues an asynchronous device-to-host copy of its projected rows (one contiguous block per hook:
   the captured positions are ordered response by response) into the batch's slot; nothing waits.
-  After the batch, one event marks its copies; the slot is scattered into the store only after the
-  *next* batch is queued, so the GPU computes batch n+1 while the CPU fills the store from batch n.
+  The copies run on a side stream (``CopyStream``): each waits for the compute stream's work so far
+  (the rows it copies), and the rows are marked used by the side stream (``record_stream``) so the
+  allocator does not hand their memory to the forward or backward before the copy has read it; so
+  the copies overlap the compute instead of queueing between its kernels. After the batch, one event
+  on the side stream marks its copies; the slot is scattered into the store only after the *next*
+  batch is queued, so the GPU computes batch n+1 while the CPU fills the store from batch n, and a
+  slot is written again only after its event (``_drain``).
 - ``Transfer``: two pinned chunks for moving one module's rows to the device (Hessian stage,
   exchange) or back (exchange), chunk by chunk, so the dtype-changing copy to the device needs a
   temporary of one chunk, not of the whole module.
@@ -63,6 +68,26 @@ def _wait(event: torch.cuda.Event | None) -> None:
         event.synchronize()
 
 
+class CopyStream:
+    """Device-to-host copies on a side stream, each ordered after the compute that made its values."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.stream = torch.cuda.Stream(device)
+
+    def copy(self, region: torch.Tensor, values: torch.Tensor) -> None:
+        """region (pinned host) <- values (device), queued on the side stream without blocking."""
+        self.stream.wait_stream(torch.cuda.current_stream(values.device))
+        with torch.cuda.stream(self.stream):
+            region.copy_(values, non_blocking=True)
+        values.record_stream(self.stream)  # not reused by the compute stream before this copy read it
+
+    def record(self) -> torch.cuda.Event:
+        """An event after every copy queued so far."""
+        event = torch.cuda.Event()
+        event.record(self.stream)
+        return event
+
+
 @dataclass
 class _Batch:
     """One batch's queued copies: (store, staged rows) pairs, the store rows they go to, the event."""
@@ -76,9 +101,11 @@ class _Batch:
 class CaptureStaging:
     """Double-buffered staging of capture batches: ``begin``, ``put`` per hook, ``end``, ``finish``."""
 
-    def __init__(self, capacity: int, dtype: torch.dtype, pin: bool, slots: int = 2) -> None:
+    def __init__(self, capacity: int, dtype: torch.dtype, pin: bool, slots: int = 2,
+                 copier: CopyStream | None = None) -> None:
         self.capacity = capacity  # elements per slot: the largest batch's rows x sum(k_in + k_out)
         self.pin = pin
+        self.copier = copier  # the side stream of the copies (CUDA); None: copies on the current stream
         self.slots = [host_buffer(capacity, dtype, pin) for _ in range(slots)]
         self.queued: deque[_Batch] = deque()  # ended, not yet scattered into the store
         self.batch: _Batch | None = None
@@ -112,14 +139,21 @@ class CaptureStaging:
         region = slot[self.cursor : self.cursor + rows * k].view(rows, k)
         self.cursor += rows * k
         # Cast on the device (half the bytes over PCIe for bfloat16), then one contiguous copy.
-        region.copy_(values.detach().to(store.dtype), non_blocking=self.pin)
+        cast = values.detach().to(store.dtype)
+        if self.copier is not None:
+            self.copier.copy(region, cast)
+        else:
+            region.copy_(cast, non_blocking=self.pin)
         self.batch.copies.append((store, region))
         self.batch.device = values.device
 
     def end(self) -> None:
         """Mark the batch's copies queued; scatter the previous batch (its copies are done or nearly)."""
         assert self.batch is not None, "end() without begin()"
-        self.batch.event = _record(self.pin, self.batch.device)
+        if self.copier is not None:
+            self.batch.event = self.copier.record()
+        else:
+            self.batch.event = _record(self.pin, self.batch.device)
         self.queued.append(self.batch)
         self.batch = None
         while len(self.queued) > 1:
