@@ -22,7 +22,9 @@ from typing import Any
 from influence_trace.api.spec import InfluenceTrace, ManifestError, parse_manifest
 from influence_trace.api.status import AttemptRecord, EstimateStatus, ResultStatus, TraceStatus
 from influence_trace.api.units import gb
+from influence_trace.planning.memory_model import ShapesError
 from influence_trace.planning.placement import Pool, suggest_after_oom
+from influence_trace.planning.workload import WorkloadError
 from kubernetes.client.rest import ApiException
 from pydantic import ValidationError
 
@@ -48,6 +50,11 @@ from influence_trace_operator.settings import OperatorSettings
 log = logging.getLogger(__name__)
 CONFLICT_RETRIES = 5
 ECHOES = 4  # own status writes per trace whose watch events are known to carry nothing new
+CLUSTER_FIELDS = (
+    "the operator places a trace before any pod can read its volume, so on a cluster the trace names "
+    "the model's shapes (spec.model.preset or spec.model.architecture) and its response tokens "
+    "(spec.rollouts.tokensEstimate); see docs/operator.md, 'Fields a cluster trace needs'"
+)
 CANCEL_ANNOTATION = "influencetrace.dev/cancel"  # any value: stop the running Job, fail the trace
 CANCELLED = "Cancelled"  # Failed: cancelled by the annotation; attempt outcome when its Job was deleted
 JOB_RELAUNCHED = "JobRelaunched"  # Placed True: a deleted Job's attempt relaunched on the same pool
@@ -267,7 +274,10 @@ class Reconciler:
         s = self.settings
         try:
             model, learned, chosen, duration = H.place(self.history, trace.spec, allowed, s)
-        except ValueError as err:  # no shapes, unknown module suffixes, unknown pools
+        except (ShapesError, WorkloadError) as err:  # the operator cannot read the trace's volume
+            self._fail(p, C.INVALID_SPEC, f"{err}; {CLUSTER_FIELDS}")
+            return
+        except ValueError as err:  # unknown module suffixes, unknown pools
             self._fail(p, C.INVALID_SPEC, str(err))
             return
         pool = next((x for x in allowed if chosen.pool and x.name == chosen.pool.name), None)

@@ -174,6 +174,22 @@ def test_an_unparseable_spec_fails_with_a_reason_and_no_job(kube: FakeKube, reco
     assert any(c["type"] == "Failed" and c["reason"] == "InvalidSpec" for c in status["conditions"])
 
 
+@pytest.mark.parametrize(("section", "body", "field"), [
+    ("model", {"path": "/workspace/models/tiny"}, "spec.model.preset"),
+    ("rollouts", {"path": "/workspace/data/rollouts.jsonl"}, "spec.rollouts.tokensEstimate"),
+])
+def test_a_trace_without_shapes_or_tokens_says_what_a_cluster_trace_needs(
+    kube: FakeKube, reconciler: Reconciler, section: str, body: dict, field: str
+) -> None:
+    """The operator never reads the trace's volume: the message names the field and says why, instead
+    of asking to make config.json 'readable here'."""
+    kube.traces[(NS, NAME)]["spec"][section] = body
+    reconciler.reconcile(NS, NAME)
+    status = kube.status_of(NS, NAME)
+    assert (status["phase"], status["reason"]) == ("Failed", "InvalidSpec") and kube.jobs == {}
+    assert field in status["message"] and "before any pod can read its volume" in status["message"]
+
+
 def test_a_deleted_trace_is_left_alone(kube: FakeKube, reconciler: Reconciler) -> None:
     kube.traces.clear()
     reconciler.reconcile(NS, NAME)
