@@ -119,7 +119,7 @@ def _stage(mod: TracedModule, factors: Factors, dtype: torch.dtype, device: torc
 
 
 def _scope_gradients(staged: _Staged, first: int, last: int, ledger: MemoryLedger,
-                     stage: str) -> torch.Tensor:
+                     stage: str, chunk_bytes: int) -> torch.Tensor:
     """G_s (R_s x D) for responses [first, last), formed only when needed (declared "response_grads").
 
     Forming it costs 2 T_s D flops, nothing beside the Hessian's, so it is formed again rather than
@@ -128,7 +128,7 @@ def _scope_gradients(staged: _Staged, first: int, last: int, ledger: MemoryLedge
     a, b = staged.offsets[first], staged.offsets[last]
     ledger.allocate("response_grads", (last - first) * staged.dim * staged.u.element_size(), stage)
     local = [o - a for o in staged.offsets[first : last + 1]]
-    return response_gradients(staged.u[a:b], staged.v[a:b], local)
+    return response_gradients(staged.u[a:b], staged.v[a:b], local, chunk_bytes, ledger, stage)
 
 
 def _inverse_solutions(staged: _Staged, first: int, last: int, trace: TraceSettings, chunk_bytes: int,
@@ -144,14 +144,14 @@ def _inverse_solutions(staged: _Staged, first: int, last: int, trace: TraceSetti
     if trace.hessian_source == "token":
         hessian = token_hessian(staged.u[a:b], staged.v[a:b], chunk_bytes, ledger)
     else:
-        grads = _scope_gradients(staged, first, last, ledger, STAGE)
+        grads = _scope_gradients(staged, first, last, ledger, STAGE, chunk_bytes)
         hessian = response_hessian(grads, ledger)
         del grads
         ledger.free("response_grads")
     fact = damped_cholesky(hessian, trace.reg_lambda, trace.max_damping_retries, ledger, where)
     del hessian
     ledger.free("hessian")
-    solved = _scope_gradients(staged, first, last, ledger, STAGE)
+    solved = _scope_gradients(staged, first, last, ledger, STAGE, chunk_bytes)
     solve_in_place(fact, solved, similarity)
     damping, retries = fact.damping, fact.retries
     del fact
@@ -159,15 +159,18 @@ def _inverse_solutions(staged: _Staged, first: int, last: int, trace: TraceSetti
     return solved, damping, retries
 
 
-def _score_scope(scope: Scope, solved: torch.Tensor, staged: _Staged, scores: torch.Tensor) -> None:
+def _score_scope(scope: Scope, solved: torch.Tensor, staged: _Staged, scores: torch.Tensor,
+                 chunk_bytes: int, ledger: MemoryLedger) -> None:
     """Add the scope's token scores for this module: u_t^T M_o v_t with M = C W^T, C structured.
 
-    Not declared to the ledger: the structured contrast needs K x D directions (K <= 2), one D row
-    and K x R coefficients, about 1.2 MB at D = 66,304 and R = 45,867 (docs/memory-model.md).
+    The structured contrast's K x D directions (K <= 2), one D row and K x R coefficients are not
+    declared (about 1.2 MB at D = 66,304 and R = 45,867, docs/memory-model.md); the GPU strategy's
+    token chunk is (trace/scoring_gpu.py), and it overwrites ``solved`` with the directions.
     """
     a, b = staged.offsets[scope.first], staged.offsets[scope.last]
     local = [o - a for o in staged.offsets[scope.first : scope.last + 1]]
-    score_tokens(scope.contrast, solved, staged.u[a:b], staged.v[a:b], local, scores[a:b])
+    score_tokens(scope.contrast, solved, staged.u[a:b], staged.v[a:b], local, scores[a:b], chunk_bytes,
+                 ledger)
 
 
 def _global_hinv_dot(staged: _Staged, trace: TraceSettings, chunk_bytes: int, ledger: MemoryLedger,
@@ -195,7 +198,8 @@ def trace_module(mod: TracedModule, factors: Factors, scopes: list[Scope], trace
     for scope in scopes:
         if trace.hessian_mode == "identity":
             with timer.stage("grad_staging"):
-                solved = _scope_gradients(staged, scope.first, scope.last, ledger, "grad_staging")
+                solved = _scope_gradients(staged, scope.first, scope.last, ledger, "grad_staging",
+                                          options.chunk_bytes)
         else:
             with timer.stage("hessian_solve"):
                 where = f"module {mod.name}, scope {scope.label}"
@@ -206,7 +210,7 @@ def trace_module(mod: TracedModule, factors: Factors, scopes: list[Scope], trace
             report.damping.append(damping)
             report.retries += retries
         with timer.stage("token_scoring"):
-            _score_scope(scope, solved, staged, scores)
+            _score_scope(scope, solved, staged, scores, options.chunk_bytes, ledger)
         del solved
         ledger.free("response_grads")
     if hinv_dot is not None and not reuse_for_diag:
