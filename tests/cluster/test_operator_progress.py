@@ -21,6 +21,7 @@ from pathlib import Path
 
 from tests.cluster import kube
 from tests.cluster.operator_fixtures import (
+    CLI,
     crd_fixture,  # noqa: F401  (fixture)
     op_fixture,  # noqa: F401  (fixture)
     trace_manifest,
@@ -77,12 +78,19 @@ def test_progress_moves_through_the_columns_and_ends_done(namespace: str, op, tm
         serve_log(namespace, pod["metadata"]["name"], log)
         feeder = replay(log, lines, 1.0)
         seen: list[tuple[str, str, float]] = []
+        est_times: set[str] = set()
         deadline = time.monotonic() + len(lines) + 30
         while time.monotonic() < deadline:
             status = kube.get("influencetrace", "watch", namespace)["status"]
             prog = status.get("progress")
+            est_times.add(status["estimate"]["time"])
             if prog and (not seen or seen[-1][:2] != (prog["stage"], prog["text"])):
                 seen.append((prog["stage"], prog["text"], prog["fraction"]))
+                if len(seen) == 3:  # mid-run: the user's way to the worker's log
+                    printed = subprocess.run([str(CLI), "logs", "watch", "-n", namespace],
+                                             capture_output=True, text=True,
+                                             env=kube.current_cluster().env(), timeout=60)
+                    assert printed.returncode == 0 and "INFLUENCE_TRACE_PROGRESS" in printed.stdout, printed
             if status.get("phase") == "Succeeded":
                 break
             time.sleep(0.3)
@@ -99,6 +107,8 @@ def test_progress_moves_through_the_columns_and_ends_done(namespace: str, op, tm
     fractions = [f for _, _, f in running]
     assert fractions == sorted(fractions) and 0 < fractions[0] < fractions[-1] <= 1, seen
     assert final["progress"]["text"] == "done" and final["progress"]["fraction"] == 1.0
+    assert any(t.endswith(" left") for t in est_times), est_times  # EST-TIME counted down while running
+    assert final["estimate"]["time"] == est["time"]  # and shows the prediction again once done
     assert final["progress"]["actualSeconds"] >= len(lines)  # the pod ran that long; compared below
     described = kube.kubectl("describe", "itrace", "watch", namespace=namespace).stdout
     assert "predicted 30s" in described and "took " in described, described

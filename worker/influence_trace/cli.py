@@ -20,6 +20,9 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "report": ("influence_trace.report.html", "main", "write a self-contained HTML report of a run"),
     "compare": ("influence_trace.report.compare", "main", "put several runs side by side"),
     "crd": ("influence_trace.api.reference", "main", "print the CRD (or --reference) made from the spec"),
+    "logs": ("influence_trace_operator.results", "logs", "print or follow a cluster trace's worker log"),
+    "fetch": ("influence_trace_operator.results", "fetch",
+              "copy a cluster trace's outputs (rows, summary, report) off its volume claim"),
 }
 
 
@@ -52,6 +55,16 @@ def _add_arguments(name: str, sub: argparse.ArgumentParser) -> None:
     elif name == "compare":
         sub.add_argument("dirs", nargs="+", help="finished runs' output directories")
         sub.add_argument("--json", action="store_true", help="print JSON instead of markdown")
+    elif name in ("logs", "fetch"):
+        sub.add_argument("trace", help="name of the InfluenceTrace")
+        sub.add_argument("-n", "--namespace", default="default", help="its namespace (default: default)")
+        if name == "logs":
+            sub.add_argument("-f", "--follow", action="store_true", help="keep printing as the worker logs")
+        else:
+            sub.add_argument("--to", default=None, help="local directory (default: the trace's name)")
+            sub.add_argument("--image", default=None, help="reader pod image (default: the worker image)")
+            sub.add_argument("--print", action="store_true",
+                             help="print the reader pod and the kubectl commands instead of running them")
     elif name == "crd":
         sub.add_argument("--out", default=None, help="write to this file instead of stdout")
         sub.add_argument("--reference", action="store_true",
