@@ -8,8 +8,10 @@ an ETA; it is not a benchmark. Per process:
             the model dtype
   hessian   per traced module: the Gram matrix 2 T D^2, or 2 T pairs(k_out) pairs(k_in) where the
             worker builds it as a symmetric Gram (token source; response source R D^2), one
-            Cholesky D^3 / 3 and triangular solves 2 D^2 R per scope, in the Hessian dtype; modules
-            are split over the processes
+            Cholesky D^3 / 3 and triangular solves 2 D^2 R per scope, in the Hessian dtype; plus
+            the kernel launches of the strategy the GPU runs (``LAUNCH_SECONDS`` each of host time)
+            and its token chunks' memory traffic (planning/launch_plan.py); modules are split over
+            the processes
   setup     process start and reading the weights (``STARTUP_SECONDS`` + bytes / ``LOAD_BYTES_PER_SECOND``)
 Each term runs at ``EFFICIENCY`` of the pool's peak rate. Observed durations correct it through the
 history (``planning.history``): seconds / predicted seconds of earlier runs of the configuration.
@@ -21,8 +23,20 @@ from dataclasses import dataclass
 
 from influence_trace.api.architectures import traced_module_dims
 from influence_trace.api.spec import InfluenceTraceSpec
-from influence_trace.planning.hessian_plan import pairs, uses_symmetric_gram
+from influence_trace.planning.hessian_plan import (
+    CHUNK_BYTES,
+    cyclic_pairs,
+    kernels_for,
+    pairs,
+    uses_symmetric_gram,
+)
 from influence_trace.planning.history import History, Observation, config_fields, config_key
+from influence_trace.planning.launch_plan import (
+    LAUNCH_SECONDS,
+    ScopeWork,
+    scope_launches,
+    scope_traffic_bytes,
+)
 from influence_trace.planning.memory_model import DTYPE_BYTES, Estimate, resolve_shapes
 from influence_trace.planning.placement import Pool
 
@@ -103,7 +117,7 @@ def stage_seconds(spec: InfluenceTraceSpec, est: Estimate, rates: Rates = DEFAUL
     flops = 4 * shapes.parameter_count() * padded
     out["capture"] = flops / rates.of(spec.model.dtype) / EFFICIENCY["capture"]
     hessian_rate = rates.of(_hessian_dtype(spec)) * EFFICIENCY["hessian"]
-    out["hessian"] = _hessian_flops(spec, est) / procs / hessian_rate
+    out["hessian"] = (_hessian_flops(spec, est) / hessian_rate + _kernel_overhead(spec, est, rates)) / procs
     return out
 
 
@@ -113,19 +127,42 @@ def _hessian_dtype(spec: InfluenceTraceSpec) -> str:
     return spec.trace.hessian_dtype
 
 
+def _scopes(spec: InfluenceTraceSpec, est: Estimate) -> tuple[int, int, int]:
+    """(scopes, tokens, responses of each): one scope, or the largest group repeated."""
+    w = est.workload
+    if spec.trace.scope == "all_selected":
+        return 1, w.response_tokens, w.responses
+    return max(1, w.responses // max(1, w.scope_responses)), w.scope_tokens, w.scope_responses
+
+
+def _kernel_overhead(spec: InfluenceTraceSpec, est: Estimate, rates: Rates) -> float:
+    """Seconds of kernel launches and of the GPU strategy's chunk traffic, over every module."""
+    t = spec.trace
+    kernels = kernels_for("cuda")
+    scopes, tokens, responses = _scopes(spec, est)
+    launches = traffic = 0
+    for d in traced_module_dims(resolve_shapes(spec), t.modules, t.factor, t.max_hessian_dim):
+        work = ScopeWork(d.k_out, d.k_in, tokens, responses, DTYPE_BYTES[t.hessian_dtype],
+                         CHUNK_BYTES[kernels], kernels, t.hessian_source, t.hessian_mode == "inverse")
+        launches += scopes * sum(scope_launches(work).values())
+        traffic += scopes * scope_traffic_bytes(work)
+    return launches * LAUNCH_SECONDS + traffic / rates.bandwidth
+
+
 def _hessian_flops(spec: InfluenceTraceSpec, est: Estimate) -> float:
     t = spec.trace
     w = est.workload
     dims = traced_module_dims(resolve_shapes(spec), t.modules, t.factor, t.max_hessian_dim)
-    scopes = 1 if t.scope == "all_selected" else max(1, w.responses // max(1, w.scope_responses))
+    scopes = _scopes(spec, est)[0]
+    pair = cyclic_pairs if kernels_for("cuda") == "gpu" else pairs
     total = 0.0
     for d in dims:
         dim = float(d.dim)
         rows = w.response_tokens if t.hessian_source == "token" else w.responses
         build = 2 * rows * dim * dim
         if t.hessian_source == "token" and uses_symmetric_gram(d.k_out, d.k_in):
-            build = 2 * rows * pairs(d.k_out) * pairs(d.k_in)  # the symmetric Gram: about T D^2 / 2
-        total += build + 2 * w.responses * dim  # the Hessian build (or response rows) and scores
+            build = 2 * rows * pair(d.k_out) * pair(d.k_in)  # the symmetric Gram: about T D^2 / 2
+        total += build + 4 * w.response_tokens * dim  # the build (or response rows); gradients and scores
         if t.hessian_mode == "inverse":
             total += scopes * dim**3 / 3 + 2 * dim * dim * w.responses
     return total
