@@ -222,3 +222,23 @@ def test_generating_steps_sample_from_the_current_policy(tiny_model_dir, tmp_pat
     first, second = step_scores(tmp_path / "same", 1), step_scores(tmp_path / "same", 2)
     for key in first:
         np.testing.assert_array_equal(first[key], second[key])
+
+
+def test_validating_every_step_leaves_the_training_unchanged(tiny_model_dir, rollouts, tmp_path) -> None:
+    """spec.validate in a multi-step trace: each step writes validation.json before its update, and the
+    updates (restored weights, the loop's own optimizer untouched) are bit for bit those of a run
+    without it."""
+    plain = manifest(tiny_model_dir, [rollouts, rollouts], tmp_path / "plain", optimizer=ADAMW)
+    checked = manifest(tiny_model_dir, [rollouts, rollouts], tmp_path / "checked", optimizer=ADAMW)
+    checked["spec"]["trace"] = {**FLOAT64, "scope": "all_selected", "excludeSelfResponse": False}
+    checked["spec"]["validate"] = {"subsets": 3, "target": "optimizer"}
+    plain["spec"]["trace"] = checked["spec"]["trace"]
+    run(plain)
+    summary = run(checked)
+    for step in (1, 2):
+        document = json.loads((tmp_path / "checked" / f"step-{step}" / "validation.json").read_text())
+        assert document["target"] == "optimizer" and len(document["subsets_detail"]) == 3
+        assert summary["steps"][step - 1]["metrics"]["lds"] == document["lds"]
+    a, b = checkpoint_weights(tmp_path / "plain", 2), checkpoint_weights(tmp_path / "checked", 2)
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], rtol=0, atol=0, msg=name)

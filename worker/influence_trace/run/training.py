@@ -35,7 +35,7 @@ from influence_trace.planning.options import WorkerOptions
 from influence_trace.run import checkpoint
 from influence_trace.run.parallel_trace import gather_resources, run_trace_parallel
 from influence_trace.run.partition import contiguous_shares
-from influence_trace.run.pipeline import check_inputs, run_pipeline, select, write_outputs
+from influence_trace.run.pipeline import check_inputs, run_pipeline, run_validation, select, write_outputs
 from influence_trace.run.resources import resources_used
 from influence_trace.run.resume import Resume
 from influence_trace.trace.engine import run_trace
@@ -217,12 +217,25 @@ def run_step(loop: Loop, step: int) -> None:
     _rollouts(loop, m, step, resume)
     selection, read = _selection(loop, m, rollouts_path)
     result = _trace(loop, m, selection, rollouts_path, resume)
+    checked = _validate(loop, m, selection, result, timer)
     update = _update(loop, m, selection)
     resources = _resources(loop)
     if loop.writer:
         extra = {**resume.summary(), "step": step, "update": update}
-        summary = write_outputs(m, selection, result, read, timer, resources, extra)
+        summary = write_outputs(m, selection, result, read, timer, resources, extra, checked)
         loop.records.append(step_record(step, summary))
+
+
+def _validate(loop: Loop, m: InfluenceTrace, selection: Selection, result: Any, timer: StepTimer):
+    """Stage validate on the writer, before the update changes the weights (the others wait without the
+    collectives' timeout, as they do for generation)."""
+    if m.spec.validation is None:
+        return None
+    checked = None
+    if loop.writer:
+        checked = run_validation(m.spec, loop.model, selection, result, loop.options, timer)
+    _barrier(loop, loop.waiting)
+    return checked
 
 
 def _broadcast_path(path: Path | None) -> Path:
@@ -287,7 +300,7 @@ def run_training(manifest: InfluenceTrace, options: WorkerOptions, timer: StageT
     training = spec.training or TrainingSpec()
     loop = Loop(manifest, options, timer, ledger, group, model, PolicyOptimizer(model, training.optimizer),
                 checkpoint.trajectory(spec))
-    if group is not None and spec.rollouts.generate is not None:
+    if group is not None and (spec.rollouts.generate is not None or spec.validation is not None):
         loop.waiting = dist.new_group(backend="gloo", timeout=GENERATION_WAIT)
     first = _restore(loop) + 1
     for step in range(first, training.steps + 1):
