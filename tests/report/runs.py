@@ -48,3 +48,18 @@ def random_rows(n_prompts: int, per_prompt: int, tokens: int = 12, seed: int = 0
             rows.append(Row(f"p{p}", f"p{p}-r{r}", float(accepted), 0.5 if accepted else -0.5, accepted,
                             ids, scores))
     return rows
+
+
+def write_validation(out: Path, subsets: int = 12, lds: float = 0.875) -> Path:
+    """validation.json as spec.validate leaves it (io.outputs.write_validation), with made-up numbers."""
+    from influence_trace.io.outputs import write_validation as write
+
+    rng = np.random.default_rng(0)
+    predicted = rng.normal(size=subsets)
+    detail = [{"predicted": float(p), "actual": float(2 * p + 0.1 * rng.normal()), "kept_tokens": 50}
+              for p in predicted]
+    removal = {k: {"removed_tokens": 1, "predicted": -0.1, "actual": -0.2}
+               for k in ("top_1pct", "bottom_1pct", "random_1pct")}
+    return write(out, {"target": "sgd", "subsets": subsets, "fraction": 0.5, "seed": 0, "tokens": 100,
+                       "lds": lds, "full_update": {"predicted": 1.0, "actual": 2.0}, "removal": removal,
+                       "subsets_detail": detail})

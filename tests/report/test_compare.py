@@ -63,7 +63,7 @@ def test_two_demo_runs_json(demo_runs: list[Path], capsys: pytest.CaptureFixture
     for run, path in zip(data["runs"], demo_runs, strict=True):
         assert run["rows_emitted"] == 24
         assert run["timings"]["step_total"] > 0 and "hessian_solve" in run["timings"]
-        assert set(run["metrics"]) == set(METRICS)
+        assert set(run["metrics"]) == {*METRICS, "lds"} and run["metrics"]["lds"] is None
         assert run["metrics"] == open_run(path).metrics
         assert 0.0 <= run["metrics"]["auc"] <= 1.0
 
@@ -72,12 +72,13 @@ def test_synthetic_runs_show_metrics_and_several_differences(tmp_path: Path,
                                                              capsys: pytest.CaptureFixture[str]) -> None:
     a = write_run(tmp_path / "a", random_rows(2, 4), name="f64-perprompt", factor=64, metrics=METRICS)
     b = write_run(tmp_path / "b", random_rows(2, 4), name="f32-allsel", factor=32, scope="all_selected",
-                  hessianMode="identity", metrics={**METRICS, "auc": 0.618})
+                  hessianMode="identity", metrics={**METRICS, "auc": 0.618, "lds": 0.912})
     text = cli([a, b], False, capsys)
     assert "| trace.factor | 64 | 32 |" in text
     assert "| trace.scope | per_prompt | all_selected |" in text
     assert "| trace.hessianMode | inverse | identity |" in text
     assert "| **AUC (accepted vs rejected)** | **0.978** | **0.618** |" in text
+    assert "| **LDS (subset updates, Spearman)** | **–** | **0.912** |" in text
     assert "| **step total** | **1,012** | **1,012** |" in text
     assert "| GPU mem (GB) | 91 | 91 |" in text
 

@@ -18,7 +18,7 @@ from influence_trace.io.outputs import Row
 from influence_trace.report.html import PAGE_SIZE, build_report
 
 from tests.report.browser import Page
-from tests.report.runs import random_rows, write_run
+from tests.report.runs import random_rows, write_run, write_validation
 
 pytestmark = [
     pytest.mark.slow,
@@ -47,6 +47,7 @@ def marked_rows() -> list[Row]:
 def page(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory):
     tmp = tmp_path_factory.mktemp("report")
     run = write_run(tmp / "run", marked_rows(), model_path=str(tiny_model_dir))
+    write_validation(run, subsets=12, lds=0.875)
     report = build_report(run, tmp / "report.html")
     with Page(tmp / "profile") as p:
         p.load(report.as_uri())
@@ -122,6 +123,14 @@ def test_text_is_escaped_and_words_decoded(page: Page) -> None:
     choose(page, "f-prompt", NASTY_PROMPT)
     assert page.eval("document.querySelectorAll('#responses b').length") == 0
     assert "the answer is five" in page.eval(f"{response_el('hi')}.textContent")
+
+
+def test_validation_scatter_shows_every_subset_and_the_lds(page: Page) -> None:
+    assert page.eval("document.querySelectorAll('svg.scatter circle').length") == 12
+    assert "LDS 0.875" in page.eval("document.querySelector('svg.scatter').textContent")
+    box = page.eval("(r => [r.width, r.height])"
+                    "(document.querySelector('svg.scatter').getBoundingClientRect())")
+    assert min(box) > 100  # drawn, not collapsed
 
 
 def test_no_console_errors_and_no_requests(page: Page) -> None:

@@ -49,3 +49,14 @@ def test_cli_writes_a_self_contained_file(tmp_path: Path, capsys) -> None:
     assert 'id="trace-data"' in page and "<svg" in page
     data = json.loads(page.split('id="trace-data">')[1].split("</script>")[0])
     assert len(data["responses"]) == 8 and data["vocab"] == {}  # no tokenizer at /nonexistent: ids shown
+
+
+def test_validation_section_only_when_the_run_validated(tmp_path: Path) -> None:
+    from tests.report.runs import write_validation
+
+    run = write_run(tmp_path / "run", random_rows(2, 4))
+    assert "svg class=\"scatter\"" not in (report.build_report(run)).read_text()
+    write_validation(run, subsets=7, lds=0.5)
+    page = report.build_report(run).read_text()
+    assert page.count("<circle") == 7 and "LDS 0.500" in page
+    assert "top 1% removed" in page and "every token kept" in page

@@ -146,9 +146,32 @@ def body(run: Run, all_scores: np.ndarray, clip: float) -> str:
         "<h2>Scores</h2>",
         report_svg.token_histogram(all_scores, clip),
         report_svg.mean_histogram(means[acc], means[~acc]) if means.size else "",
+        validation_section(run.validation),
         "<h2>Configuration</h2>",
         settings_table(flatten(run.spec), "Setting"),
         details("Everything else in summary.json", settings_table(other_summary(run.summary), "Field")),
+    ])
+
+
+def validation_section(document: dict[str, Any] | None) -> str:
+    """spec.validate's subsets as a scatter with the LDS, and the 1% removals (empty without it)."""
+    if not document:
+        return ""
+    subsets = document.get("subsets_detail") or []
+    predicted = [float(s["predicted"]) for s in subsets]
+    actual = [float(s["actual"]) for s in subsets]
+    rows = [(name.replace("_1pct", " 1% removed"), [f"{v['predicted']:.4g}", f"{v['actual']:.4g}"], False)
+            for name, v in (document.get("removal") or {}).items()]
+    full = document.get("full_update") or {}
+    if full:
+        rows.insert(0, ("every token kept", [f"{full['predicted']:.4g}", f"{full['actual']:.4g}"], True))
+    return "\n".join([
+        '<h2 id="validation">Validation (subset updates)</h2>',
+        report_svg.validation_scatter(predicted, actual, document.get("lds")),
+        html_table(["Change of the objective", "predicted", "actual"], rows),
+        f'<p class="sub">target {escape(str(document.get("target")))}, {len(subsets)} subsets keeping '
+        f'{escape(str(document.get("fraction")))} of {escape(str(document.get("tokens")))} tokens; '
+        "removals are differences from every token kept; definitions in docs/algorithm.md.</p>",
     ])
 
 

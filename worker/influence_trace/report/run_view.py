@@ -28,7 +28,10 @@ METRIC_LABELS = {
     "snr_mean": "SNR mean",
     "snr_median": "SNR median",
     "unscored_token_share": "unscored tokens",
+    "lds": "LDS (subset updates, Spearman)",
 }
+# The quality metrics and, when the run validated (spec.validate), its linear datamodeling score.
+REPORT_METRIC_KEYS = (*METRIC_KEYS, "lds")
 
 
 @dataclass
@@ -45,6 +48,7 @@ class Run:
     scores: list[np.ndarray] = field(default_factory=list)
     metrics: dict[str, float | None] = field(default_factory=dict)
     metrics_source: str = "summary.json"
+    validation: dict[str, Any] | None = None  # validation.json, when the run validated
 
     @property
     def spec(self) -> dict[str, Any]:
@@ -93,11 +97,20 @@ def open_run(path: str | Path) -> Run:
     run.token_ids = _list_column(table, "token_ids", np.int64)
     run.scores = _list_column(table, "scores", np.float64)
     if isinstance(run.summary.get("metrics"), dict):
-        run.metrics = {k: run.summary["metrics"].get(k) for k in METRIC_KEYS}
+        run.metrics = {k: run.summary["metrics"].get(k) for k in REPORT_METRIC_KEYS}
     else:  # a run from before the worker wrote metrics
         run.metrics = quality_metrics(run.prompt_ids, run.accepted, run.scores)
         run.metrics_source = "rows.parquet (computed here: summary.json has none)"
+    run.validation = _validation(Path(path))
     return run
+
+
+def _validation(path: Path) -> dict[str, Any] | None:
+    """validation.json (spec.validate), or None when the run did not validate."""
+    from influence_trace.io.outputs import VALIDATION_FILE
+
+    file = path / VALIDATION_FILE
+    return json.loads(file.read_text()) if file.is_file() else None
 
 
 def _list_column(table: Any, name: str, dtype: type) -> list[np.ndarray]:
@@ -145,8 +158,8 @@ def resource_rows(runs: list[Run]) -> list[Row]:
 
 
 def metric_rows(runs: list[Run]) -> list[Row]:
-    return [(METRIC_LABELS[k], [fmt_metric(r.metrics.get(k), k) for r in runs], k == "auc")
-            for k in METRIC_KEYS]
+    return [(METRIC_LABELS[k], [fmt_metric(r.metrics.get(k), k) for r in runs], k in ("auc", "lds"))
+            for k in REPORT_METRIC_KEYS]
 
 
 def flatten(value: Any, prefix: str = "") -> dict[str, Any]:

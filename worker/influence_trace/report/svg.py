@@ -80,3 +80,39 @@ def _svg(title: str, series: list[tuple[np.ndarray, list[str], str, float]], spa
         "</svg>",
     ]
     return "".join(parts)
+
+
+def validation_scatter(predicted: list[float], actual: list[float], lds: float | None) -> str:
+    """Predicted against actual change of the contrast objective, one dot per subset update (LDS)."""
+    title = f"Subset updates ({len(predicted)}): predicted vs actual change · LDS " + (
+        "–" if lds is None else f"{lds:.3f}")
+    size, pad = 360, 46
+    plot = size - 2 * pad
+
+    def scale(values: list[float]) -> tuple[float, float]:
+        lo, hi = (min(values), max(values)) if values else (0.0, 1.0)
+        return (lo, hi) if hi > lo else (lo - 1.0, lo + 1.0)
+
+    (x0, x1), (y0, y1) = scale(predicted), scale(actual)
+    parts = [f'<svg class="scatter" viewBox="0 0 {size} {size}" width="{size}" height="{size}" role="img" '
+             f'aria-label="{escape(title)}"><title>{escape(title)}</title>',
+             f'<rect x="{pad}" y="{pad}" width="{plot}" height="{plot}" fill="none" stroke="#333"/>']
+    for p, a in zip(predicted, actual, strict=True):
+        cx = pad + plot * (p - x0) / (x1 - x0)
+        cy = pad + plot * (1 - (a - y0) / (y1 - y0))
+        parts.append(f'<circle cx="{cx:.1f}" cy="{cy:.1f}" r="3" fill="#b2182b" fill-opacity="0.7">'
+                     f'<title>predicted {p:.4g}, actual {a:.4g}</title></circle>')
+    base = pad + plot
+    parts += [
+        f'<text x="{pad}" y="{base + 14}" text-anchor="middle">{x0:.3g}</text>',
+        f'<text x="{pad + plot}" y="{base + 14}" text-anchor="middle">{x1:.3g}</text>',
+        f'<text x="{pad + plot / 2}" y="{base + 30}" text-anchor="middle">'
+        "predicted (sum of kept scores)</text>",
+        f'<text x="{pad - 4}" y="{base}" text-anchor="end">{y0:.3g}</text>',
+        f'<text x="{pad - 4}" y="{pad + 4}" text-anchor="end">{y1:.3g}</text>',
+        f'<text x="12" y="{pad + plot / 2}" transform="rotate(-90 12 {pad + plot / 2})" '
+        f'text-anchor="middle">actual change of the objective</text>',
+        f'<text x="{pad}" y="{pad - 10}">{escape(title)}</text>',
+        "</svg>",
+    ]
+    return "".join(parts)
