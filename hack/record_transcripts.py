@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
-"""Record the README's escalation transcript from a real run on the local cluster, and write it in.
+"""Record the README's escalation transcript from a real run on the local cluster, and write it in;
+or tell the same story live as the operator's local demo (``bash scripts/demo.sh --operator``).
 
-    .venv/bin/python hack/record_transcripts.py [--work DIR] [--check]
+    .venv/bin/python hack/record_transcripts.py [--work DIR] [--check | --demo]
 
 1. A real local worker run: the demo's model and rollouts (influence_trace.demo.command.prepare),
    traced by ``influence-trace run`` on the CPU; its termination message is what a worker pod would
@@ -17,7 +18,9 @@
    so the STAGE and PROGRESS columns move as on a real cluster.
 4. The README block after the marker ``<!-- docs-test: generated: hack/record_transcripts.py -->`` is
    replaced by the watch output as printed, and the describe output from its ``Events:`` line on
-   (the lines before it are shown as ``...``). ``--check`` prints the block instead of writing it.
+   (the lines before it are shown as ``...``). ``--check`` prints the block instead of writing it;
+   ``--demo`` prints the watch as it happens, then the events and the path of the real run's
+   report.html, and writes nothing.
 """
 
 from __future__ import annotations
@@ -167,7 +170,23 @@ def replay_logs(name: str, progress: list[str], env: dict[str, str], work: Path,
             time.sleep(1)
 
 
-def record(message: str, progress: list[str], env: dict[str, str], work: Path) -> str:
+def follow(watch: subprocess.Popen, live: bool) -> tuple[threading.Thread, list[str]]:
+    """Collect the watch's lines (printing each as it comes when ``live``)."""
+    seen: list[str] = []
+
+    def run() -> None:
+        assert watch.stdout is not None
+        for line in watch.stdout:
+            seen.append(line)
+            if live:
+                print(line, end="", flush=True)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread, seen
+
+
+def record(message: str, progress: list[str], env: dict[str, str], work: Path, live: bool = False) -> str:
     kubectl = ("kubectl", "-n", NAMESPACE)
     crd = REPO / "crds" / "influencetraces.yaml"
     sh("kubectl", "apply", "--server-side", "--force-conflicts", "-f", str(crd), env=env)
@@ -188,6 +207,7 @@ def record(message: str, progress: list[str], env: dict[str, str], work: Path) -
                                      NAMESPACE], env=op_env, stdout=log, stderr=subprocess.STDOUT)
     watch = subprocess.Popen([*kubectl, "get", "influencetraces", "-w"], env=env, stdout=subprocess.PIPE,
                              stderr=subprocess.DEVNULL, text=True)
+    reader, seen = follow(watch, live)
     stop = threading.Event()
     try:
         wait_until_serving(operator, work / "operator.log")
@@ -205,7 +225,9 @@ def record(message: str, progress: list[str], env: dict[str, str], work: Path) -
     finally:
         stop.set()
         watch.send_signal(signal.SIGTERM)
-        watched = watch.communicate(timeout=30)[0]
+        watch.wait(timeout=30)
+        reader.join(timeout=10)
+        watched = "".join(seen)
         operator.terminate()
         operator.wait(timeout=30)
     described = sh(*kubectl, "describe", "influencetrace", name, env=env)
@@ -228,12 +250,24 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", default="/tmp/influence-trace-transcript", help="scratch directory")
     parser.add_argument("--check", action="store_true", help="print the block instead of writing it")
+    parser.add_argument("--demo", action="store_true",
+                        help="the operator's local demo: print the story live, write nothing")
     args = parser.parse_args()
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
+    if args.demo:
+        print(f"[demo] a real CPU run of the demo gives the termination message ({work})", flush=True)
     message, progress = worker_message(work)
-    body = record(message, progress, cluster_env(), work)
-    if args.check:
+    env = cluster_env()
+    if args.demo:
+        print(f"[demo] local cluster up; the operator runs as a local process (log: {work / 'operator.log'});"
+              " the trace needs 100 GB per GPU: out of memory on h100, escalated to h200", flush=True)
+    body = record(message, progress, env, work, live=args.demo)
+    if args.demo:
+        report = json.loads(message).get("report") or "(none)"
+        print(body[body.index("$ kubectl describe"):], end="")
+        print(f"[demo] the real run's report: {report}\n[demo] outputs: {json.loads(message)['outputPath']}")
+    elif args.check:
         print(body, end="")
     else:
         write_block(REPO / "README.md", body)

@@ -57,12 +57,19 @@ def fraction(progress: Progress, stage_seconds: dict[str, float]) -> float:
     return min(1.0, (before + here) / total)
 
 
+def plural(unit: str, count: int) -> str:
+    """'1 batch', '3 batches', '14 modules'."""
+    if count == 1:
+        return unit
+    return unit + ("es" if unit.endswith(("s", "x", "ch", "sh")) else "s")
+
+
 def to_status(progress: Progress, stage_seconds: dict[str, float], now: str) -> ProgressStatus:
     done = fraction(progress, stage_seconds)
     eta = progress.elapsed * (1 - done) / done if done > 0 else sum(stage_seconds.values()) or None
     return ProgressStatus(
         stage=progress.stage, step=progress.step, total=progress.total, unit=progress.unit,
-        text=f"{progress.step}/{progress.total} {progress.unit}{'s' if progress.total != 1 else ''}",
+        text=f"{progress.step}/{progress.total} {plural(progress.unit, progress.total)}",
         fraction=round(done, 4), tokens=progress.tokens, elapsed_seconds=round(progress.elapsed, 1),
         eta_seconds=round(eta, 1) if eta is not None else None, eta=readable(eta), updated_at=now,
         training_step=f"{progress.train_step}/{progress.train_steps}" if progress.train_step else None,
@@ -98,11 +105,22 @@ def finish(status: TraceStatus) -> str:
         update["training_step"] = status.result.steps
     status.progress = (status.progress or ProgressStatus()).model_copy(update=update)
     predicted = status.estimate.seconds if status.estimate else None
-    if status.estimate is not None:  # EST-TIME: the prediction again, beside the actual duration
-        status.estimate.time = readable(predicted) if predicted is not None else None
+    _predicted_time(status)  # EST-TIME: the prediction again, beside the actual duration
     if took is None:
         return ""
     return f"took {readable(took)}" + (f", predicted {readable(predicted)}" if predicted else "")
+
+
+def restart(status: TraceStatus) -> None:
+    """A new attempt starts from the beginning: no progress, EST-TIME the prediction again."""
+    status.progress = None
+    _predicted_time(status)
+
+
+def _predicted_time(status: TraceStatus) -> None:
+    if status.estimate is not None:
+        seconds = status.estimate.seconds
+        status.estimate.time = readable(seconds) if seconds is not None else None
 
 
 def seconds_between(start: str | None, end: str | None) -> float | None:

@@ -441,7 +441,7 @@ class Reconciler:
             )
         )
         p.status.attempt, p.status.pool = placement.attempt, placement.pool
-        p.status.progress = None  # the new attempt starts from the beginning
+        P.restart(p.status)  # the new attempt starts from the beginning
         p.status.phase = "Escalating" if relaunch else "Pending"
         p.status.message = decision.message
         p.condition(C.PLACED, True, decision.reason, f"attempt {placement.attempt}: {decision.message}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from influence_trace.api.progress import Progress
 from influence_trace.api.status import AttemptRecord, EstimateStatus, ProgressStatus, TraceStatus
-from influence_trace_operator.progress_reader import finish, fraction, to_status
+from influence_trace_operator.progress_reader import finish, fraction, restart, to_status
 
 SECONDS = {"setup": 30.0, "capture": 99.0, "hessian": 299.0}  # +1 s each: capture 100, hessian 300
 
@@ -58,3 +58,12 @@ def test_the_training_step_travels_from_the_line_to_the_step_column() -> None:
     status.result = ResultStatus(steps="10/10")
     finish(status)
     assert status.progress.training_step == "10/10" and status.progress.text == "done"
+
+
+def test_units_read_right_and_a_new_attempt_shows_the_prediction_again() -> None:
+    assert to_status(Progress("capture", 2, 3, "batch", 5.0), SECONDS, "now").text == "2/3 batches"
+    assert to_status(Progress("hessian", 1, 1, "module", 5.0), SECONDS, "now").text == "1/1 module"
+    status = TraceStatus(estimate=EstimateStatus(seconds=840.0, time="2s left"),
+                         progress=to_status(Progress("hessian", 5, 14, "module", 9.0), SECONDS, "now"))
+    restart(status)  # escalated: attempt 2 has not printed anything yet
+    assert status.progress is None and status.estimate is not None and status.estimate.time == "14m"
