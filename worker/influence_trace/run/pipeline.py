@@ -23,6 +23,8 @@ from influence_trace.trace.ledger import MemoryLedger
 from influence_trace.trace.records import TraceResult
 from influence_trace.trace.selection import Selection, select_groups
 from influence_trace.trace.timing import StageTimer
+from influence_trace.trace.validation import STAGE as VALIDATE
+from influence_trace.trace.validation import Validation, validate
 
 log = logging.getLogger("influence_trace.run")
 SETUP = "setup"
@@ -109,12 +111,29 @@ def run_pipeline(
         resources = gather_resources(group, resources_used(options, ledger), timer)
         if result is None or resources is None:  # not rank 0: rank 0 writes the outputs
             return {}
-    return write_outputs(manifest, selection, result, len(responses), timer, resources, resume.summary())
+    checked = run_validation(spec, model, selection, result, options, timer)
+    return write_outputs(manifest, selection, result, len(responses), timer, resources, resume.summary(),
+                         checked)
+
+
+def run_validation(spec: InfluenceTraceSpec, model: Any, selection: Selection, result: TraceResult,
+                   options: WorkerOptions, timer: StageTimer) -> Validation | None:
+    """Stage validate (spec.validate): the scores against subset policy updates, on the writer alone
+    (after the trace every rank holds the same weights and the writer has every score)."""
+    if spec.validation is None:
+        return None
+    with timer.stage(VALIDATE):
+        checked = validate(model, selection, result.scores, spec, options.device, options.capture_tokens)
+    log.info("validation: LDS %s over %d subsets (%s)", checked.lds, len(checked.actual),
+             spec.validation.target)
+    return checked
 
 
 def write_outputs(manifest: InfluenceTrace, selection: Selection, result: TraceResult, num_rollouts: int,
-                  timer: StageTimer, resources: dict[str, Any], stages: dict[str, Any]) -> dict[str, Any]:
-    """The one tail of every run (one process, or rank 0 of several): rows, then the summary last."""
+                  timer: StageTimer, resources: dict[str, Any], stages: dict[str, Any],
+                  checked: Validation | None = None) -> dict[str, Any]:
+    """The one tail of every run (one process, or rank 0 of several): rows (and validation.json), then
+    the summary last."""
     spec = manifest.spec
     with timer.stage("pop_rows"):
         rows = outputs.rows_from_result(selection, result)
@@ -122,6 +141,10 @@ def write_outputs(manifest: InfluenceTrace, selection: Selection, result: TraceR
     timings = timer.totals()
     summary = outputs.build_summary(manifest, selection, result, rows, num_rollouts, timings, resources)
     summary.update(stages)
+    if checked is not None:
+        outputs.write_validation(spec.output.path, checked.document())
+        summary["metrics"]["lds"] = checked.lds
+        summary["validation"] = checked.summary()
     outputs.write_summary(spec.output.path, summary)
     log.info("wrote %d rows to %s", len(rows), outputs.rows_path(spec.output.path))
     return summary
