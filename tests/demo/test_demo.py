@@ -19,7 +19,9 @@ def test_demo_runs_and_prints_top_tokens(tmp_path: Path, capsys: pytest.CaptureF
     assert Path(manifest.spec.model.path).is_dir() and Path(manifest.spec.rollouts.path).is_file()
     run = load_run(manifest.spec.output.path)
     assert run.rows.num_rows == 24 and run.summary["groups"]["selected"] == 4
-    assert "top 5 tokens by score" in printed and "step_total" in printed
+    assert "top 5 tokens by score" in printed and "step_total" in printed and "model is random" in printed
+    report = Path(manifest.spec.output.path) / "report.html"
+    assert f"report:   {report}" in printed and report.stat().st_size > 1000
     listed = re.findall(r"^\s*(-?[\d.e+-]+)\s+(q\d-r\d)\s+(True|False)\s+'(.+?)'", printed, re.M)
     assert len(listed) == 5
     best = max(s for row in run.rows.to_pylist() for s in row["scores"])

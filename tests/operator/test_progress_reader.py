@@ -67,3 +67,29 @@ def test_units_read_right_and_a_new_attempt_shows_the_prediction_again() -> None
                          progress=to_status(Progress("hessian", 5, 14, "module", 9.0), SECONDS, "now"))
     restart(status)  # escalated: attempt 2 has not printed anything yet
     assert status.progress is None and status.estimate is not None and status.estimate.time == "14m"
+
+
+def test_progress_lines_are_for_logs_not_for_a_person_at_a_terminal(monkeypatch) -> None:
+    from influence_trace.api.progress import LINES_ENV, Reporter
+
+    class Stream:
+        def __init__(self, tty: bool) -> None:
+            self.tty, self.text = tty, ""
+
+        def isatty(self) -> bool:
+            return self.tty
+
+        def write(self, text: str) -> None:
+            self.text += text
+
+        def flush(self) -> None:
+            pass
+
+    for tty, printed in ((False, True), (True, False)):
+        stream = Stream(tty)
+        list(Reporter(interval=0.0, stream=stream).track(range(2), "capture", "batch", 2))  # type: ignore[arg-type]
+        assert ("INFLUENCE_TRACE_PROGRESS" in stream.text) == printed
+    monkeypatch.setenv(LINES_ENV, "1")
+    stream = Stream(True)
+    list(Reporter(interval=0.0, stream=stream).track(range(2), "capture", "batch", 2))  # type: ignore[arg-type]
+    assert stream.text.count("INFLUENCE_TRACE_PROGRESS") == 2

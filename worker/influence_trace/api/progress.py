@@ -22,6 +22,7 @@ from typing import IO, TypeVar
 
 PREFIX = "INFLUENCE_TRACE_PROGRESS "
 INTERVAL_ENV = "INFLUENCE_TRACE_PROGRESS_SECONDS"
+LINES_ENV = "INFLUENCE_TRACE_PROGRESS_LINES"  # 1: print the lines on a terminal too
 DEFAULT_INTERVAL = 5.0
 STAGE_ORDER = ("generate", "capture", "hessian")  # the order a trace goes through them
 
@@ -99,11 +100,18 @@ class Reporter:
             if tokens is not None:
                 done_tokens += tokens[step - 1]
             now = self.clock()
-            if self.enabled and (last is None or step == total or now - last >= self.interval):
+            if self.enabled and (last is None or step == total or now - last >= self.interval) \
+                    and not self.on_terminal():
                 last = now
                 train = self.training or (None, None)
                 self.emit(Progress(stage, step, total, unit, now - self.start,
                                    done_tokens if tokens is not None else None, *train))
+
+    def on_terminal(self) -> bool:
+        """The lines are for the operator, which reads a pod's log: a person at a terminal sees the
+        progress bars instead (``INFLUENCE_TRACE_PROGRESS_LINES=1`` prints them anyway)."""
+        stream = self.stream or sys.stderr
+        return os.environ.get(LINES_ENV) != "1" and bool(getattr(stream, "isatty", lambda: False)())
 
     def emit(self, progress: Progress) -> None:
         stream = self.stream or sys.stderr

@@ -25,6 +25,10 @@ PROMPTS = [
 ]
 OPENINGS = ["first we add", "let x be the number", "we check the step", "so the total is", "next we solve"]
 RESPONSES_PER_PROMPT = 6
+# What the ranking is, for tokens of either side: a score is the change of the accepted-minus-rejected
+# contrast that a gradient step on that token would make (docs/algorithm.md).
+LEGEND = ("a step on a high-scoring token raises the accepted-minus-rejected contrast, whichever response "
+          "it is in; the demo model is random, so which tokens rank high shows the mechanics only")
 MODEL = {"hidden_size": 64, "intermediate_size": 128, "num_layers": 2, "num_heads": 4, "num_kv_heads": 2}
 
 
@@ -118,7 +122,7 @@ def main(args: argparse.Namespace) -> int:
     from influence_trace.io.model_io import load_tokenizer
     from influence_trace.io.outputs import load_run
     from influence_trace.planning.options import WorkerOptions
-    from influence_trace.run.entry import format_timings, setup_logging
+    from influence_trace.run.entry import format_timings, setup_logging, write_report
     from influence_trace.run.pipeline import run_pipeline
     from influence_trace.trace.timing import StageTimer
 
@@ -136,8 +140,9 @@ def main(args: argparse.Namespace) -> int:
     tokenizer = load_tokenizer(manifest.spec.model)
     tokens = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
     print(f"\nmanifest: {manifest_path}  (rerun with: influence-trace run {manifest_path})")
-    print(f"outputs:  {manifest.spec.output.path}  ({summary['rows_emitted']} rows)\n")
+    print(f"outputs:  {manifest.spec.output.path}  ({summary['rows_emitted']} rows)")
+    print(f"report:   {write_report(summary) or '(could not be written; see the log)'}\n")
     print(format_timings(summary["timings"]))
-    print(f"\ntop {args.top} tokens by score (positive: pushes toward the accepted responses)")
+    print(f"\ntop {args.top} tokens by score: {LEGEND}")
     print(format_top(top_tokens(run.rows.to_pylist(), tokens, args.top)))
     return 0
