@@ -12,6 +12,8 @@ an ETA; it is not a benchmark. Per process:
             the kernel launches of the strategy the GPU runs (``LAUNCH_SECONDS`` each of host time)
             and its token chunks' memory traffic (planning/launch_plan.py); modules are split over
             the processes
+  validate  (spec.validate) per mask a forward and backward over the selected tokens and the
+            objectives' forwards, in float32 (planning/validation_plan.py), on one process
   setup     process start and reading the weights (``STARTUP_SECONDS`` + bytes / ``LOAD_BYTES_PER_SECOND``)
 Each term runs at ``EFFICIENCY`` of the pool's peak rate. Observed durations correct it through the
 history (``planning.history``): seconds / predicted seconds of earlier runs of the configuration.
@@ -39,6 +41,7 @@ from influence_trace.planning.launch_plan import (
 )
 from influence_trace.planning.memory_model import DTYPE_BYTES, Estimate, resolve_shapes
 from influence_trace.planning.placement import Pool
+from influence_trace.planning.validation_plan import validation_flops, work_dtype
 
 EFFICIENCY = {"generate": 0.5, "capture": 0.4, "hessian": 0.5}
 # Peak dense rates of an H100 SXM (the h200 has the same compute and 4.8 TB/s), when a pool omits them.
@@ -118,6 +121,9 @@ def stage_seconds(spec: InfluenceTraceSpec, est: Estimate, rates: Rates = DEFAUL
     out["capture"] = flops / rates.of(spec.model.dtype) / EFFICIENCY["capture"]
     hessian_rate = rates.of(_hessian_dtype(spec)) * EFFICIENCY["hessian"]
     out["hessian"] = (_hessian_flops(spec, est) / hessian_rate + _kernel_overhead(spec, est, rates)) / procs
+    if spec.validation is not None:  # on the writer alone, in float32 or the model's wider dtype
+        flops = validation_flops(spec, shapes.parameter_count(), w)
+        out["validate"] = flops / rates.of(work_dtype(spec.model.dtype)) / EFFICIENCY["capture"]
     return out
 
 

@@ -43,6 +43,7 @@ from influence_trace.planning.options import (  # DEFAULT_CHUNK_BYTES: re-export
     DEFAULT_CHUNK_BYTES,  # noqa: F401
     LOGIT_CHUNK_BYTES,
 )
+from influence_trace.planning.validation_plan import validation_stage_bytes, work_dtype
 from influence_trace.planning.workload import Workload, resolve_workload
 
 DTYPE_BYTES = {"bfloat16": 2, "float16": 2, "float32": 4, "float64": 8}
@@ -347,6 +348,21 @@ def add_update_stage(spec: InfluenceTraceSpec, shapes: Shapes, stages: dict[str,
     breakdown.update({**resident, **own})
 
 
+def add_validation_stage(spec: InfluenceTraceSpec, shapes: Shapes, dims: list[ModuleDims],
+                         stages: dict[str, int], breakdown: dict[str, int], capture: int,
+                         padded_tokens: int) -> None:
+    """spec.validate: the ``validate`` stage (planning/validation_plan.py): the weights, the stage's
+    float32 copy and saved weights, gradients, and one update micro-batch in the working dtype."""
+    if spec.validation is None:
+        return
+    dtype = work_dtype(spec.model.dtype)
+    widen = max(1, DTYPE_BYTES[dtype] // DTYPE_BYTES[spec.model.dtype])
+    batch = update_stage_bytes(shapes, dtype, capture * widen, padded_tokens)["update_batch"]
+    own = validation_stage_bytes(spec, shapes.parameter_count(), dims, batch)
+    stages["validate"] = weight_bytes(shapes, spec.model.dtype) + sum(own.values())
+    breakdown.update(own)
+
+
 # ---- putting it together -----------------------------------------------------------------------------
 
 
@@ -421,6 +437,7 @@ def estimate(spec: InfluenceTraceSpec, shapes: Shapes | None = None, options: Es
     context = opts.cuda_context_bytes if opts.device == "cuda" else 0
     gpu_breakdown = {**fixed, "generation_cache": generation, "capture_batch": capture, "exchange": exchange,
                      **parts[largest.name], **resident, "cuda_context": context}
+    add_validation_stage(spec, shapes, dims, stages, gpu_breakdown, capture, _padded_tokens(local, opts))
     add_update_stage(spec, shapes, stages, gpu_breakdown, capture, _padded_tokens(local, opts))
     host = _host_pod(spec, w, dims, shapes, opts, max(stages.values()))
     return Estimate(
