@@ -20,10 +20,7 @@ from influence_trace_operator.settings import OperatorSettings
 from tests.cluster import kube
 
 CHART = kube.REPO_ROOT / "charts" / "influence-trace-operator"
-REGENERATE = (
-    "influence-trace crd --out crds/influencetraces.yaml && "
-    "cp crds/influencetraces.yaml charts/influence-trace-operator/crds/influencetraces.yaml"
-)
+REGENERATE = "influence-trace crd --write-all"
 # (apiGroup, resource, verbs): every API call of influence_trace_operator.api.Kube and kopf's watches.
 EXPECTED_RULES = {
     ("influencetrace.dev", "influencetraces", ("get", "list", "watch")),

@@ -69,6 +69,8 @@ def _add_arguments(name: str, sub: argparse.ArgumentParser) -> None:
         sub.add_argument("--out", default=None, help="write to this file instead of stdout")
         sub.add_argument("--reference", action="store_true",
                          help="the manifest's field reference (Markdown) instead of the CRD")
+        sub.add_argument("--write-all", action="store_true",
+                         help="regenerate every generated file of the checkout (CRD, chart copy, reference)")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -34,7 +34,8 @@ from influence_trace.api.status import TraceStatus
 
 SHORT_NAMES = ["itrace", "itraces"]
 CRD_PATH = Path(__file__).resolve().parents[3] / "crds" / "influencetraces.yaml"
-REGENERATE = "influence-trace crd --out crds/influencetraces.yaml"
+CHART_CRD_PATH = CRD_PATH.parents[1] / "charts" / "influence-trace-operator" / "crds" / "influencetraces.yaml"
+REGENERATE = "influence-trace crd --write-all"  # the CRD, the chart's copy and docs/reference.md
 
 # The one rule about the resource rather than the manifest (rules of the spec's own fields live on the
 # pydantic models, see rules.py): the spec is immutable once the operator has acted on the trace. With

@@ -16,7 +16,7 @@ from influence_trace.api import crd
 from influence_trace.api.crd import openapi_schema
 
 REFERENCE_PATH = Path(__file__).resolve().parents[3] / "docs" / "reference.md"
-REGENERATE = "influence-trace crd --reference --out docs/reference.md"
+REGENERATE = crd.REGENERATE
 
 _BOUNDS = (
     ("minimum", "exclusiveMinimum", ">"),
@@ -114,8 +114,21 @@ def render() -> str:
     return "\n".join(lines)
 
 
+def write_all() -> list[Path]:
+    """Every generated file of a checkout, from the models: the CRD, the chart's copy, the reference."""
+    written = {crd.CRD_PATH: crd.render(), crd.CHART_CRD_PATH: crd.render(), REFERENCE_PATH: render()}
+    for path, text in written.items():
+        path.write_text(text)
+    return list(written)
+
+
 def main(args: argparse.Namespace) -> int:
-    """``influence-trace crd [--reference] [--out FILE]``: the CRD, or with --reference this reference."""
+    """``influence-trace crd [--reference] [--out FILE] | --write-all``: the CRD, or with --reference
+    this reference; ``--write-all`` regenerates every generated file of the checkout."""
+    if getattr(args, "write_all", False):
+        for path in write_all():
+            print(f"wrote {path}")
+        return 0
     if not getattr(args, "reference", False):
         return crd.main(args)
     return crd.emit(render(), getattr(args, "out", None))
