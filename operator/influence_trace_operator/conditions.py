@@ -35,6 +35,22 @@ WORKER_FAILED = "WorkerFailed"  # invalid input or an error in the worker: retry
 ATTEMPTS_EXHAUSTED = "AttemptsExhausted"  # resources.maxAttempts reached
 NO_RESULT = "NoResult"  # the worker exited 0 without the result the contract requires
 
+# Reasons of the rules beside the phases above: API faults, Kueue, pending and run timeouts, cancellation,
+# relaunch, the volume claim, tenancy
+API_ERROR = "APIError"  # Placed False: a call was refused; retried with backoff
+API_REJECTED = "APIRejected"  # Failed: the API refuses the trace's object for good (400, 422)
+CHILD_CONFLICT = "ChildConflict"  # Failed: a child's name is held by an object the trace does not own
+QUEUED_IN_KUEUE = "QueuedInKueue"  # False: the Job waits in its LocalQueue for quota
+ADMITTED_BY_KUEUE = "AdmittedByKueue"  # False: quota reserved on a flavor; the pods wait for a node
+EVICTED_BY_KUEUE = "EvictedByKueue"  # False: Kueue evicted the Workload; it is requeued on the same pool
+UNSCHEDULABLE = "Unschedulable"  # Running False while waiting; Failed when the timeout ends it
+PENDING_TIMEOUT = "PendingTimeout"  # Placed True: moved to a larger pool after waiting too long
+RUN_TIMEOUT = "RunTimeout"  # Failed: the Job ran past resources.runTimeout (activeDeadlineSeconds)
+CANCELLED = "Cancelled"  # Failed: cancelled by the annotation; attempt outcome when its Job was deleted
+JOB_RELAUNCHED = "JobRelaunched"  # Placed True: a deleted Job's attempt relaunched on the same pool
+VOLUME_CLAIM_MISSING = "VolumeClaimMissing"  # Placed False: no Job until the PVC exists
+POOL_NOT_ALLOWED = "PoolNotAllowed"  # Failed: the trace's namespace may use none of its pools
+
 TERMINAL_REASONS = {
     INVALID_SPEC,
     INFEASIBLE,

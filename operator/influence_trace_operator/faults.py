@@ -22,11 +22,10 @@ from typing import Any, Protocol
 from influence_trace.api.status import TraceStatus
 from kubernetes.client.rest import ApiException
 
+from influence_trace_operator import conditions as C
+
 log = logging.getLogger(__name__)
 
-API_ERROR = "APIError"  # Placed False: a call was refused; retried with backoff
-API_REJECTED = "APIRejected"  # Failed: the API refuses the trace's object for good (400, 422)
-CHILD_CONFLICT = "ChildConflict"  # Failed: a child's name is held by an object the trace does not own
 PERMANENT_STATUSES = frozenset({400, 422})
 MESSAGE_LIMIT = 1024
 
@@ -73,10 +72,10 @@ def describe(err: ApiException) -> ApiFault:
 def record_transient(p: PassLike, fault: ApiFault, retry_in: float, failures: int) -> None:
     """Placed=False/APIError with the message; a Warning event only when the trouble starts."""
     old = next((c for c in p.status.conditions if c.type == "Placed"), None)
-    if old is None or old.reason != API_ERROR:
-        p.event("Warning", API_ERROR, f"{fault.message}; retrying with backoff")
+    if old is None or old.reason != C.API_ERROR:
+        p.event("Warning", C.API_ERROR, f"{fault.message}; retrying with backoff")
     p.condition(
-        "Placed", False, API_ERROR, f"{fault.message} (failure {failures}; next try in {retry_in:.0f} s)"
+        "Placed", False, C.API_ERROR, f"{fault.message} (failure {failures}; next try in {retry_in:.0f} s)"
     )
     if p.status.phase is None:
         p.status.phase = "Pending"

@@ -31,9 +31,6 @@ QUEUE_LABEL = f"{GROUP}/queue-name"
 JOB_UID_LABEL = f"{GROUP}/job-uid"  # Kueue's label on the Workload it made for a Job
 
 # Running-condition reasons (conditions.py keeps the core ones; these exist only under Kueue).
-QUEUED = "QueuedInKueue"  # False: the Job waits in its LocalQueue for quota
-ADMITTED = "AdmittedByKueue"  # False: quota reserved on a flavor; the pods wait for a node
-EVICTED = "EvictedByKueue"  # False: Kueue evicted the Workload; it is requeued on the same pool
 
 
 def queue_of(trace: InfluenceTrace, settings: OperatorSettings) -> str | None:

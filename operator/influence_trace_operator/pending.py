@@ -16,12 +16,10 @@ from influence_trace.api.spec import InfluenceTrace, duration_seconds
 from influence_trace.api.status import AttemptRecord, TraceStatus
 from influence_trace.planning.placement import Pool, next_pool
 
+from influence_trace_operator import conditions as C
 from influence_trace_operator import escalation as E
 from influence_trace_operator.classify import Finished
 
-UNSCHEDULABLE = "Unschedulable"  # Running False while waiting; Failed when the timeout ends it
-PENDING_TIMEOUT = "PendingTimeout"  # Placed True: moved to a larger pool after waiting too long
-RUN_TIMEOUT = "RunTimeout"  # Failed: the Job ran past resources.runTimeout (activeDeadlineSeconds)
 CAPACITY_WORDS = ("Insufficient",)
 
 
@@ -71,7 +69,7 @@ def timed_out(
     reason = scheduler_reason(pods) or "no pod of the Job was scheduled"
     return Finished(
         outcome="Unschedulable",
-        reason=UNSCHEDULABLE,
+        reason=C.UNSCHEDULABLE,
         message=f"not started within resources.pendingTimeout ({timeout_s} s): {reason}",
     )
 
@@ -83,12 +81,12 @@ def after_unschedulable(
     record = status.current()
     nxt = next_pool(status.pool or "", pools) if is_capacity(done.message) else None
     if nxt is None:
-        return E.Decision("fail", UNSCHEDULABLE, f"attempt {status.attempt} on pool {status.pool} "
+        return E.Decision("fail", C.UNSCHEDULABLE, f"attempt {status.attempt} on pool {status.pool} "
                           f"{done.message}")
     host = min(record.host_memory_bytes if record else 0, nxt.host_memory_bytes)
     decision = E.Decision(
         "launch",
-        PENDING_TIMEOUT,
+        C.PENDING_TIMEOUT,
         f"attempt {status.attempt} on pool {status.pool} {done.message}; moving to pool {nxt.name}",
         E.placement_on(nxt, status.attempt + 1, host),
     )
@@ -103,7 +101,7 @@ def deadline_exceeded(job: dict[str, Any], run_timeout_s: int) -> Finished | Non
         ):
             return Finished(
                 outcome="Failed",
-                reason=RUN_TIMEOUT,
+                reason=C.RUN_TIMEOUT,
                 message=f"the Job ran longer than resources.runTimeout ({run_timeout_s} s) and was stopped",
             )
     return None

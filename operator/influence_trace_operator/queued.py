@@ -55,7 +55,7 @@ def after_launch(p: Pass, queue: str | None, table: list[Pool]) -> None:
         f"Job {record.job} waits in Kueue LocalQueue {queue} for quota on flavor "
         f"{_flavor(table, record.pool)} (pool {record.pool})"
     )
-    p.condition(C.RUNNING, False, Q.QUEUED, message)
+    p.condition(C.RUNNING, False, C.QUEUED_IN_KUEUE, message)
 
 
 def follow(
@@ -85,7 +85,7 @@ def _told_already(before: Condition | None) -> bool:
     """The trace already shows Kueue's own reason (not the launch note or the no-Workload-yet one)."""
     return (
         before is not None
-        and before.reason == Q.QUEUED
+        and before.reason == C.QUEUED_IN_KUEUE
         and before.message.startswith(QUEUED_PREFIX)
         and not before.message.endswith(Q.NO_WORKLOAD)
     )
@@ -99,9 +99,9 @@ def _wait(p: Pass, state: Q.WorkloadState, job: dict[str, Any]) -> None:
     if p.status.phase == "Running":
         p.status.phase = "Pending"
     p.status.message = message
-    p.condition(C.RUNNING, False, Q.QUEUED, message)
+    p.condition(C.RUNNING, False, C.QUEUED_IN_KUEUE, message)
     if state.exists and not _told_already(before):
-        p.event("Normal", Q.QUEUED, f"Job {job['metadata']['name']} {message}")
+        p.event("Normal", C.QUEUED_IN_KUEUE, f"Job {job['metadata']['name']} {message}")
 
 
 def _note_admission(p: Pass, state: Q.WorkloadState, table: list[Pool]) -> None:
@@ -115,8 +115,8 @@ def _note_admission(p: Pass, state: Q.WorkloadState, table: list[Pool]) -> None:
     message = f"admitted by Kueue on flavor {state.flavor}{note}; Job {record.job} waits for a node"
     if p.status.phase != "Running":
         p.status.message = message
-        p.condition(C.RUNNING, False, Q.ADMITTED, message)
-    p.event("Normal" if not note else "Warning", Q.ADMITTED, f"Job {record.job} {message}")
+        p.condition(C.RUNNING, False, C.ADMITTED_BY_KUEUE, message)
+    p.event("Normal" if not note else "Warning", C.ADMITTED_BY_KUEUE, f"Job {record.job} {message}")
 
 
 def _note_evictions(
@@ -127,19 +127,21 @@ def _note_evictions(
         return False
     p.event(
         "Warning",
-        Q.EVICTED,
+        C.EVICTED_BY_KUEUE,
         f"Kueue evicted the Workload of Job {record.job} on pool {record.pool} ({state.eviction}); it is "
         "requeued on the same pool (no escalation)",
     )
     updated = record.model_copy(update={"kueue_evictions": state.evictions, "flavor": None})
     p.status.attempts = [updated if r.attempt == updated.attempt else r for r in p.status.attempts]
-    p.condition(C.RUNNING, False, Q.EVICTED, f"{state.evictions} Kueue eviction(s) on pool {record.pool}")
+    evictions = f"{state.evictions} Kueue eviction(s) on pool {record.pool}"
+    p.condition(C.RUNNING, False, C.EVICTED_BY_KUEUE, evictions)
     if p.status.phase == "Running":
         p.status.phase = "Pending"
     stop = E.evictions_exhausted(p.status, max_attempts)
     if stop is None:
         return False
-    fail(p, stop.reason, stop.message, Finished(outcome="Evicted", reason=Q.EVICTED, message=stop.message))
+    ended = Finished(outcome="Evicted", reason=C.EVICTED_BY_KUEUE, message=stop.message)
+    fail(p, stop.reason, stop.message, ended)
     return True  # fail() deletes the Job
 
 

@@ -56,9 +56,6 @@ CLUSTER_FIELDS = (
     "(spec.rollouts.tokensEstimate); see docs/operator.md, 'Fields a cluster trace needs'"
 )
 CANCEL_ANNOTATION = "influencetrace.dev/cancel"  # any value: stop the running Job, fail the trace
-CANCELLED = "Cancelled"  # Failed: cancelled by the annotation; attempt outcome when its Job was deleted
-JOB_RELAUNCHED = "JobRelaunched"  # Placed True: a deleted Job's attempt relaunched on the same pool
-VOLUME_CLAIM_MISSING = "VolumeClaimMissing"  # Placed False: no Job until the PVC exists
 
 
 def one_pod(job: dict[str, Any]) -> bool:
@@ -213,7 +210,7 @@ class Reconciler:
                 raise
             self._api_fault(p, err)
         except F.ChildConflict as err:
-            self._fail(p, F.CHILD_CONFLICT, str(err))
+            self._fail(p, C.CHILD_CONFLICT, str(err))
         p.status.observed_generation = p.generation
         p.status.reason = C.headline(p.status)
         after = p.status.wire()
@@ -240,7 +237,7 @@ class Reconciler:
         fault = F.describe(err)
         log.warning("%s/%s: %s", p.ref.namespace, p.ref.name, fault.message)
         if fault.permanent:
-            self._fail(p, F.API_REJECTED, fault.message)
+            self._fail(p, C.API_REJECTED, fault.message)
             return
         failures, wait = self.retries.failed((p.ref.namespace, p.ref.name))
         F.record_transient(p, fault, wait, failures)
@@ -253,7 +250,7 @@ class Reconciler:
             return
         if (p.obj["metadata"].get("annotations") or {}).get(CANCEL_ANNOTATION):
             why = f"cancelled by the annotation {CANCEL_ANNOTATION}"
-            self._fail(p, CANCELLED, why, K.Finished(outcome="Cancelled", reason=CANCELLED, message=why))
+            self._fail(p, C.CANCELLED, why, K.Finished(outcome="Cancelled", reason=C.CANCELLED, message=why))
             return
         allowed, unknown = allowed_pools(self.table, trace.spec.resources.pools)
         bounds = T.bound(trace, allowed, self.table, self.settings.namespace_pools, p.ref.namespace,
@@ -374,7 +371,7 @@ class Reconciler:
         if record.outcome != "Running":
             return K.Finished(outcome=record.outcome, exit_code=record.exit_code, reason=record.reason,
                               stage=record.stage, message=record.message or "")
-        done = K.Finished(outcome="Cancelled", reason=CANCELLED,
+        done = K.Finished(outcome="Cancelled", reason=C.CANCELLED,
                           message=f"Job {record.job} was deleted before it finished")
         self._record_outcome(p, record, done)
         return done
@@ -384,16 +381,16 @@ class Reconciler:
         max_attempts = self._max_attempts(trace)
         if done.outcome == "Unschedulable":
             return PD.after_unschedulable(p.status, done, allowed, max_attempts)
-        if done.reason == PD.RUN_TIMEOUT:
-            return E.Decision("fail", PD.RUN_TIMEOUT, f"attempt {p.status.attempt} on pool {p.status.pool}: "
+        if done.reason == C.RUN_TIMEOUT:
+            return E.Decision("fail", C.RUN_TIMEOUT, f"attempt {p.status.attempt} on pool {p.status.pool}: "
                               f"{done.message}")
         if done.outcome == "Cancelled":
             record = p.status.current()
             pool = next((x for x in allowed if record and x.name == record.pool), None)
             if record is None or pool is None:
-                return E.Decision("fail", CANCELLED, done.message)
+                return E.Decision("fail", C.CANCELLED, done.message)
             relaunch = E.Decision(
-                "launch", JOB_RELAUNCHED, f"{done.message}; relaunching on pool {pool.name}",
+                "launch", C.JOB_RELAUNCHED, f"{done.message}; relaunching on pool {pool.name}",
                 E.placement_on(pool, record.attempt + 1, record.host_memory_bytes),
             )
             return E.relaunch_within(p.status, max_attempts, relaunch)
@@ -470,9 +467,9 @@ class Reconciler:
         message = (f"PersistentVolumeClaim {claim} (spec.storage.volumeClaim) does not exist in namespace "
                    f"{p.ref.namespace}; waiting for it")
         old = C.get_condition(p.status, C.PLACED)
-        if old is None or old.reason != VOLUME_CLAIM_MISSING:
-            p.event("Warning", VOLUME_CLAIM_MISSING, message)
-        p.condition(C.PLACED, False, VOLUME_CLAIM_MISSING, message)
+        if old is None or old.reason != C.VOLUME_CLAIM_MISSING:
+            p.event("Warning", C.VOLUME_CLAIM_MISSING, message)
+        p.condition(C.PLACED, False, C.VOLUME_CLAIM_MISSING, message)
         p.status.phase = p.status.phase or "Pending"
         p.status.message = message
 
@@ -537,7 +534,7 @@ class Reconciler:
             return
         old = C.get_condition(p.status, C.RUNNING)
         if old is None or old.message != why:
-            p.event("Warning", PD.UNSCHEDULABLE, why)
+            p.event("Warning", C.UNSCHEDULABLE, why)
         p.condition(C.RUNNING, False, C.POD_PENDING, why)
         p.status.message = f"attempt {p.status.attempt} waits for a node in pool {p.status.pool}: {why}"
 

@@ -15,8 +15,6 @@ from influence_trace.planning.placement import Pool
 
 from influence_trace_operator import conditions as C
 
-POOL_NOT_ALLOWED = "PoolNotAllowed"  # Failed: the trace's namespace may use none of its pools
-
 
 @dataclass(frozen=True)
 class Bounds:
@@ -45,6 +43,6 @@ def bound(
     kept = [p for p in allowed if p.name in mine]
     refused = [p.name for p in allowed if p.name not in mine]
     if not kept:
-        return Bounds([], refused, (POOL_NOT_ALLOWED, f"namespace {namespace} may not use pools "
+        return Bounds([], refused, (C.POOL_NOT_ALLOWED, f"namespace {namespace} may not use pools "
                                     f"{refused}; it may use {sorted(mine) or 'none'} (chart namespacePools)"))
     return Bounds(kept, refused)

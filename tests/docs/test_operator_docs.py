@@ -32,3 +32,19 @@ def test_the_chart_defaults_in_install_md_are_the_charts() -> None:
         for part in key.split("."):
             value = value[part]
         assert yaml.safe_load(documented) == value, f"install.md: {key} is {documented}; chart: {value!r}"
+
+
+def test_the_reasons_table_is_every_reason_the_operator_defines() -> None:
+    """Every condition reason lives in conditions.py, and docs/operator.md lists each one once."""
+    from influence_trace_operator import conditions
+
+    strings = {v for k, v in vars(conditions).items() if k.isupper() and isinstance(v, str)}
+    defined = strings - set(conditions.TYPES)
+    text = (blocks.REPO / "docs" / "operator.md").read_text()
+    table = text.split("<!-- reasons -->", 1)[1].split("\n\n", 1)[0]
+    listed = re.findall(r"^\| `(\w+)` \|", table, re.M)
+    assert sorted(listed) == sorted(defined) and len(listed) == len(set(listed))
+    package = blocks.REPO / "operator" / "influence_trace_operator"
+    elsewhere = [p.name for p in package.glob("*.py") if p.name != "conditions.py"
+                 and re.search(r'^[A-Z_]+ = "(' + "|".join(defined) + ')"', p.read_text(), re.M)]
+    assert elsewhere == [], f"reasons defined outside conditions.py: {elsewhere}"
