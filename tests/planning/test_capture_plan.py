@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import json
 
+import pytest
 from influence_trace.api.architectures import PRESETS
 from influence_trace.planning import estimate_command
 from influence_trace.planning.capture_plan import (
@@ -13,9 +14,11 @@ from influence_trace.planning.capture_plan import (
     batch_bytes,
     checkpoint_count,
     estimated_batch,
+    estimated_store_tokens,
     pool_capture,
 )
 from influence_trace.planning.memory_model import capture_batch_bytes, estimate
+from influence_trace.planning.workload import Workload
 
 from tests.planning.test_memory_model import seed_spec
 
@@ -56,3 +59,19 @@ def test_estimate_shows_the_choice(tmp_path) -> None:
     assert code == 0 and "capture on h100: 0 of 28 decoder layers checkpointed" in text
     [(_, code, text)] = estimate_command.run(manifest, None, True)
     assert json.loads(text)["capture"]["checkpointedLayers"] == 0
+
+
+def test_the_prompt_store_is_kept_where_it_fits_and_counted_once_per_group() -> None:
+    """5,733 responses of 128 tokens in groups of 16 with 1,024-token prompts on 8 GPUs: one process
+    keeps its 45 groups' prompts (1,023 tokens each, 28 layers x 2 x 256 x 2 bytes per token)."""
+    responses = 5733
+    work = Workload(response_tokens=responses * 128, responses=responses, scope_tokens=16 * 128,
+                    scope_responses=16, max_sequence_tokens=1024 + 128, prompt_tokens=responses * 1024,
+                    source="test")
+    est = estimate(seed_spec(), workload=work)
+    tokens = estimated_store_tokens(est)
+    assert tokens == pytest.approx(responses / 8 / 16 * 1024, rel=0.01)
+    h100 = pool_capture(est, SHAPES, "bfloat16", "h100", 80 * 10**9, 0.1, 4096)
+    assert h100.store_bytes == tokens * 28 * 2 * 256 * 2 and h100.checkpointed == 0
+    tiny = pool_capture(est, SHAPES, "bfloat16", "tiny", 8 * 10**9, 0.1, 4096)
+    assert tiny.store_bytes == 0  # not beside the batch: each batch computes its own prompts

@@ -12,7 +12,7 @@ import torch
 from influence_trace.api.architectures import shapes_and_dtype
 from influence_trace.demo.rollouts import make_rollouts
 from influence_trace.planning.capture_plan import BatchShape, batch_bytes, checkpoint_count
-from influence_trace.trace import capture, shared_prompts
+from influence_trace.trace import capture, prompt_store, shared_prompts
 from influence_trace.trace.batching import MAX_PADDING, Item, plan_batches, shape_of
 from influence_trace.trace.ledger import MemoryLedger
 from influence_trace.trace.records import Response
@@ -97,22 +97,47 @@ def test_checkpoints_nothing_when_the_batch_fits_else_the_fewest_layers_that_fit
     assert checkpoint_count(shapes, dtype, batch, 0) == 1  # does not fit at all: the least
 
 
-def test_each_prompt_runs_once_per_batch(model, responses, monkeypatch) -> None:
-    shortest = min(r.num_tokens for r in responses)
-    same = [dataclasses.replace(r, response_ids=r.response_ids[:shortest]) for r in responses]
-    trace = settings(factor=4)
-    selection = select_groups(same, trace)
-    prompts: list[int] = []
-    forward = shared_prompts._forward_prefix
+def _count_prompt_rows(monkeypatch) -> list[int]:
+    rows: list[int] = []
+    forward = shared_prompts.forward_prefix
 
     def counting(model_, ids):
-        prompts.append(ids.shape[0])
+        rows.append(ids.shape[0])
         return forward(model_, ids)
 
-    monkeypatch.setattr(shared_prompts, "_forward_prefix", counting)
+    monkeypatch.setattr(shared_prompts, "forward_prefix", counting)
+    monkeypatch.setattr(prompt_store, "forward_prefix", counting)
+    return rows
+
+
+def test_each_prompt_runs_once_for_the_whole_capture(model, responses, monkeypatch) -> None:
+    """Responses of one group in several batches (lengths differ): the store runs its prompt once."""
+    trace = settings(factor=4)
+    selection = select_groups(responses, trace)
+    plan = capture.plan_capture(model, selection.responses, WIDE, MemoryLedger())
+    assert plan.store_bytes > 0
+    spread = Counter(selection.responses[i].prompt_id for b in plan.batches
+                     for i in {selection.responses[j].prompt_id: j for j in b}.values())
+    assert max(spread.values()) > 1  # some group's responses are in several batches
+    rows = _count_prompt_rows(monkeypatch)
     run(model, selection, trace, WIDE)
-    longer = len({r.prompt_id for r in selection.responses if len(r.prompt_ids) > 1})
-    assert sum(prompts) == longer  # one batch, every prompt once; a one-token prompt has nothing to run
+    assert sum(rows) == len({r.prompt_id for r in selection.responses if len(r.prompt_ids) > 1})
+
+
+def test_without_room_for_the_store_each_batch_runs_its_prompts_with_the_same_scores(model, responses,
+                                                                                  monkeypatch) -> None:
+    trace = settings(factor=4, scope="all_selected")
+    selection = select_groups(responses, trace)
+    stored = run(model, selection, trace, WIDE).scores
+    rows = _count_prompt_rows(monkeypatch)
+    monkeypatch.setattr(capture, "store_bytes", lambda *_: 10**18)  # more than any room
+    plan = capture.plan_capture(model, selection.responses, WIDE, MemoryLedger())
+    assert plan.store_bytes == 0
+    ledger = MemoryLedger()
+    per_batch = run(model, selection, trace, WIDE, ledger).scores
+    assert "prompt_store" not in ledger.peak_breakdown
+    assert sum(rows) > len({r.prompt_id for r in selection.responses})
+    assert_scores_close(per_batch, stored, 1e-10)
 
 
 def test_batches_of_mixed_lengths_pad_at_most_ten_percent() -> None:
@@ -158,6 +183,7 @@ def test_a_capture_that_does_not_fit_checkpoints_the_layers_the_model_says(model
     largest = max(planned, key=lambda s: sum(batch_bytes(shapes, dtype, s, 1).values()))
     room = sum(batch_bytes(shapes, dtype, largest, 1).values())
     monkeypatch.setattr(capture, "capture_room", lambda *_: room)
+    monkeypatch.setattr(capture, "store_bytes", lambda *_: 10**18)  # no prompt store: batches alone
     counts: list[int] = []
     layers = capture.checkpointed_layers
 

@@ -55,6 +55,12 @@ def kv_bytes_per_token(shapes: Shapes, model_dtype: str) -> int:
     return 2 * shapes.num_layers * shapes.num_key_value_heads * shapes.head_dim * DTYPE_BYTES[model_dtype]
 
 
+def prompt_store_bytes(shapes: Shapes, model_dtype: str, prompt_tokens: int) -> int:
+    """"prompt_store": every distinct prompt's keys and values, kept through the capture
+    (trace/prompt_store.py); ``prompt_tokens`` counts each group's prompt once, less its last token."""
+    return prompt_tokens * kv_bytes_per_token(shapes, model_dtype)
+
+
 def prompt_kv_bytes(shapes: Shapes, model_dtype: str, batch: BatchShape, checkpointed: int) -> int:
     """"prompt_kv": the groups' cache and the per-response copies attention makes of it."""
     item = DTYPE_BYTES[model_dtype]
@@ -86,13 +92,14 @@ def checkpoint_count(shapes: Shapes, model_dtype: str, batch: BatchShape, room: 
 
 @dataclass(frozen=True)
 class PoolCapture:
-    """What the worker's capture will do on one pool: checkpointed layers and the batch's bytes."""
+    """What the worker's capture will do on one pool: the prompt store, checkpointed layers, bytes."""
 
     pool: str
     checkpointed: int
     layers: int
     batch_bytes: int  # capture_batch + prompt_kv at that count
     room: int  # the pool's GPU memory (less headroom) left beside weights, projections and context
+    store_bytes: int = 0  # every prompt's keys and values kept through the capture (0: not kept)
 
 
 def estimated_batch(est: Estimate, capture_tokens: int) -> BatchShape:
@@ -108,12 +115,27 @@ def estimated_batch(est: Estimate, capture_tokens: int) -> BatchShape:
     return BatchShape(padded, min(padded, w.response_tokens), groups * mean_prompt, rows * mean_prompt)
 
 
+def estimated_store_tokens(est: Estimate) -> int:
+    """One process's distinct prompts' tokens: its share of the rows' prompt tokens, once per group (a
+    group of one where the group size is unknown, i.e. the largest group is every response)."""
+    w = est.workload
+    share = est.tokens_per_gpu / max(w.response_tokens, 1)
+    group = w.scope_responses if w.scope_responses < w.responses else 1
+    return int(w.prompt_tokens * share / max(group, 1))
+
+
 def pool_capture(est: Estimate, shapes: Shapes, model_dtype: str, pool: str, gpu_memory_bytes: int,
                  headroom: float, capture_tokens: int) -> PoolCapture:
-    """How many layers the worker would checkpoint on a pool of ``gpu_memory_bytes`` per GPU."""
+    """What the worker would do on a pool of ``gpu_memory_bytes`` per GPU (trace/capture.py
+    ``plan_capture``): keep every prompt if that fits beside the largest batch at its least, then
+    checkpoint the fewest layers for the room left."""
     held = sum(est.gpu_breakdown.get(k, 0) for k in ("weights", "projections", "cuda_context"))
     room = int(gpu_memory_bytes / (1 + headroom)) - held
     batch = estimated_batch(est, capture_tokens)
-    count = checkpoint_count(shapes, model_dtype, batch, room)
+    store = prompt_store_bytes(shapes, model_dtype, estimated_store_tokens(est))
+    least = min(sum(batch_bytes(shapes, model_dtype, batch, c).values())
+                for c in range(shapes.num_layers + 1))
+    store = store if store + least <= room else 0
+    count = checkpoint_count(shapes, model_dtype, batch, room - store)
     need = sum(batch_bytes(shapes, model_dtype, batch, count).values())
-    return PoolCapture(pool, count, shapes.num_layers, need, room)
+    return PoolCapture(pool, count, shapes.num_layers, need, room, store)

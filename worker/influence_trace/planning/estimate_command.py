@@ -47,7 +47,8 @@ def to_json(est: Estimate, placement: Placement, learned: Learned | None = None,
     return {
         "capture": None if capture is None else {
             "pool": capture.pool, "checkpointedLayers": capture.checkpointed, "layers": capture.layers,
-            "batchBytes": capture.batch_bytes, "roomBytes": capture.room},
+            "batchBytes": capture.batch_bytes, "roomBytes": capture.room,
+            "promptStoreBytes": capture.store_bytes},
         "seconds": duration.seconds if duration else None,
         "stageSeconds": duration.stages if duration else {},
         "pool": placement.pool.name if placement.pool else None,
@@ -90,8 +91,9 @@ def to_table(est: Estimate, placement: Placement, learned: Learned | None = None
     lines += _gpu_lines(est)
     if capture is not None:
         lines.append(f"  capture on {capture.pool}: {capture.checkpointed} of {capture.layers} decoder "
-                     f"layers checkpointed, batch {gb(capture.batch_bytes)} with shared prompts' keys and "
-                     f"values (room {gb(capture.room)}; the stage above assumes every layer checkpointed)")
+                     f"layers checkpointed, batch {gb(capture.batch_bytes)}, every prompt's keys and values "
+                     f"{gb(capture.store_bytes) if capture.store_bytes else 'not kept (no room)'} "
+                     f"(room {gb(capture.room)}; the stage above assumes every layer checkpointed)")
     lines.append(f"host per pod    {_gb(est.host_bytes)}   (the sum of its parts)")
     lines += [f"  {k:<16}{_gb(v)}" for k, v in est.host_breakdown.items()]
     lines += ["", f"modules: {len(est.modules)} (largest: {est.largest_module})",

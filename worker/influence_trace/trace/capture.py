@@ -27,7 +27,12 @@ from influence_trace.api.architectures import shapes_and_dtype
 from influence_trace.api.contract import InvalidInput
 from influence_trace.api.progress import REPORTER
 from influence_trace.api.spec import TraceSettings
-from influence_trace.planning.capture_plan import BatchShape, batch_bytes, checkpoint_count
+from influence_trace.planning.capture_plan import (
+    BatchShape,
+    batch_bytes,
+    checkpoint_count,
+    prompt_store_bytes,
+)
 from influence_trace.planning.memory_model import logit_chunk_tokens
 from influence_trace.planning.options import WorkerOptions
 from influence_trace.planning.placement import DEFAULT_HEADROOM
@@ -37,6 +42,7 @@ from influence_trace.trace.device_peak import start_window
 from influence_trace.trace.lean_capture import Recompute, checkpointed_layers, response_log_probs
 from influence_trace.trace.ledger import MemoryLedger
 from influence_trace.trace.projection import TracedModule, project
+from influence_trace.trace.prompt_store import PromptStore, distinct_prompts
 from influence_trace.trace.selection import Selection
 from influence_trace.trace.staging import CaptureStaging, CopyStream, release_cached_device_memory
 
@@ -185,16 +191,22 @@ def batch_shape(shape: batching.Shape, response_tokens: int) -> BatchShape:
                       shape.rows * shape.prefix)
 
 
-def plan_checkpointing(model: nn.Module, items: list[Item], batches: list[list[int]], responses,
-                       room: int | None, capture_tokens: int) -> int:
+def planned_shapes(items: list[Item], batches: list[list[int]], responses,
+                   capture_tokens: int) -> list[BatchShape]:
+    """The memory model's view of every planned batch."""
+    return [batch_shape(batching.shape_of(items, idx, capture_tokens),
+                        sum(responses[i].num_tokens for i in idx)) for idx in batches]
+
+
+def plan_checkpointing(model: nn.Module, shapes: list[BatchShape], room: int | None) -> int:
     """How many decoder layers to checkpoint: the fewest that let the largest batch fit ``room``."""
-    shapes, dtype = shapes_and_dtype(model)
-    need = 0
-    for idx in batches:
-        planned = batching.shape_of(items, idx, capture_tokens)
-        shape = batch_shape(planned, sum(responses[i].num_tokens for i in idx))
-        need = max(need, checkpoint_count(shapes, dtype, shape, room))
-    return need
+    model_shapes, dtype = shapes_and_dtype(model)
+    return max((checkpoint_count(model_shapes, dtype, shape, room) for shape in shapes), default=0)
+
+
+def batch_need(model: nn.Module, shape: BatchShape, checkpointed: int) -> int:
+    """Bytes of one batch ("capture_batch" and "prompt_kv") with ``checkpointed`` layers."""
+    return sum(estimate_batch_bytes(model, shape, checkpointed).values())
 
 
 def estimate_batch_bytes(model: nn.Module, shape: BatchShape, checkpointed: int) -> dict[str, int]:
@@ -217,21 +229,39 @@ def _check_rows(responses) -> None:
 
 @dataclass
 class CapturePlan:
-    """How the capture runs: batches, whether prompts are shared, how many layers are checkpointed."""
+    """How the capture runs: batches, whether prompts are shared (and kept for the whole capture), how
+    many layers are checkpointed."""
 
     batches: list[list[int]]
     share: bool
     checkpointed: int
     capture_tokens: int
+    store_bytes: int = 0  # > 0: every prompt computed once, before the batches (trace/prompt_store.py)
 
 
 def plan_capture(model: nn.Module, responses, options: WorkerOptions, ledger: MemoryLedger) -> CapturePlan:
+    """Batches, then the prompt store if it fits beside the largest batch (with the fewest bytes a batch
+    can take), then the fewest checkpointed layers for the room left."""
     share = sharing(model, options)
     items = plan_items(responses, share)
     batches = batching.plan_batches(items, options.capture_tokens)
+    shapes = planned_shapes(items, batches, responses, options.capture_tokens)
     room = capture_room(ledger, torch.device(options.device))
-    checkpointed = plan_checkpointing(model, items, batches, responses, room, options.capture_tokens)
-    return CapturePlan(batches, share, checkpointed, options.capture_tokens)
+    store = store_bytes(model, responses) if share else 0
+    if store and room is not None:
+        least = plan_checkpointing(model, shapes, 0)
+        if store + max(batch_need(model, shape, least) for shape in shapes) > room:
+            store = 0  # each batch computes its own prompts instead
+        else:
+            room -= store
+    checkpointed = plan_checkpointing(model, shapes, room)
+    return CapturePlan(batches, share, checkpointed, options.capture_tokens, store)
+
+
+def store_bytes(model: nn.Module, responses) -> int:
+    """The prompt store's bytes: every distinct prompt's keys and values."""
+    shapes, dtype = shapes_and_dtype(model)
+    return prompt_store_bytes(shapes, dtype, sum(len(p) for p in distinct_prompts(responses).values()))
 
 
 def capture_factors(model: nn.Module, selection: Selection, traced: list[TracedModule],
@@ -246,7 +276,13 @@ def capture_factors(model: nn.Module, selection: Selection, traced: list[TracedM
     staging = staging_for(plan.batches, responses, traced, trace, device.type == "cuda", device)
     state: dict = {"staging": staging,
                    "recompute": Recompute(), "measured": 0}
-    run = _BatchRunner(model, responses, offsets, response_weights(selection, trace), plan, device, ledger)
+    store = None
+    if plan.store_bytes:
+        ledger.allocate("prompt_store", plan.store_bytes, STAGE)
+        store = PromptStore()
+        store.fill(model, distinct_prompts(responses), device, plan.capture_tokens)
+    run = _BatchRunner(model, responses, offsets, response_weights(selection, trace), plan, device, ledger,
+                       store)
     with _hooks(model, traced, factors, state, compute_dtype(trace)), \
             checkpointed_layers(model, plan.checkpointed):
         tokens = [sum(responses[i].num_tokens for i in idx) for idx in plan.batches]
@@ -254,8 +290,9 @@ def capture_factors(model: nn.Module, selection: Selection, traced: list[TracedM
                                   "batch", len(plan.batches), tokens):
             run(idx, state)
         state["staging"].finish()
-    del state
+    del state, run, store
     ledger.free("prompt_kv")
+    ledger.free("prompt_store")
     release_cached_device_memory(device)
     return factors
 
@@ -271,6 +308,7 @@ class _BatchRunner:
     plan: CapturePlan
     device: torch.device
     ledger: MemoryLedger
+    store: PromptStore | None = None
 
     def __call__(self, idx: list[int], state: dict) -> None:
         pin = self.device.type == "cuda"
@@ -282,7 +320,7 @@ class _BatchRunner:
         base = start_window(self.device)
         state["batch"] = _Batch(inputs.rows_b, inputs.rows_p, inputs.dest)
         state["staging"].begin(inputs.dest)
-        cache = shared_prompts.prefix_cache(self.model, inputs, self.plan.capture_tokens)
+        cache = shared_prompts.prefix_cache(self.model, inputs, self.plan.capture_tokens, self.store)
         hidden = shared_prompts.shared_forward(self.model, inputs, cache)
         lm_head = self.model.get_output_embeddings()
         logp = response_log_probs(lm_head, hidden[inputs.rows_b, inputs.rows_p], inputs.targets,

@@ -18,6 +18,7 @@ attention mask hides the padded positions from the responses.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -84,6 +85,7 @@ class BatchInputs:
     targets: torch.Tensor  # the response tokens
     dest: torch.Tensor  # destination rows in the host factors (CPU)
     prefix_lengths: tuple[int, ...] = ()  # each group's prompt prefix (P - 1)
+    prefix_names: tuple[str, ...] = ()  # each group's prompt id
 
     def shape(self) -> BatchShape:
         """What the memory model needs of this batch."""
@@ -126,6 +128,7 @@ def shared_inputs(responses, idx: list[int], offsets: np.ndarray, device: torch.
     inputs = _moved([prefix if wp > 0 else None, rows, ids, positions, mask], rows_b, rows_p, targets, dest,
                     device, pin)
     inputs.prefix_lengths = tuple(len(p) for p in prompts)
+    inputs.prefix_names = tuple(groups)
     return inputs
 
 
@@ -170,14 +173,18 @@ def to_device(host: torch.Tensor, device: torch.device, pin: bool) -> torch.Tens
     return staged.to(device, non_blocking=pin)
 
 
-def prefix_cache(model: nn.Module, inputs: BatchInputs, capture_tokens: int) -> PrefixCache | None:
-    """Run each distinct prompt of the batch once, forward only, and keep its keys and values.
+def prefix_cache(model: nn.Module, inputs: BatchInputs, capture_tokens: int,
+                 store: PromptSource | None = None) -> PrefixCache | None:
+    """The batch's prompt keys and values: from ``store`` (computed once for the whole capture), else
+    each distinct prompt of the batch run once here, forward only.
 
     Prompts run in sub-batches of similar length (trace/batching.py ``prefix_batches``); their keys and
     values land in one groups x Wp cache whose padded positions are zeros, masked in the gradient pass.
     """
     if inputs.prefix_ids is None:
         return None
+    if store is not None:
+        return store.cache(inputs)
     lengths = inputs.prefix_lengths
     keys: list[torch.Tensor] = []
     values: list[torch.Tensor] = []
@@ -186,18 +193,31 @@ def prefix_cache(model: nn.Module, inputs: BatchInputs, capture_tokens: int) -> 
         if width == 0:
             continue
         rows = torch.tensor(sub, device=inputs.prefix_ids.device)
-        part = _forward_prefix(model, inputs.prefix_ids.index_select(0, rows)[:, :width])
-        for layer, (k, v) in enumerate(part):
-            if layer == len(keys):
-                shape = (len(lengths), k.shape[1], inputs.prefix_ids.shape[1], k.shape[3])
-                keys.append(k.new_zeros(shape))
-                values.append(v.new_zeros(shape))
-            keys[layer][rows, :, :width] = k
-            values[layer][rows, :, :width] = v
+        part = forward_prefix(model, inputs.prefix_ids.index_select(0, rows)[:, :width])
+        place(keys, values, part, rows, width, (len(lengths), inputs.prefix_ids.shape[1]))
     return PrefixCache([PrefixLayer(k, v, inputs.rows) for k, v in zip(keys, values, strict=True)])
 
 
-def _forward_prefix(model: nn.Module, ids: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def place(keys: list[torch.Tensor], values: list[torch.Tensor], part: list[tuple[torch.Tensor, torch.Tensor]],
+          rows: torch.Tensor, width: int, shape: tuple[int, int]) -> None:
+    """Write ``part``'s keys and values (len(rows) x heads x width x d per layer) into the rows of the
+    groups x heads x Wp x d caches ``keys``/``values`` (made, zeroed, on the first part)."""
+    for layer, (k, v) in enumerate(part):
+        if layer == len(keys):
+            full = (shape[0], k.shape[1], shape[1], k.shape[3])
+            keys.append(k.new_zeros(full))
+            values.append(v.new_zeros(full))
+        keys[layer][rows, :, :width] = k
+        values[layer][rows, :, :width] = v
+
+
+class PromptSource(Protocol):
+    """Where a batch's prompt keys and values come from when they were computed before the batch."""
+
+    def cache(self, inputs: BatchInputs) -> PrefixCache: ...
+
+
+def forward_prefix(model: nn.Module, ids: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Every layer's keys and values of right-padded prompt rows (causal: no mask needed)."""
     from transformers.cache_utils import DynamicCache
 
