@@ -10,6 +10,7 @@ if [ ! -x /usr/bin/chromium ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
 fi
 .venv/bin/ruff check .
+.venv/bin/mypy  # the files and settings of pyproject.toml's [tool.mypy]
 # Tests run in PYTEST_WORKERS processes (pytest-xdist); the cluster tests keep to one of them, one after
 # another (tests/conftest.py), while the others take the CPU-bound tests.
 .venv/bin/python -m pytest -n "${PYTEST_WORKERS:-3}" "$@"

@@ -46,10 +46,12 @@ class Kube:
 
     def __init__(self, api_client: client.ApiClient | None = None) -> None:
         self.api_client = api_client or client.ApiClient()
-        self.custom = client.CustomObjectsApi(self.api_client)
-        self.batch = client.BatchV1Api(self.api_client)
-        self.core = client.CoreV1Api(self.api_client)
-        self.networking = client.NetworkingV1Api(self.api_client)
+        # Typed as Any: the operator sends and reads plain dicts (manifests), which the client accepts
+        # though its stubs name its model classes.
+        self.custom: Any = client.CustomObjectsApi(self.api_client)
+        self.batch: Any = client.BatchV1Api(self.api_client)
+        self.core: Any = client.CoreV1Api(self.api_client)
+        self.networking: Any = client.NetworkingV1Api(self.api_client)
 
     # ---- traces ------------------------------------------------------------------------------
     def close(self) -> None:

@@ -85,7 +85,7 @@ def _rank(pod: dict[str, Any]) -> int:
     index = (meta.get("annotations") or {}).get(L.COMPLETION_INDEX) or (meta.get("labels") or {}).get(
         L.COMPLETION_INDEX
     )
-    return int(index) if str(index or "").isdigit() else 0
+    return int(str(index)) if str(index or "").isdigit() else 0
 
 
 def _first_failed(pod: dict[str, Any]) -> tuple[str, int]:

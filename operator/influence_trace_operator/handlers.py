@@ -34,7 +34,7 @@ def cleanup(memo: kopf.Memo, **_: Any) -> None:
 
 @kopf.on.event(API_GROUP, API_VERSION, PLURAL)
 def trace_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    metrics.note_trace(type, body)
+    metrics.note_trace(type, dict(body))
     on_trace.on_trace_event(memo.runtime.reconciler, type, dict(body))
 
 

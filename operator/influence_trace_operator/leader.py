@@ -41,7 +41,7 @@ class LeaseGuard:
 
     def __init__(self, namespace: str, name: str, seconds: float, coord: Any = None) -> None:
         self.namespace, self.name, self.seconds = namespace, name, seconds
-        self.coord = coord or client.CoordinationV1Api()
+        self.coord: Any = coord or client.CoordinationV1Api()  # Any: Lease bodies are sent as dicts
         self.me = identity()
         self._renewed_at: float | None = None  # monotonic time of our last successful write
         self._seen: tuple[Any, Any] | None = None  # (holder, renewTime) last read
@@ -79,10 +79,11 @@ class LeaseGuard:
         return self._write(lease.metadata.resource_version, transitions, acquired or _micro_now())
 
     def _write(self, resource_version: str | None, transitions: int, acquired: str) -> bool:
+        meta: dict[str, str] = {"name": self.name, "namespace": self.namespace}
         body = {
             "apiVersion": "coordination.k8s.io/v1",
             "kind": "Lease",
-            "metadata": {"name": self.name, "namespace": self.namespace},
+            "metadata": meta,
             "spec": {
                 "holderIdentity": self.me,
                 "leaseDurationSeconds": max(1, round(self.seconds)),
@@ -96,7 +97,7 @@ class LeaseGuard:
             if resource_version is None:
                 self.coord.create_namespaced_lease(self.namespace, body, _request_timeout=self._timeout())
             else:
-                body["metadata"]["resourceVersion"] = resource_version
+                meta["resourceVersion"] = resource_version
                 self.coord.replace_namespaced_lease(self.name, self.namespace, body,
                                                     _request_timeout=self._timeout())
         except ApiException as err:

@@ -155,7 +155,8 @@ def shutdown(rt: Runtime) -> None:
     if rt.reconciler.history is not None:
         rt.reconciler.history.close(_left(deadline))
     if rt.events is not None:
-        _bounded(lambda: rt.events.shutdown(wait=True), "events", deadline)  # posts of ended passes
+        events = rt.events
+        _bounded(lambda: events.shutdown(wait=True), "events", deadline)  # posts of ended passes
     _join(rt.threads.get("lease"), deadline)
     if rt.lease is not None:
         rt.lease.release()

@@ -94,7 +94,7 @@ class CacheCollector:
 PHASES = PhaseCollector()
 CACHE = CacheCollector()
 for collector in (PHASES, CACHE):
-    REGISTRY.register(collector)  # type: ignore[arg-type]  (a custom collector: anything with collect())
+    REGISTRY.register(collector)  # a custom collector: anything with collect()
 
 
 def note_trace(event_type: str | None, body: dict[str, Any]) -> None:

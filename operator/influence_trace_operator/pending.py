@@ -38,7 +38,7 @@ def scheduler_reason(pods: list[dict[str, Any]]) -> str | None:
 
 def is_capacity(reason: str | None) -> bool:
     """True when the scheduler waits for room (more nodes could place it), not for a fix."""
-    return bool(reason) and any(word in reason for word in CAPACITY_WORDS)
+    return reason is not None and any(word in reason for word in CAPACITY_WORDS)
 
 
 def _seconds_since(stamp: str | None, now: str) -> float:

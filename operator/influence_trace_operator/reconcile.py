@@ -314,14 +314,15 @@ class Reconciler:
             pods = self._pods(p, record, job, cached, pending_s)
             if self._note_evictions(p, record, pods, self._max_attempts(trace)):
                 return
-            done = PD.deadline_exceeded(job, run_s) or K.classify(job, pods) or self._early(p, job, pods)
-            if done is None:
-                done = PD.timed_out(p.status, pods, pending_s, p.now, PD.started(job, record))
-                if done is None:
+            ended = PD.deadline_exceeded(job, run_s) or K.classify(job, pods) or self._early(p, job, pods)
+            if ended is None:
+                ended = PD.timed_out(p.status, pods, pending_s, p.now, PD.started(job, record))
+                if ended is None:
                     self._note_progress(p, pods)
                     P.update(self.kube, p.ref.namespace, p.status, pods, p.now)
                     return
                 self.kube.delete_job(p.ref.namespace, record.job)
+            done = ended
             self._record_outcome(p, record, done)
             finished = p.status.current() or record
             p.later.append(lambda: H.record(self.history, trace.spec, p.ref.uid, p.ref.name, finished,
@@ -505,8 +506,8 @@ class Reconciler:
         stop = E.evictions_exhausted(p.status, max_attempts)
         if stop is None:
             return False
-        evicted = K.Finished(outcome="Evicted", reason="Evicted", message=stop.message)
-        self._fail(p, stop.reason, stop.message, evicted)  # deletes the Job
+        ended = K.Finished(outcome="Evicted", reason="Evicted", message=stop.message)
+        self._fail(p, stop.reason, stop.message, ended)  # deletes the Job
         return True
 
     def _note_progress(self, p: Pass, pods: list[dict[str, Any]]) -> None:
