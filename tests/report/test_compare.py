@@ -49,7 +49,8 @@ def test_two_demo_runs_markdown(demo_runs: list[Path], capsys: pytest.CaptureFix
     assert "| trace.factor | 4 | 2 |" in text
     assert "`trace.scope=per_prompt`" in text.splitlines()[2]  # common config line
     assert "| rows_emitted | 24 | 24 |" in text
-    for row in ("**step total**", "hessian_solve", "token_scoring", "GPU mem (GB)", "CPU mem (GB)",
+    assert "GPU mem" not in text  # CPU runs: no GPU figures
+    for row in ("**step total**", "hessian_solve", "token_scoring", "CPU mem (GB)",
                 "**AUC (accepted vs rejected)**", "sign consistency", "SNR mean", "unscored tokens"):
         assert f"| {row} |" in text, row
     assert "output.path" not in text

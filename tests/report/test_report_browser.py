@@ -133,6 +133,19 @@ def test_validation_scatter_shows_every_subset_and_the_lds(page: Page) -> None:
     assert min(box) > 100  # drawn, not collapsed
 
 
+def test_the_first_screen_shows_responses_the_random_model_note_and_one_colour_code(page: Page) -> None:
+    """Opened at the top, the first responses are within the first 1,400 px (the configuration table
+    of about 45 rows used to push them off a 1400x2000 screenshot); the note says the model is random;
+    accepted/rejected cards are green/purple, never the red/blue of the token scores."""
+    choose(page, "f-prompt", "")
+    choose(page, "f-class", "all")
+    top = page.eval("document.querySelector('#responses .resp').getBoundingClientRect().top + window.scrollY")
+    assert top < 1400, top
+    assert "random weights" in page.eval("document.querySelector('p.note').textContent")
+    border = page.eval("getComputedStyle(document.querySelector('.resp.rej')).borderLeftColor")
+    assert border == "rgb(123, 50, 148)", border
+
+
 def test_no_console_errors_and_no_requests(page: Page) -> None:
     assert page.errors() == []
     assert page.requests() == [page.report.as_uri()]  # type: ignore[attr-defined]

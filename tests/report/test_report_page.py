@@ -60,3 +60,31 @@ def test_validation_section_only_when_the_run_validated(tmp_path: Path) -> None:
     page = report.build_report(run).read_text()
     assert page.count("<circle") == 7 and "LDS 0.500" in page
     assert "top 1% removed" in page and "every token kept" in page
+
+
+def test_responses_come_first_with_prompt_text_and_the_random_model_is_named(
+    tmp_path: Path, tiny_model_dir: Path
+) -> None:
+    """The page opens on the metrics and the responses; figures, timings and the folded configuration
+    follow. Prompt texts come from the rollouts file; a random model is said to be one."""
+    from influence_trace.io.outputs import load_summary, write_summary
+
+    run = write_run(tmp_path / "run", random_rows(2, 2), model_path=str(tiny_model_dir))
+    rollouts = tmp_path / "rollouts.jsonl"
+    rollouts.write_text("".join(json.dumps({"prompt_id": f"p{p}", "response_id": f"p{p}-r{r}",
+                                            "prompt": f"what is {p} plus {p}", "response": "four",
+                                            "reward": float(r == 0)}) + "\n"
+                                for p in range(2) for r in range(2)))
+    summary = load_summary(run)
+    summary["config"]["rollouts"]["path"] = str(rollouts)
+    summary["resources"] = {"peak_gpu_bytes": 0, "peak_host_bytes": 2_000_000_000, "device": "cpu"}
+    write_summary(run, summary)
+    page = report.build_report(run).read_text()
+    order = [page.index(h) for h in ("Quality metrics", "<h2>Responses", "Timing and resources",
+                                     "<h2>Configuration")]
+    assert order == sorted(order)
+    assert "<details><summary>The manifest&#x27;s settings</summary>" in page
+    assert "has random weights" in page and "GPU mem" not in page
+    data = json.loads(page.split('id="trace-data">')[1].split("</script>")[0])
+    assert data["prompt_texts"] == ["what is 0 plus 0", "what is 1 plus 1"]
+    assert "#b2182b" not in page.split("<h2>Scores")[1].split("<h2>")[0]  # red is never a side

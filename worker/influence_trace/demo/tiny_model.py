@@ -144,4 +144,5 @@ def build_tiny_model(
                 param.normal_(0.0, 0.2)
     model.save_pretrained(path, safe_serialization=True)
     tokenizer.save_pretrained(path)
+    (path / "RANDOM_WEIGHTS").write_text("Random weights (demo/tiny_model.py); reports say so.\n")
     return path

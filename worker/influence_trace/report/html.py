@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from influence_trace.io.rollouts import read_rows
 from influence_trace.report import svg as report_svg
 from influence_trace.report.run_view import (
     Row,
@@ -35,6 +36,8 @@ from influence_trace.report.run_view import (
 )
 
 PAGE_SIZE = 50  # responses per page
+RANDOM_MARKER = "RANDOM_WEIGHTS"  # demo/tiny_model.py writes it beside a random model's weights
+TINY_HIDDEN = 256  # below this hidden size a model is a toy whatever its weights
 COLLAPSE_AT = 400  # tokens shown before a response's "show all" button
 CLIP_PERCENTILE = 99.0
 SUMMARY_SECTIONS = ("spec", "config", "configuration", "manifest", "timings", "resources", "metrics")
@@ -101,7 +104,8 @@ def render(run: Run, tokenizer: Any = None, steps: str = "") -> str:
     fields = {
         "TITLE": escape(f"InfluenceTrace report: {run.name}"),
         "SUBTITLE": escape(subtitle(run)),
-        "BODY": steps + body(run, all_scores, clip),
+        "TOP": steps + model_note(run) + top(run),
+        "BOTTOM": bottom(run, all_scores, clip),
         "CLIP": f"{clip:.3g}",
         "CLIP_NEG": f"{-clip:.3g}",
         "CLIP_POS": f"{clip:.3g}",
@@ -130,14 +134,39 @@ def subtitle(run: Run) -> str:
 # ---- the static part: tables and figures ---------------------------------------------------------
 
 
-def body(run: Run, all_scores: np.ndarray, clip: float) -> str:
+def top(run: Run) -> str:
+    """Above the responses: only the headline metrics (a page opens on what was found)."""
+    return "\n".join([
+        "<h2>Quality metrics</h2>",
+        html_table(["Metric", run.name], metric_rows([run])),
+        f'<p class="sub">Metrics from {escape(run.metrics_source)}; definitions in docs/report.md.</p>',
+    ])
+
+
+def model_note(run: Run) -> str:
+    """A warning when the model is random or tiny: its scores and metrics show the mechanics only."""
+    model = run.spec.get("model") if isinstance(run.spec.get("model"), dict) else {}
+    path = Path(str(model.get("path") or ""))
+    if (path / RANDOM_MARKER).is_file():
+        why = "has random weights (made by influence-trace demo or a test)"
+    else:
+        try:
+            hidden = int(json.loads((path / "config.json").read_text()).get("hidden_size", 0))
+        except (OSError, ValueError, TypeError):
+            return ""
+        if not 0 < hidden < TINY_HIDDEN:
+            return ""
+        why = f"is tiny (hidden size {hidden})"
+    return (f'<p class="note">The model {escape(why)}: the scores and metrics below show the mechanics '
+            "of the trace, not what a trained model learns.</p>")
+
+
+def bottom(run: Run, all_scores: np.ndarray, clip: float) -> str:
+    """Below the responses: figures, timings, resources, and the configuration folded."""
     means = np.array([s[np.isfinite(s)].mean() if np.isfinite(s).any() else np.nan for s in run.scores])
     acc = np.array(run.accepted, dtype=bool)
     runs = [run]
     return "\n".join([
-        "<h2>Quality metrics</h2>",
-        html_table(["Metric", run.name], metric_rows(runs)),
-        f'<p class="sub">Metrics from {escape(run.metrics_source)}; definitions in docs/report.md.</p>',
         "<h2>Timing and resources</h2>",
         '<div class="tables">',
         "<div><h3>Timing (seconds)</h3>" + html_table(["Metric", run.name], timing_rows(runs)) + "</div>",
@@ -148,7 +177,7 @@ def body(run: Run, all_scores: np.ndarray, clip: float) -> str:
         report_svg.mean_histogram(means[acc], means[~acc]) if means.size else "",
         validation_section(run.validation),
         "<h2>Configuration</h2>",
-        settings_table(flatten(run.spec), "Setting"),
+        details("The manifest's settings", settings_table(flatten(run.spec), "Setting")),
         details("Everything else in summary.json", settings_table(other_summary(run.summary), "Field")),
     ])
 
@@ -224,8 +253,30 @@ def payload(run: Run, clip: float, tokenizer: Any = None) -> dict[str, Any]:
         for pid, rid, reward, acc, ids, s in zip(run.prompt_ids, run.response_ids, run.rewards, run.accepted,
                                                  run.token_ids, run.scores, strict=True)
     ]
+    texts = prompt_texts(run, tokenizer)
     return {"clip": clip, "page_size": PAGE_SIZE, "collapse_at": COLLAPSE_AT, "prompts": prompts,
-            "vocab": vocab, "sep": sep, "responses": responses}
+            "prompt_texts": [texts.get(p, "") for p in prompts], "vocab": vocab, "sep": sep,
+            "responses": responses}
+
+
+def prompt_texts(run: Run, tokenizer: Any) -> dict[str, str]:
+    """Each prompt's text, from the rollouts file the run read while it is readable here (token-id
+    prompts decoded with the tokenizer); {} when it is not."""
+    rollouts = run.spec.get("rollouts") if isinstance(run.spec.get("rollouts"), dict) else {}
+    path = Path(str(rollouts.get("path") or ""))
+    if not path.is_file():
+        return {}
+    try:
+        rows = read_rows(path)
+    except Exception:  # moved, rewritten or unreadable: the page shows prompt ids only
+        return {}
+    texts: dict[str, str] = {}
+    for row in rows:
+        if row.prompt_id not in texts:
+            prompt = row.prompt
+            texts[row.prompt_id] = prompt if isinstance(prompt, str) else (
+                tokenizer.decode(list(prompt)) if tokenizer is not None else "")
+    return texts
 
 
 def _num(x: Any) -> float | None:

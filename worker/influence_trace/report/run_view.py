@@ -149,12 +149,15 @@ def resource_rows(runs: list[Run]) -> list[Row]:
     def res(key: str) -> Callable[[Run], Any]:
         return lambda r: (r.summary.get("resources") or {}).get(key)
 
-    return [
+    rows: list[Row] = [
         ("device", [str(res("device_name")(r) or res("device")(r) or DASH) for r in runs], False),
         ("rows_emitted", [fmt_count(r.summary.get("rows_emitted")) for r in runs], False),
         ("GPU mem (GB)", [fmt_gb(res("peak_gpu_bytes")(r)) for r in runs], False),
         ("CPU mem (GB)", [fmt_gb(res("peak_host_bytes")(r)) for r in runs], False),
     ]
+    if not any(res("peak_gpu_bytes")(r) for r in runs):  # no GPU ran: no "GPU mem 0"
+        rows = [row for row in rows if row[0] != "GPU mem (GB)"]
+    return rows
 
 
 def metric_rows(runs: list[Run]) -> list[Row]:

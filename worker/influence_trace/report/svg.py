@@ -15,6 +15,9 @@ import numpy as np
 BLUE = (33, 102, 172)
 RED = (178, 24, 43)
 WHITE = (255, 255, 255)
+# Accepted and rejected responses: the response cards' colours, never red/blue (those mean score sign)
+ACCEPTED = "#1a9850"
+REJECTED = "#7b3294"
 WIDTH, HEIGHT, PAD = 640, 170, 30
 
 
@@ -43,10 +46,11 @@ def mean_histogram(accepted: np.ndarray, rejected: np.ndarray, bins: int = 30) -
     span = float(np.abs(both).max()) if both.size else 1.0
     span = span or 1.0
     series = [
-        (_counts(rejected[np.isfinite(rejected)], span, bins), ["#2166ac"] * bins, "#2166ac", 0.45),
-        (_counts(accepted[np.isfinite(accepted)], span, bins), ["#b2182b"] * bins, "#b2182b", 0.45),
+        (_counts(rejected[np.isfinite(rejected)], span, bins), [REJECTED] * bins, REJECTED, 0.45),
+        (_counts(accepted[np.isfinite(accepted)], span, bins), [ACCEPTED] * bins, ACCEPTED, 0.45),
     ]
-    title = f"Response mean scores: accepted (red, {accepted.size}) vs rejected (blue, {rejected.size})"
+    title = (f"Response mean scores: accepted (green, {accepted.size}) vs rejected (purple, "
+             f"{rejected.size})")
     return _svg(title, series, span, "mean token score of a response")
 
 
@@ -100,7 +104,7 @@ def validation_scatter(predicted: list[float], actual: list[float], lds: float |
     for p, a in zip(predicted, actual, strict=True):
         cx = pad + plot * (p - x0) / (x1 - x0)
         cy = pad + plot * (1 - (a - y0) / (y1 - y0))
-        parts.append(f'<circle cx="{cx:.1f}" cy="{cy:.1f}" r="3" fill="#b2182b" fill-opacity="0.7">'
+        parts.append(f'<circle cx="{cx:.1f}" cy="{cy:.1f}" r="3" fill="#444" fill-opacity="0.7">'
                      f'<title>predicted {p:.4g}, actual {a:.4g}</title></circle>')
     base = pad + plot
     parts += [
