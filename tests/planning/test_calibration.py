@@ -30,6 +30,11 @@ pytestmark = pytest.mark.slow
 LEVELS = list(itertools.product((4, 8), ("per_prompt", "all_selected"), ("token", "response")))
 GRID = [(f, s, h, ("float32", "float64")[i % 2 ^ (f == 8)]) for i, (f, s, h) in enumerate(LEVELS)]
 
+# The capture as the estimate's capture stage assumes it: every layer checkpointed, prompts not shared
+# (the worker's own choices are checked against planning/capture_plan.py in
+# tests/trace/test_shared_prompts.py).
+AS_ESTIMATED = {"share_prompts": False, "checkpoint_layers": 1000}
+
 # Peak RSS from VmHWM: it belongs to the address space, which exec replaces, whereas ru_maxrss is
 # inherited across fork and exec and would report the (large) pytest parent's peak.
 CHILD = """
@@ -39,6 +44,7 @@ def hwm():
     line = next(x for x in open("/proc/self/status") if x.startswith("VmHWM:"))
     return int(line.split()[1]) * 1024
 manifest = load_manifest(sys.argv[2])
+AS_ESTIMATED = json.loads(sys.argv[3])
 if sys.argv[1] == "baseline":
     import transformers  # noqa: F401
     from influence_trace.io import model_io  # noqa: F401
@@ -49,7 +55,7 @@ if sys.argv[1] == "baseline":
 else:
     from influence_trace.planning.options import WorkerOptions
     from influence_trace.run.pipeline import run_pipeline
-    res = run_pipeline(manifest, WorkerOptions(progress=False))["resources"]
+    res = run_pipeline(manifest, WorkerOptions(progress=False, **AS_ESTIMATED))["resources"]
     print(json.dumps({"rss": hwm(), "ledger": res["ledger_peak_bytes"]}))
 """
 
@@ -61,8 +67,10 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     d = tmp_path_factory.mktemp("calibration")
     build_tiny_model(d / "model", hidden_size=128, intermediate_size=256, num_layers=2)
-    make_rollouts(d / "rollouts.jsonl", num_prompts=8, responses_per_prompt=8, response_len=(20, 40),
-                  prompt_len=(5, 10))
+    # One sequence length: capture batches are then cut by capture_tokens alone, as the estimate's
+    # largest batch assumes; with mixed lengths the 10% padding bound cuts smaller ones (safe side).
+    make_rollouts(d / "rollouts.jsonl", num_prompts=8, responses_per_prompt=8, response_len=(30, 31),
+                  prompt_len=(7, 8))
     return d
 
 
@@ -73,7 +81,8 @@ def _manifest(d: Path, factor: int, scope: str, source: str, dtype: str) -> dict
 
 
 def _child(mode: str, path: Path) -> dict:
-    out = subprocess.run([sys.executable, "-c", CHILD, mode, str(path)], capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-c", CHILD, mode, str(path), json.dumps(AS_ESTIMATED)],
+                         capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-2000:]
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -85,7 +94,8 @@ def test_ledger_peak_within_10_percent(workdir: Path, factor: int, scope: str, s
     from influence_trace.run.pipeline import run_pipeline
 
     manifest = parse_manifest(_manifest(workdir, factor, scope, source, dtype))
-    measured = run_pipeline(manifest, WorkerOptions(progress=False))["resources"]["ledger_peak_bytes"]
+    options = WorkerOptions(progress=False, **AS_ESTIMATED)
+    measured = run_pipeline(manifest, options)["resources"]["ledger_peak_bytes"]
     est = estimate(manifest.spec, options=EstimateOptions(device="cpu"),
                    workload=from_rollouts_file(workdir / "rollouts.jsonl"))
     assert abs(est.ledger_bytes - measured) <= 0.10 * measured, (est.stages, measured)

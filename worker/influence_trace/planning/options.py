@@ -45,6 +45,7 @@ class WorkerOptions:
     gpu_budget_bytes: int | None = None
     progress: bool = True
     share_prompts: bool = True  # each prompt runs once per capture batch (trace/shared_prompts.py)
+    checkpoint_layers: int | None = None  # decoder layers checkpointed in capture; None: as memory requires
 
     @classmethod
     def from_env(cls, device: str, progress: bool = True) -> WorkerOptions:

@@ -39,7 +39,12 @@ from influence_trace.planning.placement import DEFAULT_HEADROOM
 from influence_trace.trace import batching, shared_prompts
 from influence_trace.trace.batching import Item
 from influence_trace.trace.device_peak import start_window
-from influence_trace.trace.lean_capture import Recompute, checkpointed_layers, response_log_probs
+from influence_trace.trace.lean_capture import (
+    Recompute,
+    checkpointed_layers,
+    decoder_layers,
+    response_log_probs,
+)
 from influence_trace.trace.ledger import MemoryLedger
 from influence_trace.trace.projection import TracedModule, project
 from influence_trace.trace.prompt_store import PromptStore, distinct_prompts
@@ -255,6 +260,8 @@ def plan_capture(model: nn.Module, responses, options: WorkerOptions, ledger: Me
         else:
             room -= store
     checkpointed = plan_checkpointing(model, shapes, room)
+    if options.checkpoint_layers is not None:  # forced (calibration against the estimate's assumption)
+        checkpointed = min(options.checkpoint_layers, len(decoder_layers(model)))
     return CapturePlan(batches, share, checkpointed, options.capture_tokens, store)
 
 
