@@ -96,7 +96,8 @@ class BatchInputs:
 
 def shared_inputs(responses, idx: list[int], offsets: np.ndarray, device: torch.device,
                   pin: bool = False) -> BatchInputs:
-    """Build one batch's tensors on the host (pinned when ``pin``), then copy them without blocking."""
+    """Build one batch's tensors on the host in numpy (no per-response torch operation), pinned when
+    ``pin``, then copy them without blocking."""
     groups: dict[str, int] = {}
     prompts: list[tuple[int, ...]] = []
     for i in idx:
@@ -105,28 +106,23 @@ def shared_inputs(responses, idx: list[int], offsets: np.ndarray, device: torch.
             prompts.append(tuple(responses[i].prompt_ids[:-1]))
     wp = max(len(p) for p in prompts)
     wr = max(responses[i].num_tokens for i in idx)
-    prefix = torch.zeros((len(prompts), wp), dtype=torch.long)
+    prefix = np.zeros((len(prompts), wp), dtype=np.int64)
     for g, p in enumerate(prompts):
-        prefix[g, : len(p)] = torch.tensor(p, dtype=torch.long)
-    ids = torch.zeros((len(idx), wr), dtype=torch.long)
-    positions = torch.zeros((len(idx), wr), dtype=torch.long)
-    mask = torch.zeros((len(idx), wp + wr), dtype=torch.long)
-    rows = torch.zeros(len(idx), dtype=torch.long)
-    rows_b, rows_p, targets, dest = [], [], [], []
+        prefix[g, : len(p)] = p
+    ids = np.zeros((len(idx), wr), dtype=np.int64)
+    mask = np.zeros((len(idx), wp + wr), dtype=np.int64)
+    starts = np.array([len(responses[i].prompt_ids) - 1 for i in idx], dtype=np.int64)
+    counts = np.array([responses[i].num_tokens for i in idx], dtype=np.int64)
     for b, i in enumerate(idx):
         r = responses[i]
-        n, plen = r.num_tokens, len(r.prompt_ids)
-        rows[b] = groups[r.prompt_id]
-        ids[b, :n] = torch.tensor((r.prompt_ids[-1], *r.response_ids[:-1]), dtype=torch.long)
-        positions[b] = torch.arange(plen - 1, plen - 1 + wr)
-        mask[b, : plen - 1] = 1
-        mask[b, wp : wp + n] = 1
-        rows_b += [b] * n
-        rows_p += range(n)
-        targets += r.response_ids
-        dest += range(int(offsets[i]), int(offsets[i]) + n)
-    inputs = _moved([prefix if wp > 0 else None, rows, ids, positions, mask], rows_b, rows_p, targets, dest,
-                    device, pin)
+        ids[b, : r.num_tokens] = (r.prompt_ids[-1], *r.response_ids[:-1])
+        mask[b, : starts[b]] = 1
+        mask[b, wp : wp + r.num_tokens] = 1
+    rows = np.array([groups[responses[i].prompt_id] for i in idx], dtype=np.int64)
+    positions = starts[:, None] + np.arange(wr)[None, :]
+    rows_p = np.concatenate([np.arange(n) for n in counts])
+    inputs = _moved([prefix if wp > 0 else None, rows, ids, positions, mask], idx, counts, rows_p,
+                    responses, offsets, device, pin)
     inputs.prefix_lengths = tuple(len(p) for p in prompts)
     inputs.prefix_names = tuple(groups)
     return inputs
@@ -137,28 +133,29 @@ def full_inputs(responses, idx: list[int], offsets: np.ndarray, device: torch.de
     """Prompts not shared: each row is its prompt and response, right-padded, run with gradients."""
     seqs = [responses[i].prompt_ids + responses[i].response_ids for i in idx]
     width = max(len(s) for s in seqs)
-    ids = torch.zeros((len(idx), width), dtype=torch.long)
-    mask = torch.zeros((len(idx), width), dtype=torch.long)
-    rows_b, rows_p, targets, dest = [], [], [], []
-    for b, (i, seq) in enumerate(zip(idx, seqs, strict=True)):
-        ids[b, : len(seq)] = torch.tensor(seq, dtype=torch.long)
+    ids = np.zeros((len(idx), width), dtype=np.int64)
+    mask = np.zeros((len(idx), width), dtype=np.int64)
+    for b, seq in enumerate(seqs):
+        ids[b, : len(seq)] = seq
         mask[b, : len(seq)] = 1
-        plen, n = len(responses[i].prompt_ids), responses[i].num_tokens
-        rows_b += [b] * n
-        rows_p += range(plen - 1, plen - 1 + n)
-        targets += responses[i].response_ids
-        dest += range(int(offsets[i]), int(offsets[i]) + n)
-    positions = torch.arange(width).expand(len(idx), width).contiguous()
-    rows = torch.zeros(len(idx), dtype=torch.long)
-    return _moved([None, rows, ids, positions, mask], rows_b, rows_p, targets, dest, device, pin)
+    counts = np.array([responses[i].num_tokens for i in idx], dtype=np.int64)
+    rows_p = np.concatenate([np.arange(n) + len(responses[i].prompt_ids) - 1
+                             for i, n in zip(idx, counts, strict=True)])
+    positions = np.tile(np.arange(width, dtype=np.int64), (len(idx), 1))
+    rows = np.zeros(len(idx), dtype=np.int64)
+    return _moved([None, rows, ids, positions, mask], idx, counts, rows_p, responses, offsets, device, pin)
 
 
-def _moved(tensors: list, rows_b: list[int], rows_p: list[int], targets: list[int], dest: list[int],
-           device: torch.device, pin: bool) -> BatchInputs:
-    host = [*tensors, torch.tensor(rows_b, dtype=torch.long), torch.tensor(rows_p, dtype=torch.long),
-            torch.tensor(targets, dtype=torch.long)]
-    dev = [None if t is None else to_device(t, device, pin) for t in host]
-    return BatchInputs(*dev, torch.tensor(dest, dtype=torch.long))
+def _moved(arrays: list, idx: list[int], counts: np.ndarray, rows_p: np.ndarray, responses,
+           offsets: np.ndarray, device: torch.device, pin: bool) -> BatchInputs:
+    """The batch's arrays as device tensors, with the captured rows, targets and destination rows."""
+    rows_b = np.repeat(np.arange(len(idx)), counts)
+    targets = np.concatenate([np.asarray(responses[i].response_ids, dtype=np.int64) for i in idx])
+    dest = np.concatenate([np.arange(offsets[i], offsets[i] + n) for i, n in zip(idx, counts, strict=True)])
+    host = [*arrays, rows_b, rows_p, targets]
+    dev = [None if a is None else to_device(torch.from_numpy(np.ascontiguousarray(a, dtype=np.int64)),
+                                            device, pin) for a in host]
+    return BatchInputs(*dev, torch.from_numpy(dest.astype(np.int64)))
 
 
 def to_device(host: torch.Tensor, device: torch.device, pin: bool) -> torch.Tensor:
