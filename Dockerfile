@@ -3,20 +3,35 @@
 # scripts/setup.sh installs from), both running as a non-root user with `influence-trace` as entry point:
 #   docker build --target operator -t influence-trace-operator:0.1.0 .   # slim: no torch
 #   docker build --target worker   -t influence-trace-worker:0.1.0 .     # CUDA build of torch + transformers
-# No container engine runs on the development machines; the images are built by CI elsewhere.
+# No container engine runs on the development machines: hack/images.sh builds both targets there with
+# buildah (FROM a local Debian bookworm base given as PYTHON_IMAGE), and .github/workflows/images.yml
+# builds and publishes them with Docker on a version tag.
+# pip's cache and, where given, the builder's pip configuration (`--secret id=pip.conf` and its
+# certificate `--secret id=pip-ca`, mounted at /etc/pip-ca.pem) are mounted for the install step only:
+# neither ends up in an image. Without them pip uses its default index.
 
 ARG PYTHON_IMAGE=python:3.11.7-slim-bookworm
 
 FROM ${PYTHON_IMAGE} AS base
-ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONUNBUFFERED=1
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONUNBUFFERED=1
+RUN useradd --uid 65532 --no-create-home --shell /usr/sbin/nologin influence
 WORKDIR /src
 COPY constraints.txt pyproject.toml README.md ./
+
+# Each target installs its dependencies first, listed from pyproject.toml (their layer stays cached
+# while only the code changes), then the project itself, and checks the result with `pip check`.
+FROM base AS operator
+RUN --mount=type=cache,target=/root/.cache/pip \
+    --mount=type=secret,id=pip.conf,target=/etc/pip.conf \
+    --mount=type=secret,id=pip-ca,target=/etc/pip-ca.pem \
+    python -c 'import tomllib; p = tomllib.load(open("pyproject.toml", "rb"))["project"]; print(*p["dependencies"], *p["optional-dependencies"]["operator"], sep="\n")' >/tmp/requirements.txt \
+    && pip install -c constraints.txt -r /tmp/requirements.txt && rm /tmp/requirements.txt
 COPY worker/ worker/
 COPY operator/ operator/
-RUN useradd --uid 65532 --no-create-home --shell /usr/sbin/nologin influence
-
-FROM base AS operator
-RUN pip install -c constraints.txt ".[operator]"
+RUN --mount=type=cache,target=/root/.cache/pip \
+    --mount=type=secret,id=pip.conf,target=/etc/pip.conf \
+    --mount=type=secret,id=pip-ca,target=/etc/pip-ca.pem \
+    pip install --no-deps -c constraints.txt ".[operator]" && pip check
 USER 65532:65532
 EXPOSE 8080
 ENTRYPOINT ["influence-trace"]
@@ -24,7 +39,17 @@ CMD ["operator"]
 
 FROM base AS worker
 # torch from PyPI is the CUDA build; its nvidia-* runtime libraries are pinned in constraints.txt too.
-RUN pip install -c constraints.txt ".[worker]"
+RUN --mount=type=cache,target=/root/.cache/pip \
+    --mount=type=secret,id=pip.conf,target=/etc/pip.conf \
+    --mount=type=secret,id=pip-ca,target=/etc/pip-ca.pem \
+    python -c 'import tomllib; p = tomllib.load(open("pyproject.toml", "rb"))["project"]; print(*p["dependencies"], *p["optional-dependencies"]["worker"], sep="\n")' >/tmp/requirements.txt \
+    && pip install -c constraints.txt -r /tmp/requirements.txt && rm /tmp/requirements.txt
+COPY worker/ worker/
+COPY operator/ operator/
+RUN --mount=type=cache,target=/root/.cache/pip \
+    --mount=type=secret,id=pip.conf,target=/etc/pip.conf \
+    --mount=type=secret,id=pip-ca,target=/etc/pip-ca.pem \
+    pip install --no-deps -c constraints.txt ".[worker]" && pip check
 ENV HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 USER 65532:65532
 WORKDIR /workspace

@@ -46,11 +46,28 @@ def effective(target: str) -> list[tuple[str, str]]:
     return (effective(parent) if parent in all_stages else []) + stage["instructions"]
 
 
+def run_mounts_and_commands(args: str) -> tuple[list[str], list[list[str]]]:
+    """A RUN's leading --mount options, and its commands (split at &&)."""
+    words = shlex.split(args)
+    mounts = []
+    while words and words[0].startswith("--mount="):
+        mounts.append(words.pop(0).removeprefix("--mount="))
+    commands: list[list[str]] = [[]]
+    for word in words:
+        if word == "&&":
+            commands.append([])
+        else:
+            commands[-1].append(word)
+    return mounts, commands
+
+
 def pip_installs(target: str) -> list[list[str]]:
     return [
-        shlex.split(args)
+        command
         for keyword, args in effective(target)
-        if keyword == "RUN" and re.search(r"\bpip install\b", args)
+        if keyword == "RUN"
+        for command in run_mounts_and_commands(args)[1]
+        if command[:2] == ["pip", "install"]
     ]
 
 
@@ -82,16 +99,44 @@ def test_every_project_requirement_is_pinned() -> None:
 
 @pytest.mark.parametrize("target", sorted(TARGET_EXTRAS))
 def test_target_installs_its_extras_with_the_constraints(target: str) -> None:
-    (install,) = pip_installs(target)
-    assert install[:2] == ["pip", "install"] and "-c" in install
-    assert install[install.index("-c") + 1] == "constraints.txt"
-    assert not any("index-url" in arg for arg in install), "torch must come from PyPI (the CUDA build)"
-    (project,) = [arg for arg in install if arg.startswith(".[")]
-    extras = project.removeprefix(".[").removesuffix("]").split(",")
-    assert extras == TARGET_EXTRAS[target]
+    """First the dependencies of the target's extras, listed from pyproject.toml (a layer that stays
+    cached while only the code changes), then the project itself without dependencies."""
+    deps, project_install = pip_installs(target)
+    for install in (deps, project_install):
+        assert install[install.index("-c") + 1] == "constraints.txt"
+        assert not any("index-url" in arg for arg in install), "torch must come from PyPI (the CUDA build)"
+    assert deps[deps.index("-r") + 1] == "/tmp/requirements.txt"
+    (listing,) = [
+        args for keyword, args in effective(target) if keyword == "RUN" and "/tmp/requirements.txt" in args
+    ]
+    extras = TARGET_EXTRAS[target]
+    assert re.findall(r'\["optional-dependencies"\]\["(\w+)"\]', listing) == extras
+    assert '["dependencies"]' in listing
+    assert "--no-deps" in project_install
+    (project,) = [arg for arg in project_install if arg.startswith(".[")]
+    assert project.removeprefix(".[").removesuffix("]").split(",") == extras
     assert set(extras) <= set(PYPROJECT["optional-dependencies"])
     copied = " ".join(args for keyword, args in effective(target) if keyword == "COPY")
     assert "constraints.txt" in copied and "pyproject.toml" in copied
+    # The code is copied after the dependencies are installed.
+    order = [(k, a) for k, a in effective(target) if k in ("COPY", "RUN")]
+    assert order.index(("COPY", "worker/ worker/")) > order.index(("RUN", listing))
+
+
+@pytest.mark.parametrize("target", sorted(TARGET_EXTRAS))
+def test_pip_configuration_reaches_the_build_only_as_mounts(target: str) -> None:
+    """hack/images.sh hands the host's pip configuration and certificate to the build as secrets, and
+    pip's cache is a cache mount: none of them is copied into an image or set in its environment."""
+    for keyword, args in effective(target):
+        pip_setting = re.search(r"pip\.conf|PIP_(INDEX|CERT|CONFIG)", args)
+        assert not (keyword in ("COPY", "ADD", "ENV", "ARG") and pip_setting), (keyword, args)
+        if keyword == "RUN" and "pip install" in args:
+            mounts, _ = run_mounts_and_commands(args)
+            assert "type=secret,id=pip.conf,target=/etc/pip.conf" in mounts
+            assert "type=secret,id=pip-ca,target=/etc/pip-ca.pem" in mounts
+            assert "type=cache,target=/root/.cache/pip" in mounts
+    script = (ROOT / "hack" / "images.sh").read_text()
+    assert "id=pip.conf,src=" in script and "id=pip-ca,src=" in script and "cert = /etc/pip-ca.pem" in script
 
 
 def test_setup_script_uses_the_same_constraints() -> None:
