@@ -5,7 +5,10 @@ T tokens' factors is timed by both of the worker's paths (trace/hessian.py): the
 (2 T D^2 flops) and the symmetric Gram build (T D^2 / 2 flops, then H expanded from G). Each is
 reported as an effective rate 2 T D^2 / time, against the rate of one plain GEMM ``A^T A`` of a
 materialised T_ref x D matrix, all in the same run, so the ratios hold on a shared, noisy machine.
-``worker`` is the path the worker picks for that shape (planning/hessian_plan.py). Targets (issue 13):
+``worker`` is the path the worker picks for that shape (planning/hessian_plan.py). ``GPU Gram`` is
+the GPU kernel strategy's cyclic Gram and one-gather expansion (trace/hessian_gpu.py) timed on this
+CPU, at its own default chunk bytes: the CPU keeps the loops, which must stay the faster.
+Targets (issue 13):
 Gram build >= 2.5x the GEMM's rate at k_out 48, k_in 280 (T >= 16,384), >= 1.2x at the other shapes
 of Qwen2.5-1.5B at factors 32 and 64. ``--solve`` adds damped Cholesky + solve for R responses.
 
@@ -19,7 +22,7 @@ import argparse
 import time
 
 import torch
-from influence_trace.planning.hessian_plan import uses_symmetric_gram
+from influence_trace.planning.hessian_plan import CHUNK_BYTES, uses_symmetric_gram
 from influence_trace.planning.options import DEFAULT_CHUNK_BYTES
 from influence_trace.trace.hessian import (
     dense_token_hessian,
@@ -28,6 +31,7 @@ from influence_trace.trace.hessian import (
     symmetric_gram,
     token_hessian,
 )
+from influence_trace.trace.hessian_gpu import gpu_token_hessian
 from influence_trace.trace.ledger import MemoryLedger
 from influence_trace.trace.solve import damped_cholesky, solve_in_place
 
@@ -65,7 +69,9 @@ def measure(k_out: int, k_in: int, args: argparse.Namespace, dtype: torch.dtype)
     gram_s = best_of(args.repeats, lambda: symmetric_gram(u, v, DEFAULT_CHUNK_BYTES, ledger))
     gram = symmetric_gram(u, v, DEFAULT_CHUNK_BYTES, ledger)
     expand_s = best_of(args.repeats, lambda: expand_gram(gram, k_out, k_in, ledger))
+    gpu_s = best_of(args.repeats, lambda: gpu_token_hessian(u, v, CHUNK_BYTES["gpu"], ledger))
     out = {
+        "gpu_gram": flops / gpu_s / ref_rate,
         "gemm_gflops": ref_rate / 1e9,
         "dense": flops / dense_s / ref_rate,
         "gram": flops / (gram_s + expand_s) / ref_rate,
@@ -111,15 +117,16 @@ def main() -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.dtype}, T = {args.tokens}, "
           f"GEMM reference on {min(args.tokens, args.reference_tokens)} rows")
     head = ("| k_out x k_in | D | GEMM GFLOP/s | dense build / GEMM | Gram build / GEMM | expansion share "
-            "| worker |")
+            "| worker | GPU Gram / GEMM |")
     print(head + (" build+solve / GEMM |" if args.solve else ""))
-    print("|---" * (8 if args.solve else 7) + "|")
+    print("|---" * (9 if args.solve else 8) + "|")
     for shape in args.shapes:
         k_out, k_in = (int(x) for x in shape.split("x"))
         r = measure(k_out, k_in, args, dtype)
         path = "gram" if uses_symmetric_gram(k_out, k_in) else "dense"
         line = (f"| {k_out} x {k_in} | {k_out * k_in} | {r['gemm_gflops']:.1f} | {r['dense']:.2f} | "
-                f"{r['gram']:.2f} | {r['expand_share']:.2f} | {r['worker']:.2f} ({path}) |")
+                f"{r['gram']:.2f} | {r['expand_share']:.2f} | {r['worker']:.2f} ({path}) "
+                f"| {r['gpu_gram']:.2f} |")
         print(line + (f" {r['solve']:.2f} |" if args.solve else ""), flush=True)
 
 

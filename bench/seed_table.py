@@ -4,12 +4,19 @@ A randomly initialised model with Qwen2.5-1.5B's shapes (bfloat16) traces random
 response tokens match the seed's per-GPU count (733,870 by default), at factors 64 and 32 and both
 scopes, one GPU, one fresh `influence-trace run` process per configuration. It prints the timing
 breakdown under the pipeline's stage names, peak GPU memory (torch.cuda.max_memory_allocated) next
-to the memory model's prediction and the worker's own ledger, and the hessian_solve time against the
-TF32 floor of 2 T D^2 flops over every module. Meant for a GPU machine; `--shapes tiny` runs a small
-stand-in on the CPU to check the script itself.
+to the memory model's prediction and the worker's own ledger, and the hessian_solve stage's real flop
+rate: the Hessian build as the worker runs it (2 T pairs(k_out) pairs(k_in) on the Gram path, the GPU
+strategy's cyclic pair counts there, 2 T D^2 on the dense path), the Cholesky and the solves, over the
+stage's seconds; and the Gram GEMM's share: its flops at the dense TF32 peak over the stage's seconds.
+Meant for a GPU machine; `--shapes tiny` runs a small stand-in on the CPU to check the script itself.
 
     .venv/bin/python bench/seed_table.py [--tokens 733870] [--factors 64 32] [--shapes qwen2.5-1.5b|tiny]
         [--scopes per_prompt all_selected] [--device cuda|cpu] [--append bench/RESULTS.md]
+        [--check] [--max-hessian-seconds 60]
+
+``--check`` fails (exit 3, after the table) when the memory model's prediction is off the measured
+peak by more than 10%, or hessian_solve extrapolated to ``--target-tokens`` exceeds
+``--max-hessian-seconds``.
 
 bench/gpu_check.sh runs it with a token count that fits its time slot and extrapolates to 733,870.
 """
@@ -30,6 +37,7 @@ import torch
 import yaml
 from influence_trace.api.architectures import PRESETS, traced_module_dims
 from influence_trace.api.spec import DEFAULT_MODULES, parse_manifest
+from influence_trace.planning.hessian_plan import cyclic_pairs, pairs, uses_symmetric_gram
 from influence_trace.planning.memory_model import EstimateOptions, estimate
 
 TF32_DENSE_FLOPS = {"H100": 494e12, "H200": 494e12}  # SXM, dense TF32 tensor-core peak
@@ -93,20 +101,22 @@ def run(work: Path, body: dict, device: str) -> dict:
     return json.loads((Path(body["spec"]["output"]["path"]) / "summary.json").read_text())
 
 
-def tf32_floor_seconds(summary: dict, gpu: str) -> float | None:
-    """2 T D^2 flops over every module (the Hessian build) at the GPU's dense TF32 peak."""
-    peak = dense_peak(gpu)
-    return None if peak is None else hessian_flops(summary) / peak
-
-
 def dense_peak(gpu: str) -> float | None:
     return next((v for k, v in TF32_DENSE_FLOPS.items() if k in gpu), None)
 
 
-def hessian_flops(summary: dict) -> float:
-    """The build's plain-GEMM flops, 2 T D^2 summed over modules (every scope's tokens once)."""
-    tokens = summary["tokens"]["scored"]
-    return sum(2.0 * tokens * m["dim"] ** 2 for m in summary["modules"])
+def hessian_flops(summary: dict) -> tuple[float, float]:
+    """(the token Hessian build's GEMM flops as the worker ran it, hessian_solve's flops: the build, the
+    Cholesky D^3 / 3 per scope and the solves 2 D^2 R), summed over modules."""
+    tokens, responses = summary["tokens"]["scored"], summary["responses"]["scored"]
+    pair = cyclic_pairs if summary["resources"].get("kernels") == "gpu" else pairs
+    gemm = stage = 0.0
+    for m in summary["modules"]:
+        dim, k_out, k_in = m["dim"], m["k_out"], m["k_in"]
+        build = 2.0 * tokens * (pair(k_out) * pair(k_in) if uses_symmetric_gram(k_out, k_in) else dim * dim)
+        gemm += build
+        stage += build + summary["scopes"] * dim**3 / 3.0 + 2.0 * dim * dim * responses
+    return gemm, stage
 
 
 STAGES = ("logprob_backward", "grad_staging", "hessian_solve", "token_scoring")
@@ -137,6 +147,9 @@ def main() -> None:
     parser.add_argument("--shapes", default="qwen2.5-1.5b", choices=[*PRESETS, "tiny"])
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--append", type=Path, help="also append the table to this markdown file")
+    parser.add_argument("--check", action="store_true", help="exit 3 when a threshold fails (see above)")
+    parser.add_argument("--max-hessian-seconds", type=float, default=0.0,
+                        help="with --check: hessian_solve extrapolated to --target-tokens at most this")
     parser.add_argument("--out", type=Path, help="rewrite the table so far here after every configuration "
                         "(bench/gpu_check.sh: a run cut off by its time limit keeps what finished)")
     args = parser.parse_args()
@@ -164,6 +177,13 @@ def main() -> None:
     if args.append:
         with args.append.open("a") as f:
             f.write("\n" + "\n".join(lines) + "\n")
+    failed = failures(rows, args) if args.check else []
+    if failed:
+        message = "\n".join(f"- check failed: {f}" for f in failed)
+        print(message, file=sys.stderr)
+        if args.out:
+            args.out.write_text("\n".join(lines) + "\n\n" + message + "\n")
+        sys.exit(3)
 
 
 def command_line() -> str:
@@ -178,35 +198,41 @@ def command_line() -> str:
 
 
 def table(rows: list, args: argparse.Namespace) -> list[str]:
-    """Markdown: per-stage seconds (as run and extrapolated), the Hessian stage's rate against the
-    GPU's dense TF32 peak, and the peak device memory against the memory model."""
+    """Markdown: per-stage seconds (as run and extrapolated), hessian_solve's real flop rate and the Gram
+    GEMM's share of it at the dense TF32 peak, and the peak device memory against the memory model."""
     device = rows[0][2]["resources"].get("device_name")
     when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     scale = args.target_tokens / max(rows[0][2]["tokens"]["scored"], 1)
     lines = [
         f"### {args.shapes} on {device}, {when}", "",
         f"`{command_line()}`: {rows[0][2]['tokens']['scored']:,} response "
-        f"tokens traced; `@{args.target_tokens:,}` columns scale each stage's seconds by tokens "
-        f"(x{scale:.1f}) and the memory model's workload to that many tokens. Rate: 2 T D^2 over every "
-        "module divided by hessian_solve seconds (build, Cholesky and solves), against the dense TF32 peak.",
+        f"tokens traced ({args.response_len} per response); `@{args.target_tokens:,}` columns scale each "
+        f"stage's seconds by tokens (x{scale:.1f}) and the memory model's workload to that many tokens. "
+        "Rate: hessian_solve's flops as run (the Gram or dense build, Cholesky, solves) over its seconds; "
+        "GEMM share: the build's GEMM at the dense TF32 peak over hessian_solve's seconds.",
         "",
-        "| factor | scope | logprob_backward | grad_staging | hessian_solve | token_scoring | step_total "
-        f"| hessian_solve @{args.target_tokens:,} | trace @{args.target_tokens:,} | Hessian TFLOP/s "
-        "(% of peak) | peak GPU (max_memory_allocated) | predicted | predicted/measured "
+        "| factor | scope | kernels | logprob_backward | grad_staging | hessian_solve | token_scoring "
+        "| step_total "
+        f"| hessian_solve @{args.target_tokens:,} | trace @{args.target_tokens:,} | hessian_solve TFLOP/s "
+        "(% of peak) | GEMM share | peak GPU (max_memory_allocated) | predicted | predicted/measured "
         f"| predicted @{args.target_tokens:,} | peak host |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for factor, scope, s, (predicted, target) in rows:
         t, res = s["timings"], s["resources"]
-        rate = hessian_flops(s) / max(t["hessian_solve"], 1e-9)
+        gemm, flops = hessian_flops(s)
+        seconds = max(t["hessian_solve"], 1e-9)
         peak = dense_peak(str(res.get("device_name", "")))
-        share = "" if peak is None else f" ({100 * rate / peak:.0f}%)"
+        share = "" if peak is None else f" ({100 * flops / seconds / peak:.0f}%)"
+        gemm_share = "-" if peak is None else f"{100 * gemm / peak / seconds:.0f}%"
         measured = res["peak_gpu_bytes"] or res.get("ledger_peak_bytes", 0)  # the ledger on the CPU
         ratio = predicted / measured if measured else float("nan")
         lines.append(
-            f"| {factor} | {scope} | " + " | ".join(f"{t[k]:.2f} s" for k in STAGES)
+            f"| {factor} | {scope} | {res.get('kernels', '?')} | "
+            + " | ".join(f"{t[k]:.2f} s" for k in STAGES)
             + f" | {t['step_total']:.1f} s | {t['hessian_solve'] * scale:.1f} s "
-            f"| {sum(t[k] for k in STAGES) * scale:.1f} s | {rate / 1e12:.2f}{share} "
+            f"| {sum(t[k] for k in STAGES) * scale:.1f} s | {flops / seconds / 1e12:.3f}{share} "
+            f"| {gemm_share} "
             f"| {measured / 1e9:.3f} GB{'' if res['peak_gpu_bytes'] else ' (ledger)'} "
             f"| {predicted / 1e9:.3f} GB | {ratio:.2f} | {target / 1e9:.1f} GB "
             f"| {res['peak_host_bytes'] / 1e9:.1f} GB |"
@@ -214,6 +240,22 @@ def table(rows: list, args: argparse.Namespace) -> list[str]:
     dims = traced_module_dims(PRESETS["qwen2.5-1.5b"], DEFAULT_MODULES, 32, -1)
     lines += ["", f"(Qwen2.5-1.5B at factor 32: {len(dims)} modules, largest D {max(d.dim for d in dims)})"]
     return lines
+
+
+def failures(rows: list, args: argparse.Namespace) -> list[str]:
+    """What ``--check`` fails on: the memory model off by more than 10%, hessian_solve over its limit."""
+    out = []
+    for factor, scope, s, (predicted, _) in rows:
+        res, t = s["resources"], s["timings"]
+        measured = res["peak_gpu_bytes"] or res.get("ledger_peak_bytes", 0)
+        if not measured or not 0.9 <= predicted / measured <= 1.1:
+            out.append(f"factor {factor} {scope}: predicted {predicted:,} bytes vs measured {measured:,}")
+        extrapolated = t["hessian_solve"] * args.target_tokens / max(s["tokens"]["scored"], 1)
+        if args.max_hessian_seconds and extrapolated > args.max_hessian_seconds:
+            out.append(f"factor {factor} {scope}: hessian_solve {extrapolated:.0f} s at "
+                       f"{args.target_tokens:,} "
+                       f"tokens, over {args.max_hessian_seconds:.0f} s")
+    return out
 
 
 if __name__ == "__main__":
