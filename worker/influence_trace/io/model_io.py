@@ -43,8 +43,10 @@ def _offline() -> None:
 
 
 def load_model(spec: ModelSpec, device: str) -> torch.nn.Module:
-    """The causal LM in the manifest's dtype, on ``device``, in eval mode (no dropout: scores must be
-    deterministic). Gradient settings are left to the trace, which knows what it differentiates."""
+    """The causal LM in the manifest's dtype, on ``device``, in eval mode (no dropout: scores must not
+    depend on random masks). Bitwise equal scores between two GPU runs also need deterministic kernels
+    (``trace.deterministic``, trace/determinism.py). Gradient settings are left to the trace, which
+    knows what it differentiates."""
     from transformers import AutoModelForCausalLM
 
     path = check_model_dir(spec.path)
