@@ -5,8 +5,8 @@ loop (and at each loop's first and last step) to stderr, which the container run
 log; the operator reads the log's tail through ``pods/log`` and shows the last line in
 ``status.progress``. The worker pod needs no API credentials for it. Pure stdlib, shared by both sides.
 
-Fields: ``stage`` (generate, capture, hessian: the memory model's stages), ``step`` and ``total`` of
-the stage's loop, ``unit`` (batch, module), ``tokens`` (response tokens the stage has covered so far,
+Fields: ``stage`` (generate, capture, hessian, validate: the memory model's stages), ``step`` and ``total`` of
+the stage's loop, ``unit`` (batch, module, update), ``tokens`` (response tokens the stage has covered so far,
 when it counts tokens), ``elapsed`` (seconds since the worker started).
 """
 
@@ -24,7 +24,7 @@ PREFIX = "INFLUENCE_TRACE_PROGRESS "
 INTERVAL_ENV = "INFLUENCE_TRACE_PROGRESS_SECONDS"
 LINES_ENV = "INFLUENCE_TRACE_PROGRESS_LINES"  # 1: print the lines on a terminal too
 DEFAULT_INTERVAL = 5.0
-STAGE_ORDER = ("generate", "capture", "hessian")  # the order a trace goes through them
+STAGE_ORDER = ("generate", "capture", "hessian", "validate")  # the order a trace goes through them
 
 T = TypeVar("T")
 

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from influence_trace.api.progress import REPORTER
 from influence_trace.api.spec import InfluenceTraceSpec, TrainingSpec, ValidateSpec
 from influence_trace.trace.projection import find_traced_linears
 from influence_trace.trace.scoring import contrast
@@ -298,7 +299,8 @@ def validate(model: nn.Module, selection: Selection, scores: dict[str, np.ndarra
         def record(mask: np.ndarray) -> tuple[float, float]:
             return scale * float(contributions[mask].sum()), measure.outcome(mask)
 
-        for mask in _subset_masks(measure.tokens, settings):
+        masks = _subset_masks(measure.tokens, settings)
+        for mask in REPORTER.track(masks, STAGE, "update", len(masks)):  # the status' progress column
             predicted, actual = record(mask)
             result.predicted.append(predicted)
             result.actual.append(actual)
