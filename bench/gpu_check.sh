@@ -2,7 +2,8 @@
 # The first thing to run whenever a GPU machine is at hand (about 12 minutes on one H100):
 #   1. the CUDA tests (pytest -m gpu): pinned staging and transfers, the TF32 switch, the measured
 #      capture batch and the running peak, one NCCL process group, CUDA runs (both kernel strategies,
-#      the Gram path reached) against the CPU float64 reference on the tiny model;
+#      the Gram path reached, default bf16/TF32 precision) against the CPU float64 reference on the
+#      tiny model, and where two GPUs exist two ranks exchanging over NCCL;
 #   2. bench/seed_table.py with Qwen2.5-1.5B's shapes at factors 64 and 32, per_prompt and
 #      all_selected, 3,822-token responses, on a token count that fits the slot; then factor 32
 #      all_selected with 128-token responses: per-stage seconds, hessian_solve's real flop rate and the
