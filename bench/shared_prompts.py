@@ -62,17 +62,17 @@ def selection_of(prompt: int, response: int, seed: int = 1):
 
 @contextmanager
 def every_layer_checkpointed(on: bool):
-    from influence_trace.trace import capture
+    from influence_trace.trace import capture_planning
 
     if not on:
         yield
         return
-    original = capture.plan_checkpointing
-    capture.plan_checkpointing = lambda model, *_: SHAPES["num_hidden_layers"]
+    original = capture_planning.plan_checkpointing
+    capture_planning.plan_checkpointing = lambda model, *_: SHAPES["num_hidden_layers"]
     try:
         yield
     finally:
-        capture.plan_checkpointing = original
+        capture_planning.plan_checkpointing = original
 
 
 def capture_seconds(model, prompt: int, response: int, variant: str, repeat: int,

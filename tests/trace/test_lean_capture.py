@@ -9,7 +9,7 @@ import pytest
 import torch
 from influence_trace.demo.rollouts import make_rollouts
 from influence_trace.planning import memory_model
-from influence_trace.trace import capture, staging
+from influence_trace.trace import capture_planning, staging
 from influence_trace.trace.lean_capture import checkpointed_layers, decoder_layers, response_log_probs
 from influence_trace.trace.selection import select_groups
 
@@ -33,7 +33,7 @@ def test_each_factor_is_stored_once_though_layers_are_recomputed(model, response
         return put(self, store, values)
 
     monkeypatch.setattr(staging.CaptureStaging, "put", counting_put)
-    monkeypatch.setattr(capture, "plan_checkpointing", lambda *_: 2)  # both layers, whatever fits
+    monkeypatch.setattr(capture_planning, "plan_checkpointing", lambda *_: 2)  # both layers, whatever fits
     calls: Counter = Counter()
     linear = model.get_submodule("model.layers.0.mlp.up_proj")
     handle = linear.register_forward_hook(lambda *_: calls.update(["up_proj"]))

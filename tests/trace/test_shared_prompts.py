@@ -12,7 +12,7 @@ import torch
 from influence_trace.api.architectures import shapes_and_dtype
 from influence_trace.demo.rollouts import make_rollouts
 from influence_trace.planning.capture_plan import BatchShape, batch_bytes, checkpoint_count
-from influence_trace.trace import capture, prompt_store, shared_prompts
+from influence_trace.trace import capture, capture_planning, prompt_store, shared_prompts
 from influence_trace.trace.batching import MAX_PADDING, Item, plan_batches, shape_of
 from influence_trace.trace.ledger import MemoryLedger
 from influence_trace.trace.records import Response
@@ -72,7 +72,7 @@ def test_checkpointed_layers_see_the_same_prompt_and_the_cache_never_grows(model
         return out
 
     monkeypatch.setattr(shared_prompts.PrefixLayer, "update", counting_update)
-    monkeypatch.setattr(capture, "plan_checkpointing", lambda *_: count)
+    monkeypatch.setattr(capture_planning, "plan_checkpointing", lambda *_: count)
     result = run(model, selection, trace, WIDE)
     calls = Counter(layer.calls for layer in seen)  # 2: forward and its recomputation, same cache
     assert calls == ({2: len(seen)} if count == 2 else {1: len(seen) // 2, 2: len(seen) // 2})
@@ -114,7 +114,7 @@ def test_each_prompt_runs_once_for_the_whole_capture(model, responses, monkeypat
     """Responses of one group in several batches (lengths differ): the store runs its prompt once."""
     trace = settings(factor=4)
     selection = select_groups(responses, trace)
-    plan = capture.plan_capture(model, selection.responses, WIDE, MemoryLedger())
+    plan = capture_planning.plan_capture(model, selection.responses, WIDE, MemoryLedger())
     assert plan.store_bytes > 0
     spread = Counter(selection.responses[i].prompt_id for b in plan.batches
                      for i in {selection.responses[j].prompt_id: j for j in b}.values())
@@ -130,8 +130,8 @@ def test_without_room_for_the_store_each_batch_runs_its_prompts_with_the_same_sc
     selection = select_groups(responses, trace)
     stored = run(model, selection, trace, WIDE).scores
     rows = _count_prompt_rows(monkeypatch)
-    monkeypatch.setattr(capture, "store_bytes", lambda *_: 10**18)  # more than any room
-    plan = capture.plan_capture(model, selection.responses, WIDE, MemoryLedger())
+    monkeypatch.setattr(capture_planning, "store_bytes", lambda *_: 10**18)  # more than any room
+    plan = capture_planning.plan_capture(model, selection.responses, WIDE, MemoryLedger())
     assert plan.store_bytes == 0
     ledger = MemoryLedger()
     per_batch = run(model, selection, trace, WIDE, ledger).scores
@@ -174,16 +174,16 @@ def test_a_capture_that_does_not_fit_checkpoints_the_layers_the_model_says(model
     its ledger's capture bytes are the model's for that count (no more than the room)."""
     trace = settings(factor=4)
     selection = select_groups(responses, trace)
-    plan = capture.plan_capture(model, selection.responses, WIDE, MemoryLedger())
+    plan = capture_planning.plan_capture(model, selection.responses, WIDE, MemoryLedger())
     assert plan.checkpointed == 0  # the CPU's room: everything fits
     items = shared_prompts.items_of(selection.responses)
     shapes, dtype = shapes_and_dtype(model)
-    planned = [capture.batch_shape(shape_of(items, b, WIDE.capture_tokens),
+    planned = [capture_planning.batch_shape(shape_of(items, b, WIDE.capture_tokens),
                                    sum(selection.responses[i].num_tokens for i in b)) for b in plan.batches]
     largest = max(planned, key=lambda s: sum(batch_bytes(shapes, dtype, s, 1).values()))
     room = sum(batch_bytes(shapes, dtype, largest, 1).values())
-    monkeypatch.setattr(capture, "capture_room", lambda *_: room)
-    monkeypatch.setattr(capture, "store_bytes", lambda *_: 10**18)  # no prompt store: batches alone
+    monkeypatch.setattr(capture_planning, "capture_room", lambda *_: room)
+    monkeypatch.setattr(capture_planning, "store_bytes", lambda *_: 10**18)  # no prompt store: batches alone
     counts: list[int] = []
     layers = capture.checkpointed_layers
 
