@@ -126,7 +126,7 @@ def estimated_store_tokens(est: Estimate) -> int:
 
 def pool_capture(est: Estimate, shapes: Shapes, model_dtype: str, pool: str, gpu_memory_bytes: int,
                  headroom: float, capture_tokens: int) -> PoolCapture:
-    """What the worker would do on a pool of ``gpu_memory_bytes`` per GPU (trace/capture.py
+    """What the worker would do on a pool of ``gpu_memory_bytes`` per GPU (trace/capture_planning.py
     ``plan_capture``): keep every prompt if that fits beside the largest batch at its least, then
     checkpoint the fewest layers for the room left."""
     held = sum(est.gpu_breakdown.get(k, 0) for k in ("weights", "projections", "cuda_context"))
