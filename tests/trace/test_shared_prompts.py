@@ -197,3 +197,15 @@ def test_a_capture_that_does_not_fit_checkpoints_the_layers_the_model_says(model
     assert counts == [1]
     held = ledger.peak_breakdown
     assert held["capture_batch"] + held["prompt_kv"] <= room
+
+
+def test_equal_lengths_without_any_padding_match_prompts_not_shared(model, tmp_path) -> None:
+    """No padded position at all: the attention mask is all ones, and the gradient pass's queries still
+    sit after the prompt's keys (a mask aligned to the top left would let them see nothing of it)."""
+    rows = read_rollouts(make_rollouts(tmp_path / "u.jsonl", seed=3, num_prompts=3, prompt_len=(6, 7),
+                                       response_len=(5, 6)))
+    assert {len(r.prompt_ids) for r in rows} == {6} and {r.num_tokens for r in rows} == {5}
+    trace = settings(factor=4, scope="all_selected")
+    selection = select_groups(rows, trace)
+    shared = run(model, selection, trace, WIDE).scores
+    assert_scores_close(shared, run(model, selection, trace, UNSHARED).scores, 1e-10)
