@@ -14,6 +14,8 @@
 #   sbom [T...]    CycloneDX SBOM (JSON) of a built image's Python packages (cyclonedx-bom)
 #   audit [T...]   pip-audit of constraints.txt (and of each built image's SBOM) against the index's
 #                  advisory data
+#   lint-workflow  actionlint (built from its Go module on first use, cached) on
+#                  .github/workflows/images.yml, which builds and publishes the images with Docker
 #   image T        print the local name of target T's image
 #   out            print the directory holding the archives, digests, SBOMs and records
 #   buildah ARGS   buildah with this script's storage, e.g. `hack/images.sh buildah images`
@@ -38,6 +40,7 @@ SUITE=bookworm
 BASE_PACKAGES=python3,python3-venv,ca-certificates
 BUILDAH_APT_VERSION='1.28.*'
 MMDEBSTRAP_APT_VERSION='1.3.*'
+ACTIONLINT_VERSION=v1.7.12
 CYCLONEDX_BOM_VERSION=7.5.0
 PIP_AUDIT_VERSION=2.10.1
 
@@ -354,6 +357,37 @@ PY
 }
 
 # ---------------------------------------------------------------------------
+# The release workflow
+# ---------------------------------------------------------------------------
+
+# actionlint from its Go module, outside the work tree (as hack/cluster.sh builds the cluster's tools);
+# prints the binary's path.
+actionlint_bin() {
+  local dir="${CACHE_ROOT}/bin/actionlint-${ACTIONLINT_VERSION}"
+  if [[ ! -x "${dir}/actionlint" ]]; then
+    command -v go >/dev/null || die "actionlint is built with Go, which is not installed"
+    export CGO_ENABLED=0 GOTOOLCHAIN=local GOFLAGS=-trimpath
+    # sum.golang.org is not reachable from every machine: without it, trust the module proxy alone.
+    if [[ -z "${GOSUMDB:-}" ]] && ! timeout 5 bash -c 'exec 3<>/dev/tcp/sum.golang.org/443' 2>/dev/null; then
+      export GOSUMDB=off
+    fi
+    log "building actionlint ${ACTIONLINT_VERSION} into ${dir}"
+    mkdir -p "${dir}.tmp"
+    GOBIN="${dir}.tmp" go install "github.com/rhysd/actionlint/cmd/actionlint@${ACTIONLINT_VERSION}" ||
+      die "go install actionlint@${ACTIONLINT_VERSION} failed"
+    rm -rf "${dir}" && mv "${dir}.tmp" "${dir}"
+  fi
+  echo "${dir}/actionlint"
+}
+
+# shellcheck and pyflakes integrations are off: the result must not depend on what else is installed.
+cmd_lint_workflow() {
+  local bin
+  bin="$(actionlint_bin)"
+  (cd "${REPO_ROOT}" && "${bin}" -shellcheck= -pyflakes= .github/workflows/images.yml)
+}
+
+# ---------------------------------------------------------------------------
 
 cmd_clean() {
   lock
@@ -371,6 +405,7 @@ main() {
     build) cmd_build "$@" ;;
     sbom) cmd_sbom "$@" ;;
     audit) cmd_audit "$@" ;;
+    lint-workflow) cmd_lint_workflow ;;
     image) [[ $# == 1 ]] || die "usage: hack/images.sh image operator|worker"; targets "$1" >/dev/null; image_name "$1" ;;
     out) echo "${OUT_DIR}" ;;
     buildah) bah "$@" ;;
@@ -379,4 +414,4 @@ main() {
   esac
 }
 
-main "$@"
+main "$@"; exit $?  # one line: an edit of this file while it runs cannot shift what bash reads next

@@ -19,6 +19,8 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
 
     class ClusterTestsTogether(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
+            if nodeid.startswith("tests/images/"):  # one container of an image per module
+                return nodeid.split("::")[0]
             return "tests/cluster" if nodeid.startswith("tests/cluster/") else nodeid
 
     return ClusterTestsTogether(config, log)
