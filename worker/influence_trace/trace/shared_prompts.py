@@ -1,4 +1,7 @@
-"""Each prompt computed once per capture batch: its keys and values serve every response of its group.
+"""Each prompt computed once, apart: its keys and values serve every response of its group.
+
+Once for the whole capture when every prompt's keys and values fit (trace/prompt_store.py), else once
+per capture batch holding its group (``prefix_cache``).
 
 Why it is exact: response token t of a response with prompt length P is predicted at position
 ``P + t - 1``, so the captured positions are ``P - 1 .. P + n - 2``: the last prompt token and the
