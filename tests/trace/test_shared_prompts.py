@@ -51,11 +51,13 @@ def test_shared_prompts_match_the_brute_force_and_prompts_not_shared(model, resp
     assert_scores_close(shared.scores, plain.scores, 1e-10)
 
 
+@pytest.mark.parametrize("store", [True, False], ids=["store", "per-batch"])
 @pytest.mark.parametrize("count", [1, 2])
 def test_checkpointed_layers_see_the_same_prompt_and_the_cache_never_grows(model, responses, monkeypatch,
-                                                                          count) -> None:
+                                                                          count, store) -> None:
     """``count`` of the two layers checkpointed and recomputed in backward, each recomputation reading the
-    prompt's keys and values from a cache that stays as it was."""
+    prompt's keys and values from a cache that stays as it was; the prompts computed before the batches
+    (the store) or in each batch, under the checkpointed layers (a forward without gradients)."""
     trace = settings(factor=4)
     selection = select_groups(responses, trace)
     seen: list = []
@@ -73,6 +75,8 @@ def test_checkpointed_layers_see_the_same_prompt_and_the_cache_never_grows(model
 
     monkeypatch.setattr(shared_prompts.PrefixLayer, "update", counting_update)
     monkeypatch.setattr(capture_planning, "plan_checkpointing", lambda *_: count)
+    if not store:
+        monkeypatch.setattr(capture_planning, "store_bytes", lambda *_: 10**18)
     result = run(model, selection, trace, WIDE)
     calls = Counter(layer.calls for layer in seen)  # 2: forward and its recomputation, same cache
     assert calls == ({2: len(seen)} if count == 2 else {1: len(seen) // 2, 2: len(seen) // 2})
