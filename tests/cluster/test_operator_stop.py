@@ -30,8 +30,8 @@ from tests.cluster.operator_fixtures import (
     trace_manifest,
     wait_phase,
 )
+from tests.cluster.test_operator_replicas import LEASE, holder
 
-LEASE = "influence-trace-operator"
 HISTORY = "influence-trace-history"
 ESCALATES = {kube.SIMULATE_GPU_BYTES: BIG_GPU_BYTES, kube.SIMULATE_DURATION: "1s"}
 STOPS = 5
@@ -72,11 +72,6 @@ class OtherReplica:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-
-
-def holder(namespace: str) -> str | None:
-    lease = kube.get("lease", LEASE, namespace)
-    return (lease or {}).get("spec", {}).get("holderIdentity")
 
 
 def test_a_start_that_fails_on_its_health_port_acts_on_nothing_without_the_lease(
