@@ -12,20 +12,27 @@
 
 ARG PYTHON_IMAGE=python:3.11.7-slim-bookworm
 
+# The dependencies of each target's extras, listed from pyproject.toml: copied into the targets by
+# content, so an edit elsewhere in pyproject.toml keeps their installed layer cached.
+FROM ${PYTHON_IMAGE} AS requirements
+COPY pyproject.toml /
+RUN python -c 'import tomllib; p = tomllib.load(open("/pyproject.toml", "rb"))["project"]; [open(f"/requirements-{e}.txt", "w").write("\n".join(p["dependencies"] + p["optional-dependencies"][e]) + "\n") for e in ("operator", "worker")]'
+
 FROM ${PYTHON_IMAGE} AS base
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONUNBUFFERED=1
 RUN useradd --uid 65532 --no-create-home --shell /usr/sbin/nologin influence
 WORKDIR /src
-COPY constraints.txt pyproject.toml README.md ./
+COPY constraints.txt ./
 
-# Each target installs its dependencies first, listed from pyproject.toml (their layer stays cached
-# while only the code changes), then the project itself, and checks the result with `pip check`.
+# Each target installs its dependencies first (their layer stays cached while only the code changes),
+# then the project itself, and checks the result with `pip check`.
 FROM base AS operator
+COPY --from=requirements /requirements-operator.txt requirements.txt
 RUN --mount=type=cache,target=/root/.cache/pip \
     --mount=type=secret,id=pip.conf,target=/etc/pip.conf \
     --mount=type=secret,id=pip-ca,target=/etc/pip-ca.pem \
-    python -c 'import tomllib; p = tomllib.load(open("pyproject.toml", "rb"))["project"]; print(*p["dependencies"], *p["optional-dependencies"]["operator"], sep="\n")' >/tmp/requirements.txt \
-    && pip install -c constraints.txt -r /tmp/requirements.txt && rm /tmp/requirements.txt
+    pip install -c constraints.txt -r requirements.txt
+COPY pyproject.toml README.md ./
 COPY worker/ worker/
 COPY operator/ operator/
 RUN --mount=type=cache,target=/root/.cache/pip \
@@ -39,11 +46,12 @@ CMD ["operator"]
 
 FROM base AS worker
 # torch from PyPI is the CUDA build; its nvidia-* runtime libraries are pinned in constraints.txt too.
+COPY --from=requirements /requirements-worker.txt requirements.txt
 RUN --mount=type=cache,target=/root/.cache/pip \
     --mount=type=secret,id=pip.conf,target=/etc/pip.conf \
     --mount=type=secret,id=pip-ca,target=/etc/pip-ca.pem \
-    python -c 'import tomllib; p = tomllib.load(open("pyproject.toml", "rb"))["project"]; print(*p["dependencies"], *p["optional-dependencies"]["worker"], sep="\n")' >/tmp/requirements.txt \
-    && pip install -c constraints.txt -r /tmp/requirements.txt && rm /tmp/requirements.txt
+    pip install -c constraints.txt -r requirements.txt
+COPY pyproject.toml README.md ./
 COPY worker/ worker/
 COPY operator/ operator/
 RUN --mount=type=cache,target=/root/.cache/pip \
