@@ -329,7 +329,7 @@ cmd_audit() {
   mkdir -p "${OUT_DIR}"
   log "pip-audit constraints.txt"
   "${tools}/bin/pip-audit" --progress-spinner off --no-deps --disable-pip --vulnerability-service pypi \
-    -r "${REPO_ROOT}/constraints.txt" --format json --output "${OUT_DIR}/audit-constraints.json" || rc=$?
+    -r "${REPO_ROOT}/constraints.txt" --format json --output "${OUT_DIR}/audit-constraints.json" 2>/dev/null || rc=$?
   for t in ${list}; do
     sbom="${OUT_DIR}/influence-trace-${t}-${VERSION}.cdx.json"
     [[ -f "${sbom}" ]] || { log "no SBOM for ${t} (build it first): skipped"; continue; }
@@ -341,17 +341,27 @@ for c in json.load(open(sys.argv[1])).get("components", []):
         print("%s==%s" % (c["name"], c["version"]))' "${sbom}" >"${reqs}"
     log "pip-audit ${t} image ($(wc -l <"${reqs}") packages)"
     "${tools}/bin/pip-audit" --progress-spinner off --no-deps --disable-pip --vulnerability-service pypi \
-      -r "${reqs}" --format json --output "${OUT_DIR}/audit-${t}.json" || rc=$?
+      -r "${reqs}" --format json --output "${OUT_DIR}/audit-${t}.json" 2>/dev/null || rc=$?
   done
-  python3 - "${OUT_DIR}" <<'PY'
+  # pip-audit reports a package it found no advisory data for as skipped, not as clean: count those.
+  python3 - "${OUT_DIR}" <<'PY' || rc=$?
 import json, sys
 from pathlib import Path
+unaudited = 0
 for f in sorted(Path(sys.argv[1]).glob("audit-*.json")):
     deps = json.loads(f.read_text())["dependencies"]
+    skipped = [d for d in deps if "skip_reason" in d]
     vulns = [(d["name"], d["version"], v["id"], v.get("fix_versions")) for d in deps for v in d.get("vulns", [])]
-    print(f"{f.name}: {len(deps)} packages, {len(vulns)} known vulnerabilities")
+    print(f"{f.name}: {len(deps) - len(skipped)} of {len(deps)} packages audited, {len(vulns)} known vulnerabilities")
     for name, version, vid, fixes in vulns:
         print(f"  {name}=={version} {vid} fixed in {', '.join(fixes) or 'no release'}")
+    if skipped:
+        print(f"  not audited: {len(skipped)}, e.g. {skipped[0]['skip_reason']}")
+        unaudited += len(skipped)
+if unaudited:
+    print("no advisory data for some packages: the index's per-release JSON API (which pip-audit reads) or OSV"
+          " cannot be reached from here", file=sys.stderr)
+    sys.exit(3)
 PY
   return "${rc}"
 }
