@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast, get_args
 
 from influence_trace.api.contract import EXIT_KERNEL_OOM_KILL, REASON_BY_EXIT_CODE, parse_termination_message
 from influence_trace.api.status import Outcome
@@ -100,19 +100,24 @@ def _short(text: str | None) -> str:
     return text if len(text) <= MESSAGE_LIMIT else "..." + text[-MESSAGE_LIMIT:]
 
 
-def outcome_of(exit_code: int | None, container_reason: str | None, payload: dict[str, Any]) -> str:
+def outcome_of(exit_code: int | None, container_reason: str | None, payload: dict[str, Any]) -> Outcome:
     """The contract's reading of one terminated worker container."""
     if exit_code == 0:
         return "Succeeded"
     by_code = REASON_BY_EXIT_CODE.get(exit_code or -1)
     if by_code:
-        return by_code
+        return _outcome(by_code)
     if container_reason == "OOMKilled" or exit_code == EXIT_KERNEL_OOM_KILL:
         return "KernelOOMKilled"
     worker_reason = payload.get("reason")
     if worker_reason in REASON_BY_EXIT_CODE.values():
-        return str(worker_reason)
+        return _outcome(str(worker_reason))
     return "Failed"
+
+
+def _outcome(reason: str) -> Outcome:
+    """A contract reason as an attempt outcome (each is one; anything else reads as Failed)."""
+    return cast(Outcome, reason) if reason in get_args(Outcome) else "Failed"
 
 
 def from_pod(pod: dict[str, Any]) -> Finished | None:

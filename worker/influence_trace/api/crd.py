@@ -176,20 +176,23 @@ def printer_columns() -> list[dict[str, Any]]:
     return [*pop_printer_columns(_marked_schema()), AGE_COLUMN]
 
 
-def pop_printer_columns(node: dict[str, Any], path: str = "") -> list[dict[str, Any]]:
+def pop_printer_columns(node: dict[str, Any]) -> list[dict[str, Any]]:
     """Remove the fields' column marks (rules.column) from the schema; return them as printer columns."""
-    found = []
+    return [column for _, column in sorted(_marked_columns(node, ""), key=lambda oc: oc[0])]
+
+
+def _marked_columns(node: dict[str, Any], path: str) -> list[tuple[float, dict[str, Any]]]:
+    """(order, column) of every field marked at or below ``node`` (at ``path``), marks removed."""
+    found: list[tuple[float, dict[str, Any]]] = []
     mark = node.pop(COLUMN_KEY, None)
     if mark is not None:
         kind = mark.get("type", node.get("type", "string"))
         column = {"name": mark["name"], "type": kind, "jsonPath": path}
-        for key in ("description", "priority"):
-            if key in mark:
-                column[key] = mark[key]
+        column.update({key: mark[key] for key in ("description", "priority") if key in mark})
         found.append((mark["order"], column))
     for name, sub in (node.get("properties") or {}).items():
-        found.extend(pop_printer_columns(sub, f"{path}.{name}"))
-    return found if path else [c for _, c in sorted(found, key=lambda oc: oc[0])]
+        found.extend(_marked_columns(sub, f"{path}.{name}"))
+    return found
 
 
 def build_crd() -> dict[str, Any]:

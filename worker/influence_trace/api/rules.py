@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 COLUMN_KEY = "x-printer-column"
-SET = {"x-kubernetes-list-type": "set"}  # items must not repeat (checked by the API server)
+SET: dict[str, Any] = {"x-kubernetes-list-type": "set"}  # items must not repeat (checked by the API server)
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,8 @@ RESPONSES_PER_PROMPT = 6
 # contrast that a gradient step on that token would make (docs/algorithm.md).
 LEGEND = ("a step on a high-scoring token raises the accepted-minus-rejected contrast, whichever response "
           "it is in; the demo model is random, so which tokens rank high shows the mechanics only")
-MODEL = {"hidden_size": 64, "intermediate_size": 128, "num_layers": 2, "num_heads": 4, "num_kv_heads": 2}
+MODEL: dict[str, Any] = {"hidden_size": 64, "intermediate_size": 128, "num_layers": 2, "num_heads": 4,
+                         "num_kv_heads": 2}
 
 
 def response_text(rng: np.random.Generator, answer: int, correct: bool) -> str:

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 
-def write_atomically(path: Path, write: Callable[[Path], None]) -> None:
+def write_atomically(path: Path, write: Callable[[Path], object]) -> None:
     """``write`` into a temporary name beside ``path``, then rename over it; on failure remove the
     temporary, so ``path`` holds either its old content or the complete new one."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")

@@ -122,8 +122,8 @@ def stage_seconds(spec: InfluenceTraceSpec, est: Estimate, rates: Rates = DEFAUL
     hessian_rate = rates.of(_hessian_dtype(spec)) * EFFICIENCY["hessian"]
     out["hessian"] = (_hessian_flops(spec, est) / hessian_rate + _kernel_overhead(spec, est, rates)) / procs
     if spec.validation is not None:  # on the writer alone, in float32 or the model's wider dtype
-        flops = validation_flops(spec, shapes.parameter_count(), w)
-        out["validate"] = flops / rates.of(work_dtype(spec.model.dtype)) / EFFICIENCY["capture"]
+        update_flops = validation_flops(spec, shapes.parameter_count(), w)
+        out["validate"] = update_flops / rates.of(work_dtype(spec.model.dtype)) / EFFICIENCY["capture"]
     return out
 
 

@@ -83,7 +83,7 @@ def to_table(est: Estimate, placement: Placement, learned: Learned | None = None
     lines = [f"pool: {placement.pool.name if placement.pool else 'none'}", f"reason: {placement.reason}"]
     if learned is not None and learned.reason:
         lines += [f"source: {learned.source}", f"learned: {learned.reason}"]
-    if duration is not None:
+    if duration is not None and placement.pool is not None:
         parts = ", ".join(f"{s} {readable(v)}" for s, v in duration.stages.items())
         lines.append(f"time: about {readable(duration.seconds)} on {placement.pool.name} ({parts})"
                      + (f"; {duration.note}" if duration.note else ""))

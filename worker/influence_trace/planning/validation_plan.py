@@ -31,6 +31,7 @@ def validation_stage_bytes(spec: InfluenceTraceSpec, params: int, dims: list[Mod
     """The stage's own device buffers beside the model's weights: the float32 copy, the saved weights
     the update changes, their gradients, AdamW's moments (optimizer target) and one micro-batch
     (``batch_bytes``: the update's micro-batch in the working dtype)."""
+    assert spec.validation is not None  # called only for a trace that validates
     item = DTYPE_BYTES[work_dtype(spec.model.dtype)]
     changed = params if spec.validation.target == "optimizer" else sum(d.in_features * d.out_features
                                                                         for d in dims)
@@ -47,6 +48,7 @@ def validation_flops(spec: InfluenceTraceSpec, params: int, w: Workload) -> floa
     (ppoEpochs passes for target optimizer) and the objectives' forwards (with leave-one-out each
     response's objective covers its whole scope: R_s x T_s tokens per scope)."""
     settings = spec.validation
+    assert settings is not None  # called only for a trace that validates
     tokens = w.response_tokens + w.prompt_tokens
     passes = (spec.training or TrainingSpec()).ppo_epochs if settings.target == "optimizer" else 1
     evaluated = tokens

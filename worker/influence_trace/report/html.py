@@ -145,8 +145,8 @@ def top(run: Run) -> str:
 
 def model_note(run: Run) -> str:
     """A warning when the model is random or tiny: its scores and metrics show the mechanics only."""
-    model = run.spec.get("model") if isinstance(run.spec.get("model"), dict) else {}
-    path = Path(str(model.get("path") or ""))
+    model = run.spec.get("model")
+    path = Path(str(model.get("path") or "")) if isinstance(model, dict) else Path()
     if (path / RANDOM_MARKER).is_file():
         why = "has random weights (made by influence-trace demo or a test)"
     else:
@@ -262,8 +262,8 @@ def payload(run: Run, clip: float, tokenizer: Any = None) -> dict[str, Any]:
 def prompt_texts(run: Run, tokenizer: Any) -> dict[str, str]:
     """Each prompt's text, from the rollouts file the run read while it is readable here (token-id
     prompts decoded with the tokenizer); {} when it is not."""
-    rollouts = run.spec.get("rollouts") if isinstance(run.spec.get("rollouts"), dict) else {}
-    path = Path(str(rollouts.get("path") or ""))
+    rollouts = run.spec.get("rollouts")
+    path = Path(str(rollouts.get("path") or "")) if isinstance(rollouts, dict) else Path()
     if not path.is_file():
         return {}
     try:

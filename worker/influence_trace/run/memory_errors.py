@@ -35,9 +35,10 @@ OOM_WORDS = ("out of memory", "Out of memory", "OUT_OF_MEMORY", "alloc failed", 
 def _chain(err: BaseException) -> list[BaseException]:
     """The error and what it was raised from (``raise ... from``: a wrapped library error counts)."""
     seen: list[BaseException] = []
-    while err is not None and err not in seen and len(seen) < 8:
-        seen.append(err)
-        err = err.__cause__
+    cause: BaseException | None = err
+    while cause is not None and cause not in seen and len(seen) < 8:
+        seen.append(cause)
+        cause = cause.__cause__
     return seen
 
 

@@ -147,11 +147,11 @@ def run_trace_parallel(model: nn.Module, selection: Selection, trace: TraceSetti
     with timer.stage("token_scoring"):
         host = _reduce_to_writer(scores)
         matrix = None if hinv_dot is None else _reduce_to_writer(hinv_dot)
-    gathered = [None] * group.world if group.is_writer else None
-    dist.gather_object(reports, gathered, dst=0)
+    parts: list[Any] = [None] * group.world
+    dist.gather_object(reports, parts if group.is_writer else None, dst=0)
     if not group.is_writer:
         return None
-    merged = {i: r for part in gathered for i, r in part.items()}
+    merged = {i: r for part in parts for i, r in part.items()}
     accepted = {r.response_id: bool(a) for g in selection.groups
                 for r, a in zip(g.responses, g.accepted, strict=True)}
     result = TraceResult(
@@ -176,8 +176,8 @@ def gather_resources(group: RankGroup, resources: dict, timer: StageTimer | None
     mine = {k: resources[k] for k in keys}
     if timer is not None:
         mine["stage_seconds"] = timer.totals()
-    gathered = [None] * group.world if group.is_writer else None
-    dist.gather_object(mine, gathered, dst=0)
+    gathered: list[Any] = [None] * group.world
+    dist.gather_object(mine, gathered if group.is_writer else None, dst=0)
     if not group.is_writer:
         return None
     out = dict(resources)

@@ -22,7 +22,7 @@ from influence_trace.trace.engine import run_trace
 from influence_trace.trace.ledger import MemoryLedger
 from influence_trace.trace.records import TraceResult
 from influence_trace.trace.selection import Selection, select_groups
-from influence_trace.trace.timing import StageTimer
+from influence_trace.trace.timing import StageTimer, Timer
 from influence_trace.trace.validation import STAGE as VALIDATE
 from influence_trace.trace.validation import Validation, validate
 
@@ -107,17 +107,18 @@ def run_pipeline(
         def share_hooks(share: Selection) -> dict[str, Any]:
             return resume.trace_hooks(rollouts_path, share, (group.rank, group.world))
 
-        result = run_trace_parallel(model, selection, spec.trace, options, ledger, timer, group, share_hooks)
-        resources = gather_resources(group, resources_used(options, ledger), timer)
-        if result is None or resources is None:  # not rank 0: rank 0 writes the outputs
+        shared = run_trace_parallel(model, selection, spec.trace, options, ledger, timer, group, share_hooks)
+        gathered = gather_resources(group, resources_used(options, ledger), timer)
+        if shared is None or gathered is None:  # not rank 0: rank 0 writes the outputs
             return {}
+        result, resources = shared, gathered
     checked = run_validation(spec, model, selection, result, options, timer)
     return write_outputs(manifest, selection, result, len(responses), timer, resources, resume.summary(),
                          checked)
 
 
 def run_validation(spec: InfluenceTraceSpec, model: Any, selection: Selection, result: TraceResult,
-                   options: WorkerOptions, timer: StageTimer) -> Validation | None:
+                   options: WorkerOptions, timer: Timer) -> Validation | None:
     """Stage validate (spec.validate): the scores against subset policy updates, on the writer alone
     (after the trace every rank holds the same weights and the writer has every score)."""
     if spec.validation is None:
@@ -130,7 +131,7 @@ def run_validation(spec: InfluenceTraceSpec, model: Any, selection: Selection, r
 
 
 def write_outputs(manifest: InfluenceTrace, selection: Selection, result: TraceResult, num_rollouts: int,
-                  timer: StageTimer, resources: dict[str, Any], stages: dict[str, Any],
+                  timer: Timer, resources: dict[str, Any], stages: dict[str, Any],
                   checked: Validation | None = None) -> dict[str, Any]:
     """The one tail of every run (one process, or rank 0 of several): rows (and validation.json), then
     the summary last."""

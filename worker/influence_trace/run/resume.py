@@ -162,6 +162,7 @@ class Resume:
 
     def _generate(self, artifact: Artifact, found: list[prompts.Prompt], model, tokenizer) -> None:
         gen = self.spec.rollouts.generate
+        assert gen is not None  # stage gen runs only when the manifest generates
         chat = prompts.uses_chat_template(tokenizer, gen.use_chat_template)
         vocab = model_io.vocab_size(model)
         ids = [prompts.prompt_token_ids(p, tokenizer, chat, vocab) for p in found]

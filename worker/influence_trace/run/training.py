@@ -212,6 +212,7 @@ def run_step(loop: Loop, step: int) -> None:
     rollouts_path = check_inputs(m.spec) if loop.writer else None
     if loop.group is not None:
         rollouts_path = _broadcast_path(rollouts_path)
+    assert rollouts_path is not None  # the writer checked it; other ranks received it
     weights = None if step == 1 else {"step": step, "trajectory": loop.recipe}
     resume = Resume(m.spec, loop.options, loop.timer, loop.ledger, weights)
     _rollouts(loop, m, step, resume)
@@ -221,6 +222,7 @@ def run_step(loop: Loop, step: int) -> None:
     update = _update(loop, m, selection)
     resources = _resources(loop)
     if loop.writer:
+        assert resources is not None  # the writer gathers every rank's
         extra = {**resume.summary(), "step": step, "update": update}
         summary = write_outputs(m, selection, result, read, timer, resources, extra, checked)
         loop.records.append(step_record(step, summary))
@@ -242,6 +244,7 @@ def _broadcast_path(path: Path | None) -> Path:
     """Rank 0's rollouts path (it alone checked the inputs and made the step's folder) on every rank."""
     box = [str(path) if path is not None else None]
     dist.broadcast_object_list(box, src=0)
+    assert box[0] is not None, "rank 0 sent no rollouts path"
     return Path(box[0])
 
 
@@ -307,7 +310,7 @@ def run_training(manifest: InfluenceTrace, options: WorkerOptions, timer: StageT
         run_step(loop, step)
         _save(loop, step)
     resources = _resources(loop)
-    if not loop.writer:
+    if not loop.writer or resources is None:  # only the writer gathers every rank's
         return {}
     return write_top_summary(loop, first - 1, resources)
 

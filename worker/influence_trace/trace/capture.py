@@ -218,7 +218,7 @@ class _BatchRunner:
         lm_head = self.model.get_output_embeddings()
         logp = response_log_probs(lm_head, hidden[inputs.rows_b, inputs.rows_p], inputs.targets,
                                   logit_chunk_tokens(lm_head.out_features))
-        coef = np.repeat(self.weights[idx], [self.responses[i].num_tokens for i in idx])
+        coef: np.ndarray = np.repeat(self.weights[idx], [self.responses[i].num_tokens for i in idx])
         coef_t = shared_prompts.to_device(torch.as_tensor(coef, dtype=logp.dtype), self.device, pin)
         objective = (logp * coef_t).sum()
         with state["recompute"].backward():

@@ -21,7 +21,7 @@ def summarize_hinv_dot(matrix: np.ndarray, selection: Selection) -> dict[str, fl
     prompt = np.array([g.prompt_id for g in selection.groups for _ in g.responses])
     acc = np.concatenate([g.accepted for g in selection.groups]).astype(bool)
     n = len(prompt)
-    off_diag = ~np.eye(n, dtype=bool)
+    off_diag: np.ndarray = ~np.eye(n, dtype=bool)
     same = (prompt[:, None] == prompt[None, :]) & off_diag
     cross = prompt[:, None] != prompt[None, :]
     diag = np.clip(np.diag(matrix), 1e-300, None)

@@ -56,6 +56,7 @@ class PromptStore:
         """The batch's groups x Wp cache, gathered from the store (zeros past each prompt's end)."""
         keys: list[torch.Tensor] = []
         values: list[torch.Tensor] = []
+        assert inputs.prefix_ids is not None  # a batch that shares prompts has their ids
         shape = (len(inputs.prefix_names), inputs.prefix_ids.shape[1])
         for g, (name, length) in enumerate(zip(inputs.prefix_names, inputs.prefix_lengths, strict=True)):
             if length:

@@ -96,7 +96,7 @@ def select_groups(responses: list[Response], trace: TraceSettings, max_prompts: 
         contrast_checked = min(rewards) != max(rewards)
         advantages = group_advantages(members) if contrast_checked else None
         use_adv = advantages if trace.contrastive_agg == "advantage" else None
-        if not contrast_checked or not _has_contrast(members, use_adv):
+        if advantages is None or not _has_contrast(members, use_adv):
             skipped.append(prompt_id)
             continue
         if max_prompts > 0 and len(selected) >= max_prompts:

@@ -109,11 +109,11 @@ def shared_inputs(responses, idx: list[int], offsets: np.ndarray, device: torch.
             prompts.append(tuple(responses[i].prompt_ids[:-1]))
     wp = max(len(p) for p in prompts)
     wr = max(responses[i].num_tokens for i in idx)
-    prefix = np.zeros((len(prompts), wp), dtype=np.int64)
+    prefix: np.ndarray = np.zeros((len(prompts), wp), dtype=np.int64)
     for g, p in enumerate(prompts):
         prefix[g, : len(p)] = p
-    ids = np.zeros((len(idx), wr), dtype=np.int64)
-    mask = np.zeros((len(idx), wp + wr), dtype=np.int64)
+    ids: np.ndarray = np.zeros((len(idx), wr), dtype=np.int64)
+    mask: np.ndarray = np.zeros((len(idx), wp + wr), dtype=np.int64)
     starts = np.array([len(responses[i].prompt_ids) - 1 for i in idx], dtype=np.int64)
     counts = np.array([responses[i].num_tokens for i in idx], dtype=np.int64)
     for b, i in enumerate(idx):
@@ -121,7 +121,7 @@ def shared_inputs(responses, idx: list[int], offsets: np.ndarray, device: torch.
         ids[b, : r.num_tokens] = (r.prompt_ids[-1], *r.response_ids[:-1])
         mask[b, : starts[b]] = 1
         mask[b, wp : wp + r.num_tokens] = 1
-    rows = np.array([groups[responses[i].prompt_id] for i in idx], dtype=np.int64)
+    rows: np.ndarray = np.array([groups[responses[i].prompt_id] for i in idx], dtype=np.int64)
     positions = starts[:, None] + np.arange(wr)[None, :]
     rows_p = np.concatenate([np.arange(n) for n in counts])
     inputs = _moved([prefix if wp > 0 else None, rows, ids, positions, mask], idx, counts, rows_p,
@@ -136,8 +136,8 @@ def full_inputs(responses, idx: list[int], offsets: np.ndarray, device: torch.de
     """Prompts not shared: each row is its prompt and response, right-padded, run with gradients."""
     seqs = [responses[i].prompt_ids + responses[i].response_ids for i in idx]
     width = max(len(s) for s in seqs)
-    ids = np.zeros((len(idx), width), dtype=np.int64)
-    mask = np.zeros((len(idx), width), dtype=np.int64)
+    ids: np.ndarray = np.zeros((len(idx), width), dtype=np.int64)
+    mask: np.ndarray = np.zeros((len(idx), width), dtype=np.int64)
     for b, seq in enumerate(seqs):
         ids[b, : len(seq)] = seq
         mask[b, : len(seq)] = 1
@@ -145,20 +145,23 @@ def full_inputs(responses, idx: list[int], offsets: np.ndarray, device: torch.de
     rows_p = np.concatenate([np.arange(n) + len(responses[i].prompt_ids) - 1
                              for i, n in zip(idx, counts, strict=True)])
     positions = np.tile(np.arange(width, dtype=np.int64), (len(idx), 1))
-    rows = np.zeros(len(idx), dtype=np.int64)
+    rows: np.ndarray = np.zeros(len(idx), dtype=np.int64)
     return _moved([None, rows, ids, positions, mask], idx, counts, rows_p, responses, offsets, device, pin)
 
 
 def _moved(arrays: list, idx: list[int], counts: np.ndarray, rows_p: np.ndarray, responses,
            offsets: np.ndarray, device: torch.device, pin: bool) -> BatchInputs:
     """The batch's arrays as device tensors, with the captured rows, targets and destination rows."""
-    rows_b = np.repeat(np.arange(len(idx)), counts)
+    rows_b: np.ndarray = np.repeat(np.arange(len(idx)), counts)
     targets = np.concatenate([np.asarray(responses[i].response_ids, dtype=np.int64) for i in idx])
     dest = np.concatenate([np.arange(offsets[i], offsets[i] + n) for i, n in zip(idx, counts, strict=True)])
-    host = [*arrays, rows_b, rows_p, targets]
-    dev = [None if a is None else to_device(torch.from_numpy(np.ascontiguousarray(a, dtype=np.int64)),
-                                            device, pin) for a in host]
-    return BatchInputs(*dev, torch.from_numpy(dest.astype(np.int64)))
+    def put(a: np.ndarray) -> torch.Tensor:
+        return to_device(torch.from_numpy(np.ascontiguousarray(a, dtype=np.int64)), device, pin)
+
+    prefix, rows, ids, positions, mask = arrays
+    dest_t = torch.from_numpy(dest.astype(np.int64))
+    return BatchInputs(None if prefix is None else put(prefix), put(rows), put(ids), put(positions),
+                       put(mask), put(rows_b), put(rows_p), put(targets), dest_t)
 
 
 def to_device(host: torch.Tensor, device: torch.device, pin: bool) -> torch.Tensor:

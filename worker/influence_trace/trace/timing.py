@@ -4,9 +4,18 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
+from typing import Protocol
 
 STAGES = ("gen", "logprob_backward", "grad_staging", "hessian_solve", "token_scoring", "pop_rows")
+
+
+class Timer(Protocol):
+    """What the writer's tail needs of a timer: a whole run's StageTimer, or one training step's."""
+
+    def stage(self, name: str) -> AbstractContextManager[None]: ...
+
+    def totals(self) -> dict[str, float]: ...
 
 
 class StageTimer:

@@ -148,7 +148,10 @@ def _micro(responses: Sequence[Response], idx: list[int], coefs: np.ndarray, dev
     width = max(len(s) for s in seqs)
     ids = torch.zeros((len(idx), width), dtype=torch.long)
     mask = torch.zeros((len(idx), width), dtype=torch.long)
-    rows_b, rows_p, targets, per_token = [], [], [], []
+    rows_b: list[int] = []
+    rows_p: list[int] = []
+    targets: list[int] = []
+    per_token: list[float] = []
     for b, (i, seq) in enumerate(zip(idx, seqs, strict=True)):
         ids[b, : len(seq)] = torch.tensor(seq)
         mask[b, : len(seq)] = 1
@@ -156,7 +159,7 @@ def _micro(responses: Sequence[Response], idx: list[int], coefs: np.ndarray, dev
         rows_b += [b] * n
         rows_p += range(plen - 1, plen - 1 + n)
         targets += responses[i].response_ids
-        per_token += [coefs[i]] * n if token_weights is None else list(coefs[i] * token_weights[i])
+        per_token += [float(coefs[i])] * n if token_weights is None else list(coefs[i] * token_weights[i])
     return _Micro(ids.to(device), mask.to(device), torch.tensor(rows_b, device=device),
                   torch.tensor(rows_p, device=device), torch.tensor(targets, device=device),
                   torch.tensor(per_token, dtype=torch.float64, device=device))

@@ -260,9 +260,9 @@ def working_model(model: nn.Module) -> Iterator[nn.Module]:
 def _subset_masks(tokens: int, settings: ValidateSpec) -> list[np.ndarray]:
     rng = np.random.default_rng(settings.seed)
     keep = min(tokens, max(1, round(settings.fraction * tokens)))
-    masks = []
+    masks: list[np.ndarray] = []
     for _ in range(settings.subsets):
-        mask = np.zeros(tokens, dtype=bool)
+        mask: np.ndarray = np.zeros(tokens, dtype=bool)
         mask[rng.choice(tokens, keep, replace=False)] = True
         masks.append(mask)
     return masks
@@ -276,11 +276,11 @@ def _removal_masks(contributions: np.ndarray, seed: int) -> dict[str, np.ndarray
     rng = np.random.default_rng([seed, 1])  # a stream apart from the subsets'
     picks = {"top_1pct": order[-n:], "bottom_1pct": order[:n], "random_1pct": rng.choice(tokens, n,
                                                                                           replace=False)}
-    out = {}
+    out: dict[str, np.ndarray] = {}
     for name, removed in picks.items():
-        mask = np.ones(tokens, dtype=bool)
-        mask[removed] = False
-        out[name] = mask
+        kept: np.ndarray = np.ones(tokens, dtype=bool)
+        kept[removed] = False
+        out[name] = kept
     return out
 
 
