@@ -59,7 +59,9 @@ RUN --mount=type=cache,target=/root/.cache/pip \
     --mount=type=secret,id=pip-ca,target=/etc/pip-ca.pem \
     pip install --no-deps -c constraints.txt ".[worker]" && pip check
 ENV HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
-USER 65532:65532
+# Created before USER, so root's: uid 65532 writes only to the volumes its pod mounts (/tmp, /dev/shm
+# and, with spec.storage.volumeClaim, /workspace).
 WORKDIR /workspace
+USER 65532:65532
 ENTRYPOINT ["influence-trace"]
 CMD ["--help"]

@@ -26,7 +26,7 @@ def test_demo_runs_as_non_root_and_writes_rows(image: Image, tmp_path: Path) -> 
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     import pyarrow.parquet as pq
 
-    rows = pq.read_table(tmp / "demo" / "rows.parquet")
+    rows = pq.read_table(tmp / "demo" / "run" / "rows.parquet")
     assert rows.num_rows > 0
     assert {"prompt_id", "response_id", "scores"} <= set(rows.column_names)
 
@@ -46,15 +46,18 @@ def test_hugging_face_is_offline(image: Image) -> None:
 
 def test_image_is_writable_only_where_the_pod_mounts_volumes(image: Image) -> None:
     """buildah run has no read-only root; instead: uid 65532 can write nowhere in the image but the
-    scratch directories the pod replaces with its own volumes (/tmp, /dev/shm) and their usual peers."""
+    scratch directories the pod replaces with its own volumes (/tmp, /dev/shm) and their usual peers.
+    The working directory /workspace is left out: buildah 1.28 records WORKDIR in the configuration
+    only, and `buildah run` then makes the directory for the user it runs as (Docker's build makes it
+    root's, as WORKDIR comes before USER); the pod mounts the trace's volume there."""
     config = image.config()["config"]
     assert config["User"] == "65532:65532" and config["WorkingDir"] == "/workspace"
     assert config["Entrypoint"] == ["influence-trace"]
-    for path in ("/workspace", "/src", "/opt", "/", "/etc", "/usr"):
+    for path in ("/src", "/opt/venv", "/", "/etc", "/usr"):
         done = image.run("sh", "-c", f"touch {path}/.probe")
         assert done.returncode != 0, f"uid 65532 can write to {path}"
     done = image.run(
         "sh", "-c", "find / -xdev -writable -type d 2>/dev/null | grep -v -E '^/(proc|sys|dev|run)' || true"
     )
     writable = set(done.stdout.split())
-    assert writable <= {"/tmp", "/var/tmp", "/run/lock"}, writable
+    assert writable <= {"/tmp", "/var/tmp", "/run/lock", "/workspace"}, writable
