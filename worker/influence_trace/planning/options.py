@@ -15,6 +15,7 @@ GPU_BUDGET_ENV = "INFLUENCE_TRACE_GPU_BUDGET_BYTES"
 CHUNK_BYTES_ENV = "INFLUENCE_TRACE_CHUNK_BYTES"
 CAPTURE_TOKENS_ENV = "INFLUENCE_TRACE_CAPTURE_TOKENS"
 SHARE_PROMPTS_ENV = "INFLUENCE_TRACE_SHARE_PROMPTS"  # 0: every response runs its prompt again
+CHECKPOINT_LAYERS_ENV = "INFLUENCE_TRACE_CHECKPOINT_LAYERS"  # N: checkpoint N decoder layers in capture
 
 DEFAULT_CHUNK_BYTES = CHUNK_BYTES["cpu"]  # one Hessian chunk buffer (c x D in the Hessian dtype); 1 GiB on
 # the GPU kernel strategy (hessian_plan.CHUNK_BYTES: its chunks hold thousands of tokens)
@@ -56,4 +57,5 @@ class WorkerOptions:
             gpu_budget_bytes=_env_int(GPU_BUDGET_ENV),
             progress=progress,
             share_prompts=os.environ.get(SHARE_PROMPTS_ENV, "1") != "0",
+            checkpoint_layers=_env_int(CHECKPOINT_LAYERS_ENV),
         )
