@@ -34,7 +34,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 def wanted(config: pytest.Config) -> set[str]:
     value = os.environ.get("INFLUENCETRACE_IMAGES", "").strip()
-    if not value and "images" in (config.getoption("markexpr", "") or ""):
+    if not value and (config.getoption("markexpr", "") or "").strip() == "images":
         value = "all"
     if value == "all":
         return set(TARGETS)
