@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Build, inspect and scan the Dockerfile's two images on a machine without a container engine.
 #
-# buildah (chroot isolation; overlay storage, or vfs where overlay cannot mount) builds the Dockerfile's targets as root, FROM a Debian
-# bookworm base that mmdebstrap makes from Debian's packages (no image registry is needed: the base is
-# cached by suite and package list). pip inside the build installs constraints.txt from the package
+# buildah (chroot isolation; overlay storage, or vfs where overlay cannot mount) builds the
+# Dockerfile's targets as root, FROM a Debian bookworm base that mmdebstrap makes from Debian's
+# packages (no image registry is needed: the base is cached by suite and package list). pip inside the build installs constraints.txt from the package
 # index this machine's pip is configured for: that configuration (and its certificate) is handed to the
 # build as secrets, mounted read-only for the install step and never stored in an image.
 #
