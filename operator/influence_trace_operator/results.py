@@ -84,14 +84,27 @@ def _api() -> Any:
 
 
 def _read_trace(client: Any, namespace: str, name: str) -> dict[str, Any]:
-    return client.CustomObjectsApi().get_namespaced_custom_object(API_GROUP, API_VERSION, namespace,
-                                                                 PLURAL, name)
+    from kubernetes.client.rest import ApiException
+
+    try:
+        return client.CustomObjectsApi().get_namespaced_custom_object(API_GROUP, API_VERSION, namespace,
+                                                                     PLURAL, name)
+    except ApiException as err:
+        raise ValueError(f"InfluenceTrace {namespace}/{name}: {err.reason} ({err.status})") from None
+
+
+def _say(err: ValueError) -> int:
+    print(f"influence-trace: {err}", file=sys.stderr)
+    return 1
 
 
 def fetch(args: argparse.Namespace) -> int:
     client = _api()
-    trace = _read_trace(client, args.namespace, args.trace)
-    pod = reader_pod(trace, args.image or OperatorSettings().worker_image)
+    try:
+        trace = _read_trace(client, args.namespace, args.trace)
+        pod = reader_pod(trace, args.image or OperatorSettings().worker_image)
+    except ValueError as err:
+        return _say(err)
     commands = copy_commands(trace, args.to or args.trace)
     if args.print:
         print(yaml.safe_dump(pod, sort_keys=False) + "---\n# then:\n"
@@ -129,7 +142,10 @@ def _index(pod: Any) -> int:
 
 def logs(args: argparse.Namespace) -> int:
     client = _api()
-    trace = _read_trace(client, args.namespace, args.trace)
+    try:
+        trace = _read_trace(client, args.namespace, args.trace)
+    except ValueError as err:
+        return _say(err)
     pods = current_pods(client, trace)
     if not pods:
         phase = (trace.get("status") or {}).get("phase") or "not placed yet"

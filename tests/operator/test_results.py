@@ -62,3 +62,19 @@ def test_logs_follow_the_current_attempts_pods_rank_0_first() -> None:
     assert current_pods(client, trace) == ["demo-a2-0-y", "demo-a2-1-x"]
     assert asked == [f"{L.JOB_NAME}=demo-a2"]
     assert current_pods(client, stored()) == []  # not placed yet
+
+
+def test_a_missing_trace_is_said_in_one_line_not_a_traceback(capsys, monkeypatch) -> None:
+    import argparse
+
+    from influence_trace_operator import results
+    from kubernetes.client.rest import ApiException
+
+    class Custom:
+        def get_namespaced_custom_object(self, *args: object) -> dict:
+            raise ApiException(status=404, reason="Not Found")
+
+    monkeypatch.setattr(results, "_api", lambda: SimpleNamespace(CustomObjectsApi=Custom))  # no kubeconfig
+    code = results.logs(argparse.Namespace(trace="gone", namespace="team-a", follow=False))
+    assert code == 1
+    assert capsys.readouterr().err == "influence-trace: InfluenceTrace team-a/gone: Not Found (404)\n"
