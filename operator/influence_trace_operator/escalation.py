@@ -27,7 +27,7 @@ from influence_trace.planning.placement import Pool, next_pool
 
 from influence_trace_operator import conditions as C
 from influence_trace_operator.classify import Finished
-from influence_trace_operator.jobs import Placement
+from influence_trace_operator.jobs import JobPlacement
 from influence_trace_operator.pools import larger_host_pool
 
 Action = Literal["launch", "succeed", "fail"]
@@ -40,11 +40,11 @@ class Decision:
     action: Action
     reason: str  # a conditions.* reason
     message: str
-    placement: Placement | None = None
+    placement: JobPlacement | None = None
 
 
-def placement_on(pool: Pool, attempt: int, host_bytes: int) -> Placement:
-    return Placement(
+def placement_on(pool: Pool, attempt: int, host_bytes: int) -> JobPlacement:
+    return JobPlacement(
         attempt=attempt,
         pool=pool.name,
         node_selector=dict(pool.node_selector),

@@ -37,7 +37,7 @@ class TraceRef:
 
 
 @dataclass(frozen=True)
-class Placement:
+class JobPlacement:
     """Where and with how much host memory one attempt runs."""
 
     attempt: int
@@ -133,7 +133,7 @@ def build_configmap(trace: InfluenceTrace, ref: TraceRef) -> dict[str, Any]:
     }
 
 
-def _pod_annotations(trace: InfluenceTrace, ref: TraceRef, placement: Placement) -> dict[str, str]:
+def _pod_annotations(trace: InfluenceTrace, ref: TraceRef, placement: JobPlacement) -> dict[str, str]:
     """User annotations, the simulation annotations of the trace itself, then the operator's own."""
     simulate = {k: v for k, v in trace.metadata.annotations.items() if k.startswith(L.SIMULATE_PREFIX)}
     return {
@@ -145,7 +145,7 @@ def _pod_annotations(trace: InfluenceTrace, ref: TraceRef, placement: Placement)
     }
 
 
-def _container(trace: InfluenceTrace, placement: Placement, settings: OperatorSettings) -> dict[str, Any]:
+def _container(trace: InfluenceTrace, placement: JobPlacement, settings: OperatorSettings) -> dict[str, Any]:
     gpus = trace.spec.resources.gpus
     mounts = [
         {"name": "manifest", "mountPath": MANIFEST_DIR, "readOnly": True},
@@ -204,7 +204,7 @@ def _volumes(trace: InfluenceTrace, ref: TraceRef, settings: OperatorSettings) -
 
 
 def _pod_spec(
-    trace: InfluenceTrace, ref: TraceRef, placement: Placement, settings: OperatorSettings
+    trace: InfluenceTrace, ref: TraceRef, placement: JobPlacement, settings: OperatorSettings
 ) -> dict[str, Any]:
     spec: dict[str, Any] = {
         "restartPolicy": "Never",
@@ -228,7 +228,7 @@ def _pod_spec(
 
 
 def build_job(
-    trace: InfluenceTrace, ref: TraceRef, placement: Placement, settings: OperatorSettings
+    trace: InfluenceTrace, ref: TraceRef, placement: JobPlacement, settings: OperatorSettings
 ) -> dict[str, Any]:
     """The batch/v1 Job of one attempt, owned by the trace."""
     nodes = trace.spec.resources.nodes

@@ -42,7 +42,7 @@ from influence_trace_operator import tenancy as T
 from influence_trace_operator.api import Kube, now
 from influence_trace_operator.health import Watchdog
 from influence_trace_operator.informer import Informer
-from influence_trace_operator.jobs import Placement, TraceRef, build_configmap, build_job, build_service
+from influence_trace_operator.jobs import JobPlacement, TraceRef, build_configmap, build_job, build_service
 from influence_trace_operator.netpol import build_network_policy
 from influence_trace_operator.pools import allowed_pools
 from influence_trace_operator.settings import OperatorSettings
@@ -415,7 +415,7 @@ class Reconciler:
 
     # ---- actions -----------------------------------------------------------------------------
     def _launch(
-        self, p: Pass, trace: InfluenceTrace, placement: Placement, decision: E.Decision, relaunch: bool
+        self, p: Pass, trace: InfluenceTrace, placement: JobPlacement, decision: E.Decision, relaunch: bool
     ) -> None:
         claim = trace.spec.storage.volume_claim
         if claim and not self.kube.volume_claim_exists(p.ref.namespace, claim):
@@ -474,7 +474,7 @@ class Reconciler:
         p.status.phase = p.status.phase or "Pending"
         p.status.message = message
 
-    def _job(self, trace: InfluenceTrace, ref: TraceRef, placement: Placement) -> dict[str, Any]:
+    def _job(self, trace: InfluenceTrace, ref: TraceRef, placement: JobPlacement) -> dict[str, Any]:
         """The attempt's Job; suspended and labelled for its LocalQueue when the trace queues in Kueue."""
         return Q.queue_job(build_job(trace, ref, placement, self.settings), Q.queue_of(trace, self.settings))
 
