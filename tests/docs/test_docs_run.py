@@ -141,29 +141,3 @@ def test_recorded_transcript_has_todays_columns() -> None:
     columns = [c["name"].upper() for c in printer if not c.get("priority")]  # priority 1: -o wide only
     assert lines[1].split() == ["NAME", *columns], f"{block.where}: rerun hack/record_transcripts.py"
     assert "Events:" in block.text and "Succeeded" in block.text
-
-
-def test_install_values_table_names_every_value() -> None:
-    """Each value of the chart's values.yaml (two levels deep) has a row in docs/install.md's table."""
-    values = yaml.safe_load((blocks.REPO / "charts" / "influence-trace-operator" / "values.yaml").read_text())
-    text = (blocks.REPO / "docs" / "install.md").read_text()
-    rows = [line.split(" | ")[0] for line in text.splitlines() if line.startswith("| `")]
-    missing = []
-    for key, value in values.items():
-        names = [f"{key}.{sub}" for sub in value] if isinstance(value, dict) and key != "pools" else [key]
-        for name in names:
-            parent, _, leaf = name.rpartition(".")
-            if not any(f"`{name}" in row or (f"`{parent}." in row and f"`.{leaf}`" in row) for row in rows):
-                missing.append(name)
-    assert not missing, f"docs/install.md's Values table lacks {missing}"
-
-
-def test_operator_doc_names_every_setting() -> None:
-    """Each operator setting (an INFLUENCETRACE_* variable) is named in docs/operator.md."""
-    from influence_trace_operator.settings import OperatorSettings
-
-    text = (blocks.REPO / "docs" / "operator.md").read_text()
-    missing = [name.upper() for name in OperatorSettings.model_fields
-               if f"`{name.upper()}`" not in text and f"INFLUENCETRACE_{name.upper()}`" not in text
-               and f"INFLUENCETRACE_{name.upper()}=" not in text]
-    assert not missing, f"docs/operator.md does not name the settings {missing}"
