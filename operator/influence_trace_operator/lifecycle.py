@@ -199,20 +199,10 @@ def resync_once(rt: Runtime) -> int:
     if not rt.reconciler.may_act():
         return 0
     traces = rt.reconciler.kube.list_traces(rt.settings.namespaces or None)
-    count = 0
-    for obj in traces:
-        if (obj.get("status") or {}).get("phase") in TERMINAL_PHASES:
-            continue
-        meta = obj["metadata"]
-        if rt.reconciler.passed_within(meta["namespace"], meta["name"], rt.settings.resync_seconds):
-            continue  # an event-driven pass looked at it during this period: nothing was missed
-        try:
-            rt.reconciler.reconcile(meta["namespace"], meta["name"])
-        except Exception:  # one bad trace must not stop the others
-            log.exception("resync of %s/%s failed", meta["namespace"], meta["name"])
-        count += 1
-        rt.reconciler.watchdog.resync_tick()
-    return count
+    keys = [(o["metadata"]["namespace"], o["metadata"]["name"]) for o in traces
+            if (o.get("status") or {}).get("phase") not in TERMINAL_PHASES]
+    # a trace an event-driven pass looked at during this period missed nothing
+    return _pass_each(rt, keys, rt.settings.resync_seconds, "resync", rt.reconciler.watchdog.resync_tick)
 
 
 def progress_once(rt: Runtime) -> int:
@@ -220,17 +210,24 @@ def progress_once(rt: Runtime) -> int:
     returns how many. Sequential: a round never reads more than one log per running trace."""
     if not rt.reconciler.may_act():
         return 0
+    return _pass_each(rt, rt.reconciler.informer.running(), rt.settings.progress_seconds / 2, "progress")
+
+
+def _pass_each(rt: Runtime, keys: list[tuple[str, str]], within: float, what: str,
+               after: Callable[[], None] = lambda: None) -> int:
+    """One pass per trace not passed in the last ``within`` seconds, until a stop; how many ran."""
     count = 0
-    for namespace, name in rt.reconciler.informer.running():
+    for namespace, name in keys:
         if rt.stop.is_set():
             break
-        if rt.reconciler.passed_within(namespace, name, rt.settings.progress_seconds / 2):
+        if rt.reconciler.passed_within(namespace, name, within):
             continue
         try:
             rt.reconciler.reconcile(namespace, name)
         except Exception:  # one bad trace must not stop the others
-            log.exception("progress pass of %s/%s failed", namespace, name)
+            log.exception("%s pass of %s/%s failed", what, namespace, name)
         count += 1
+        after()
     return count
 
 
