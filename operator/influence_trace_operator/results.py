@@ -20,7 +20,7 @@ import yaml
 from influence_trace.api.spec import API_GROUP, API_VERSION, PLURAL
 
 from influence_trace_operator import labels as L
-from influence_trace_operator.jobs import WORKSPACE
+from influence_trace_operator.jobs import WORKSPACE, fit_name
 from influence_trace_operator.settings import OperatorSettings
 
 READER_SECONDS = 3600  # the reader pod sleeps this long at most: a forgotten one ends by itself
@@ -36,7 +36,7 @@ def reader_pod(trace: dict[str, Any], image: str) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
         "kind": "Pod",
-        "metadata": {"name": f"{meta['name']}-results"[:63], "namespace": meta["namespace"],
+        "metadata": {"name": fit_name(meta["name"], "-results"), "namespace": meta["namespace"],
                      "labels": {L.MANAGED_BY: "influence-trace-fetch", L.TRACE_NAME: meta["name"]}},
         "spec": {
             "restartPolicy": "Never",
@@ -63,14 +63,13 @@ def output_dir(trace: dict[str, Any]) -> str:
     return result.get("outputPath") or ((trace.get("spec") or {}).get("output") or {}).get("path", "")
 
 
-def copy_commands(trace: dict[str, Any], dest: str) -> list[list[str]]:
-    """The kubectl commands that copy the outputs and remove the reader pod."""
-    pod = reader_pod(trace, "unused")["metadata"]
-    ns = pod["namespace"]
+def copy_commands(pod: dict[str, Any], source: str, dest: str) -> list[list[str]]:
+    """The kubectl commands that copy ``source`` out of the reader pod and then remove the pod."""
+    name, ns = pod["metadata"]["name"], pod["metadata"]["namespace"]
     return [
-        ["kubectl", "wait", "-n", ns, "--for=condition=Ready", f"pod/{pod['name']}", "--timeout=5m"],
-        ["kubectl", "cp", "-n", ns, f"{pod['name']}:{output_dir(trace)}", dest, "-c", "reader"],
-        ["kubectl", "delete", "-n", ns, f"pod/{pod['name']}", "--wait=false"],
+        ["kubectl", "wait", "-n", ns, "--for=condition=Ready", f"pod/{name}", "--timeout=5m"],
+        ["kubectl", "cp", "-n", ns, f"{name}:{source}", dest, "-c", "reader"],
+        ["kubectl", "delete", "-n", ns, f"pod/{name}", "--wait=false"],
     ]
 
 
@@ -105,7 +104,7 @@ def fetch(args: argparse.Namespace) -> int:
         pod = reader_pod(trace, args.image or OperatorSettings().worker_image)
     except ValueError as err:
         return _say(err)
-    commands = copy_commands(trace, args.to or args.trace)
+    commands = copy_commands(pod, output_dir(trace), args.to or args.trace)
     if args.print:
         print(yaml.safe_dump(pod, sort_keys=False) + "---\n# then:\n"
               + "\n".join("# " + " ".join(c) for c in commands))

@@ -33,7 +33,7 @@ def test_the_reader_pod_mounts_the_claim_read_only_where_the_worker_wrote() -> N
 def test_the_copy_takes_the_reported_output_path_then_removes_the_pod() -> None:
     assert output_dir(stored()) == "/workspace/out"  # not finished: the spec's path
     done = stored(result={"outputPath": "/workspace/out/run-7"})
-    wait, copy, delete = copy_commands(done, "here")
+    wait, copy, delete = copy_commands(reader_pod(done, "img"), output_dir(done), "here")
     source = "demo-results:/workspace/out/run-7"
     assert copy == ["kubectl", "cp", "-n", "team-a", source, "here", "-c", "reader"]
     assert wait[:2] == ["kubectl", "wait"] and delete[:2] == ["kubectl", "delete"]
