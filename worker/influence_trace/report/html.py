@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from influence_trace.api.architectures import read_config_shapes
 from influence_trace.io.rollouts import read_rows
 from influence_trace.report import svg as report_svg
 from influence_trace.report.run_view import (
@@ -147,16 +148,13 @@ def model_note(run: Run) -> str:
     """A warning when the model is random or tiny: its scores and metrics show the mechanics only."""
     model = run.spec.get("model")
     path = Path(str(model.get("path") or "")) if isinstance(model, dict) else Path()
+    shapes = read_config_shapes(path)
     if (path / RANDOM_MARKER).is_file():
         why = "has random weights (made by influence-trace demo or a test)"
+    elif shapes is not None and shapes.hidden_size < TINY_HIDDEN:
+        why = f"is tiny (hidden size {shapes.hidden_size})"
     else:
-        try:
-            hidden = int(json.loads((path / "config.json").read_text()).get("hidden_size", 0))
-        except (OSError, ValueError, TypeError):
-            return ""
-        if not 0 < hidden < TINY_HIDDEN:
-            return ""
-        why = f"is tiny (hidden size {hidden})"
+        return ""
     return (f'<p class="note">The model {escape(why)}: the scores and metrics below show the mechanics '
             "of the trace, not what a trained model learns.</p>")
 
