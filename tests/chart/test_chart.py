@@ -15,13 +15,14 @@ from typing import Any
 import pytest
 import yaml
 from influence_trace.planning.placement import DEFAULT_POOLS, load_pools
-from influence_trace_operator.settings import OperatorSettings
+from influence_trace_operator.rules.settings import OperatorSettings
 
 from tests.cluster import kube
 
 CHART = kube.REPO_ROOT / "charts" / "influence-trace-operator"
 REGENERATE = "influence-trace crd --write-all"
-# (apiGroup, resource, verbs): every API call of influence_trace_operator.api.Kube and kopf's watches.
+# (apiGroup, resource, verbs): every API call of influence_trace_operator.adapters.kube.Kube and
+# kopf's watches.
 EXPECTED_RULES = {
     ("influencetrace.dev", "influencetraces", ("get", "list", "watch")),
     ("influencetrace.dev", "influencetraces/status", ("update",)),

@@ -7,7 +7,7 @@ each opened a new TLS connection.
 
 from __future__ import annotations
 
-from influence_trace_operator.api import Kube
+from influence_trace_operator.adapters.kube import Kube
 from kubernetes import client, config
 
 from tests.cluster import kube

@@ -5,10 +5,10 @@ from __future__ import annotations
 import time
 
 from influence_trace.api.spec import parse_manifest
-from influence_trace_operator.escalation import placement_on
-from influence_trace_operator.jobs import TraceRef, build_configmap, build_job
-from influence_trace_operator.pools import load_table
-from influence_trace_operator.settings import OperatorSettings
+from influence_trace_operator.rules.jobs import TraceRef, build_configmap, build_job
+from influence_trace_operator.rules.policies import placement_on
+from influence_trace_operator.rules.pools import load_table
+from influence_trace_operator.rules.settings import OperatorSettings
 
 from tests.cluster import kube
 from tests.cluster.operator_fixtures import (

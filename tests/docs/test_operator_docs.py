@@ -44,7 +44,7 @@ def test_the_chart_defaults_in_install_md_are_the_charts() -> None:
 
 def test_the_reasons_table_is_every_reason_the_operator_defines() -> None:
     """Every condition reason lives in conditions.py, and docs/operator.md lists each one once."""
-    from influence_trace_operator import conditions
+    from influence_trace_operator.rules import conditions
 
     strings = {v for k, v in vars(conditions).items() if k.isupper() and isinstance(v, str)}
     defined = strings - set(conditions.TYPES)
@@ -74,7 +74,7 @@ def test_install_values_table_names_every_value() -> None:
 
 def test_operator_doc_names_every_setting() -> None:
     """Each operator setting (an INFLUENCETRACE_* variable) is named in docs/operator.md."""
-    from influence_trace_operator.settings import OperatorSettings
+    from influence_trace_operator.rules.settings import OperatorSettings
 
     text = (blocks.REPO / "docs" / "operator.md").read_text()
     missing = [name.upper() for name in OperatorSettings.model_fields

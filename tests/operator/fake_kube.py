@@ -13,7 +13,8 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-from influence_trace_operator import labels as L
+from influence_trace_operator.adapters.kube import KubeClient
+from influence_trace_operator.rules import labels
 from kubernetes.client.rest import ApiException
 
 
@@ -34,6 +35,8 @@ class FakeKube:
         self.events: list[tuple[str, str, str]] = []
         self.status_writes = 0
         self.closed = False
+        self.custom: Any = None  # Kueue's Workloads: tests/operator/test_kueue.py puts its fake here
+        self.core: Any = None  # no pod logs, no history ConfigMap unless a test gives them
         self.replaced = 0  # ConfigMaps/Services replaced after a 409
         self.missing_claims: set[tuple[str, str]] = set()  # PersistentVolumeClaims that do not exist
         self.errors_to_inject: list[ApiException] = []  # raised, in order, by the next creates
@@ -174,7 +177,7 @@ def owned_by(job: dict[str, Any], trace: dict[str, Any]) -> bool:
 
 
 def trace_name_of(job: dict[str, Any]) -> str | None:
-    return (job["metadata"].get("annotations") or {}).get(L.TRACE_NAME)
+    return (job["metadata"].get("annotations") or {}).get(labels.TRACE_NAME)
 
 
 class RawResponse:
@@ -237,3 +240,7 @@ class FakeCore:
         stored["metadata"]["resourceVersion"] = str(next(self._versions))
         self.configmaps[key] = stored
         return RawResponse(stored)
+
+
+def _satisfies(kube: FakeKube) -> KubeClient:
+    return kube  # mypy (pyproject.toml's files) checks here that the fake implements the whole protocol

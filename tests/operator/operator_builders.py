@@ -6,7 +6,7 @@ from typing import Any
 
 from influence_trace.api.spec import InfluenceTrace, parse_manifest
 from influence_trace.planning.placement import Pool
-from influence_trace_operator.jobs import TraceRef
+from influence_trace_operator.rules.jobs import TraceRef
 
 GIB = 2**30
 TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}

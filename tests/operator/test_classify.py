@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from influence_trace_operator.classify import classify, evictions
+from influence_trace_operator.rules.classify import classify, evictions
 
 from tests.operator.operator_builders import job, pod
 

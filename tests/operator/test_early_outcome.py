@@ -12,10 +12,11 @@ import json
 from typing import Any
 
 import pytest
-from influence_trace_operator import on_child, on_trace
-from influence_trace_operator.classify import ended, ended_before_job
-from influence_trace_operator.reconcile import CANCEL_ANNOTATION, Reconciler
-from influence_trace_operator.settings import OperatorSettings
+from influence_trace_operator.reconciler.reconcile import Reconciler
+from influence_trace_operator.rules.classify import ended, ended_before_job
+from influence_trace_operator.rules.labels import CANCEL as CANCEL_ANNOTATION
+from influence_trace_operator.rules.settings import OperatorSettings
+from influence_trace_operator.runtime import on_child, on_trace
 
 from tests.operator.fake_kube import FakeKube
 from tests.operator.operator_builders import H100, H200, pod
@@ -25,7 +26,7 @@ NS, NAME = "team-a", "demo"
 
 @pytest.fixture()
 def reconciler(kube: FakeKube) -> Reconciler:
-    return Reconciler(kube, OperatorSettings(), [H100, H200])  # type: ignore[arg-type]
+    return Reconciler(kube, OperatorSettings(), [H100, H200])
 
 
 def gpu_oom_pod(name: str = "demo-a1-x") -> dict:
@@ -79,10 +80,10 @@ def test_a_restarted_operator_remembers_nothing_and_still_wakes(kube: FakeKube,
     launched(kube, reconciler)
     kube.pods[(NS, "demo-a1")] = [gpu_oom_pod()]
     reconciler.reconcile(NS, NAME)
-    fresh = Reconciler(kube, OperatorSettings(), [H100, H200])  # type: ignore[arg-type]
+    fresh = Reconciler(kube, OperatorSettings(), [H100, H200])
     uid = kube.traces[(NS, NAME)]["metadata"]["uid"]
-    assert reconciler.superseded(NS, NAME, uid, 1) and not fresh.superseded(NS, NAME, uid, 1)
-    assert not reconciler.superseded(NS, NAME, "a-namesake-uid", 1)
+    assert reconciler.memory.superseded(NS, NAME, uid, 1) and not fresh.memory.superseded(NS, NAME, uid, 1)
+    assert not reconciler.memory.superseded(NS, NAME, "a-namesake-uid", 1)
 
 
 def job(**spec: Any) -> dict:
@@ -112,7 +113,8 @@ def test_success_is_read_once_every_rank_succeeded(kube: FakeKube, reconciler: R
     done = ended_before_job(two, rank)
     assert done is not None and (done.outcome, done.pod, done.payload) == ("Succeeded", "demo-a1-0", payload)
     failed_rank = pod("Failed", exit_code=75, name="demo-a1-1")
-    assert ended_before_job(two, [rank[0], failed_rank]).outcome == "GPUOutOfMemory"  # type: ignore[union-attr]
+    first = ended_before_job(two, [rank[0], failed_rank])
+    assert first is not None and first.outcome == "GPUOutOfMemory"
 
     launched(kube, reconciler)
     kube.pods[(NS, "demo-a1")] = [rank[0]]  # the Job has no Complete condition yet

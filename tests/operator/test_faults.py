@@ -9,11 +9,12 @@ import json
 
 import pytest
 from influence_trace.api.status import AttemptRecord, TraceStatus
-from influence_trace_operator import on_trace
-from influence_trace_operator import pending as P
-from influence_trace_operator.children import SPEC_HASH, content_hash
-from influence_trace_operator.reconcile import CANCEL_ANNOTATION, Reconciler
-from influence_trace_operator.settings import OperatorSettings
+from influence_trace_operator.reconciler.reconcile import Reconciler
+from influence_trace_operator.rules import pending, policies
+from influence_trace_operator.rules.children import SPEC_HASH, content_hash
+from influence_trace_operator.rules.labels import CANCEL as CANCEL_ANNOTATION
+from influence_trace_operator.rules.settings import OperatorSettings
+from influence_trace_operator.runtime import on_trace
 from kubernetes.client.rest import ApiException
 
 from tests.operator.fake_kube import FakeKube
@@ -25,7 +26,7 @@ NS, NAME = "team-a", "demo"
 @pytest.fixture()
 def reconciler(kube: FakeKube) -> Reconciler:
     settings = OperatorSettings(api_backoff_seconds=1000, api_backoff_max_seconds=4000)
-    return Reconciler(kube, settings, [H100, H200])  # type: ignore[arg-type]
+    return Reconciler(kube, settings, [H100, H200])
 
 
 def refused(status: int, message: str) -> ApiException:
@@ -127,23 +128,23 @@ def waiting(started: str) -> TraceStatus:
 def test_timeout_counts_from_the_job_and_keeps_the_schedulers_words() -> None:
     pods = [pending_pod("0/5 nodes are available: 2 Insufficient nvidia.com/gpu.")]
     status = waiting("2026-01-01T00:00:00Z")
-    assert P.timed_out(status, pods, 600, "2026-01-01T00:09:59Z") is None
-    done = P.timed_out(status, pods, 600, "2026-01-01T00:10:00Z")
+    assert pending.timed_out(status, pods, 600, "2026-01-01T00:09:59Z") is None
+    done = pending.timed_out(status, pods, 600, "2026-01-01T00:10:00Z")
     assert done is not None and done.outcome == "Unschedulable"
     assert "pod demo-a1-x: 0/5 nodes are available: 2 Insufficient nvidia.com/gpu." in done.message
     running = [{"metadata": {"name": "p"}, "status": {"phase": "Running"}}]
-    assert P.timed_out(status, running, 600, "2026-01-01T05:00:00Z") is None
+    assert pending.timed_out(status, running, 600, "2026-01-01T05:00:00Z") is None
 
 
 def test_capacity_moves_to_a_larger_pool_anything_else_fails() -> None:
     status = waiting("2026-01-01T00:00:00Z")
-    capacity = P.timed_out(status, [pending_pod("0/5 nodes: 2 Insufficient nvidia.com/gpu")], 1,
+    capacity = pending.timed_out(status, [pending_pod("0/5 nodes: 2 Insufficient nvidia.com/gpu")], 1,
                            "2026-01-01T01:00:00Z")
-    decision = P.after_unschedulable(status, capacity, [H100, H200], 3)
+    decision = policies.after_unschedulable(status, capacity, [H100, H200], 3)
     assert decision.action == "launch" and decision.placement.pool == "h200"
     assert decision.placement.attempt == 2
-    assert P.after_unschedulable(status, capacity, [H100], 3).action == "fail"
-    claim = P.timed_out(status, [pending_pod('persistentvolumeclaim "data" not found')], 1,
+    assert policies.after_unschedulable(status, capacity, [H100], 3).action == "fail"
+    claim = pending.timed_out(status, [pending_pod('persistentvolumeclaim "data" not found')], 1,
                         "2026-01-01T01:00:00Z")
-    decision = P.after_unschedulable(status, claim, [H100, H200], 3)
+    decision = policies.after_unschedulable(status, claim, [H100, H200], 3)
     assert decision.action == "fail" and 'persistentvolumeclaim "data" not found' in decision.message

@@ -9,12 +9,13 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
-from influence_trace_operator import health, metrics
-from influence_trace_operator.informer import Informer
-from influence_trace_operator.reconcile import Reconciler
-from influence_trace_operator.settings import OperatorSettings
+from influence_trace_operator.adapters import health, metrics
+from influence_trace_operator.adapters.informer import Informer
+from influence_trace_operator.reconciler.reconcile import Reconciler
+from influence_trace_operator.rules.settings import OperatorSettings
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.operator.fake_kube import FakeKube
@@ -30,7 +31,7 @@ class HangingKube(FakeKube):
         self.hang = threading.Event()
         self.release = threading.Event()
 
-    def get_trace(self, namespace: str, name: str):  # type: ignore[no-untyped-def]
+    def get_trace(self, namespace: str, name: str) -> dict[str, Any] | None:
         if self.hang.is_set():
             self.release.wait(10)
         return super().get_trace(namespace, name)
@@ -54,7 +55,7 @@ def kube() -> HangingKube:
 @pytest.fixture()
 def reconciler(kube: HangingKube) -> Reconciler:
     settings = OperatorSettings(wedged_seconds=0.5, resync_seconds=1.0)
-    return Reconciler(kube, settings, [H100, H200])  # type: ignore[arg-type]
+    return Reconciler(kube, settings, [H100, H200])
 
 
 @pytest.fixture()

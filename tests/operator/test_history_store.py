@@ -10,7 +10,7 @@ import time
 
 import pytest
 from influence_trace.planning.history import Observation
-from influence_trace_operator.history_store import DATA_KEY, HistoryStore
+from influence_trace_operator.adapters.history_store import DATA_KEY, HistoryStore
 from kubernetes.client.rest import ApiException
 
 from tests.operator.fake_kube import FakeCore

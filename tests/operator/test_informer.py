@@ -9,12 +9,14 @@ import json
 from typing import Any
 
 import pytest
-from influence_trace_operator import labels as L
-from influence_trace_operator import on_child, on_trace
-from influence_trace_operator.informer import Informer, newer
-from influence_trace_operator.jobs import TraceRef
-from influence_trace_operator.reconcile import Reconciler
-from influence_trace_operator.settings import OperatorSettings
+from influence_trace_operator.adapters.informer import Informer, newer
+from influence_trace_operator.reconciler import children
+from influence_trace_operator.reconciler.passes import parse_trace
+from influence_trace_operator.reconciler.reconcile import Reconciler
+from influence_trace_operator.rules import labels
+from influence_trace_operator.rules.jobs import TraceRef
+from influence_trace_operator.rules.settings import OperatorSettings
+from influence_trace_operator.runtime import on_child, on_trace
 
 from tests.operator.fake_kube import FakeKube
 from tests.operator.operator_builders import H100, H200, pod
@@ -25,7 +27,7 @@ NS, NAME, JOB = "team-a", "demo", "demo-a1"
 
 @pytest.fixture()
 def reconciler(kube: FakeKube) -> Reconciler:
-    return Reconciler(kube, OperatorSettings(), [H100, H200])  # type: ignore[arg-type]
+    return Reconciler(kube, OperatorSettings(), [H100, H200])
 
 
 def reads(kube: FakeKube, monkeypatch: pytest.MonkeyPatch) -> list[str]:
@@ -42,9 +44,9 @@ def watched_pod(kube: FakeKube, phase: str, rv: int, **kw: Any) -> dict[str, Any
     body = pod(phase, **kw)
     body["metadata"].update(
         namespace=NS, resourceVersion=str(rv), managedFields=[{"manager": "kubelet"}],
-        labels={L.CONTROLLER_UID: kube.jobs[(NS, JOB)]["metadata"]["uid"], L.MANAGED_BY: L.MANAGER,
-                L.ATTEMPT: "1"},
-        annotations={L.TRACE_NAME: NAME},
+        labels={labels.CONTROLLER_UID: kube.jobs[(NS, JOB)]["metadata"]["uid"],
+                labels.MANAGED_BY: labels.MANAGER, labels.ATTEMPT: "1"},
+        annotations={labels.TRACE_NAME: NAME},
     )
     kube.pods[(NS, JOB)] = [copy.deepcopy(body)]
     return body
@@ -62,7 +64,7 @@ def launched(kube: FakeKube, reconciler: Reconciler) -> None:
     """The first pass from the trace's ADDED event; its Job's ADDED event and the status echo follow."""
     deliver_trace(kube, reconciler, "ADDED")
     assert list(kube.jobs) == [(NS, JOB)]
-    kube.jobs[(NS, JOB)]["metadata"].update(resourceVersion="100", annotations={L.TRACE_NAME: NAME})
+    kube.jobs[(NS, JOB)]["metadata"].update(resourceVersion="100", annotations={labels.TRACE_NAME: NAME})
     deliver_job(kube, reconciler, "ADDED")
     deliver_trace(kube, reconciler)  # the echo of the status write: stored, no pass
 
@@ -175,8 +177,9 @@ def test_a_relaunch_does_not_create_its_configmap_again_until_a_restart(
     kube.finish_job(NS, JOB, "Failed", pod("Failed", exit_code=75))
     reconciler.reconcile(NS, NAME)
     assert sorted(kube.jobs) == [(NS, JOB), (NS, "demo-a2")] and len(made) == 1
-    restarted = Reconciler(kube, OperatorSettings(), [H100, H200])  # type: ignore[arg-type]
-    restarted._ensure(next(iter(kube.configmaps.values())), reconciler_ref(kube))
+    restarted = Reconciler(kube, OperatorSettings(), [H100, H200])
+    trace = parse_trace(kube.traces[(NS, NAME)])
+    children.ensure_all(kube, restarted.memory, trace, reconciler_ref(kube), restarted.settings)
     assert len(made) == 2  # a new process checks the existing ConfigMap once
 
 
@@ -200,7 +203,7 @@ def test_a_job_missing_from_the_informer_is_read_from_the_api_server(
 def test_late_events_never_replace_a_newer_copy_and_deletion_unindexes() -> None:
     informer = Informer()
     pod_v5 = {"metadata": {"namespace": NS, "name": "p", "resourceVersion": "5",
-                           "labels": {L.CONTROLLER_UID: "u1"}}, "status": {"phase": "Running"}}
+                           "labels": {labels.CONTROLLER_UID: "u1"}}, "status": {"phase": "Running"}}
     pod_v4 = copy.deepcopy(pod_v5)
     pod_v4["metadata"]["resourceVersion"] = "4"
     pod_v4["status"]["phase"] = "Pending"
@@ -257,7 +260,7 @@ def test_an_attempt_its_trace_moved_past_leaves_the_informer_and_wakes_no_pass(
     reconciler.reconcile(NS, NAME)  # out of memory: the write names attempt 2, attempt 1 is dropped
     assert kube.status_of(NS, NAME)["attempt"] == 2
     assert reconciler.informer.pods_of(uid) == [] and reconciler.informer.job(NS, JOB) is None
-    restarted = Reconciler(kube, OperatorSettings(), [H100, H200])  # type: ignore[arg-type]
+    restarted = Reconciler(kube, OperatorSettings(), [H100, H200])
     deliver_trace(kube, restarted)  # a restart: the trace arrives first, remembering nothing else
     calls = passes(restarted, monkeypatch)
     kube.finish_job(NS, JOB, "Failed", failed)  # the Job controller's late verdict on attempt 1
@@ -271,9 +274,9 @@ def test_a_finished_traces_children_are_dropped_and_every_index_emptied() -> Non
     informer = Informer()
 
     def child(kind: str, name: str, attempt: int, job_uid: str) -> dict[str, Any]:
-        labels = {L.ATTEMPT: str(attempt), **({L.CONTROLLER_UID: job_uid} if kind == "pod" else {})}
+        own = {labels.ATTEMPT: str(attempt), **({labels.CONTROLLER_UID: job_uid} if kind == "pod" else {})}
         meta = {"namespace": NS, "name": name, "resourceVersion": "5", "uid": f"{name}-uid",
-                "labels": labels, "annotations": {L.TRACE_NAME: NAME}}
+                "labels": own, "annotations": {labels.TRACE_NAME: NAME}}
         return {"metadata": meta, "status": {}}
 
     def trace(phase: str, attempt: int, rv: str) -> dict[str, Any]:
@@ -293,6 +296,6 @@ def test_a_finished_traces_children_are_dropped_and_every_index_emptied() -> Non
     assert informer._jobs == {} and informer._pods == {} and informer._pods_by_job == {}
     assert informer._children == {}  # nothing of the finished trace is left but the trace itself
     unlabelled = child("job", "other", 1, "")
-    del unlabelled["metadata"]["labels"][L.ATTEMPT]
+    del unlabelled["metadata"]["labels"][labels.ATTEMPT]
     informer.put("job", "ADDED", unlabelled)  # no attempt label: kept (a pass decides what it is)
     assert informer.job(NS, "other") is not None

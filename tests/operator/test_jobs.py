@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import yaml
-from influence_trace_operator import labels as L
-from influence_trace_operator.escalation import placement_on
-from influence_trace_operator.jobs import build_configmap, build_job, configmap_name, fit_name, job_name
-from influence_trace_operator.settings import OperatorSettings
+from influence_trace_operator.rules import labels
+from influence_trace_operator.rules.jobs import build_configmap, build_job, configmap_name, fit_name, job_name
+from influence_trace_operator.rules.policies import placement_on
+from influence_trace_operator.rules.settings import OperatorSettings
 
 from tests.operator.operator_builders import H100, REF, TOLERATION, trace
 
@@ -40,8 +40,8 @@ def test_job_identity_and_owner() -> None:
         "controller": True,
         "blockOwnerDeletion": True,
     }
-    assert meta["labels"][L.TRACE] == "demo" and meta["labels"][L.ATTEMPT] == "2"
-    assert meta["labels"][L.POOL] == "h100" and meta["labels"][L.MANAGED_BY] == L.MANAGER
+    assert meta["labels"][labels.TRACE] == "demo" and meta["labels"][labels.ATTEMPT] == "2"
+    assert meta["labels"][labels.POOL] == "h100" and meta["labels"][labels.MANAGED_BY] == labels.MANAGER
 
 
 def test_failure_policy_and_no_retries() -> None:
@@ -91,10 +91,10 @@ def test_pod_placement_resources_and_security() -> None:
 
 def test_pod_labels_and_annotations() -> None:
     meta = _job()["spec"]["template"]["metadata"]
-    assert meta["labels"]["team"] == "rl" and meta["labels"][L.TRACE] == "demo"
+    assert meta["labels"]["team"] == "rl" and meta["labels"][labels.TRACE] == "demo"
     ann = meta["annotations"]
     assert ann["owner"] == "alice"
-    assert ann[L.POOL_GPU_BYTES] == str(80 * 2**30)
+    assert ann[labels.POOL_GPU_BYTES] == str(80 * 2**30)
     assert ann["influencetrace.dev/simulate-gpu-bytes"] == "100000000000"
     assert "unrelated.example/x" not in ann
 

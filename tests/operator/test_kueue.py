@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 from influence_trace.api.status import AttemptRecord, TraceStatus
-from influence_trace_operator import kueue as Q
-from influence_trace_operator.escalation import evictions_exhausted, launches_used, placement_on
-from influence_trace_operator.jobs import build_job
-from influence_trace_operator.reconcile import Reconciler
-from influence_trace_operator.settings import OperatorSettings
+from influence_trace_operator.adapters import kueue
+from influence_trace_operator.reconciler.reconcile import Reconciler
+from influence_trace_operator.rules.jobs import build_job
+from influence_trace_operator.rules.policies import evictions_exhausted, launches_used, placement_on
+from influence_trace_operator.rules.settings import OperatorSettings
 from kubernetes.client.rest import ApiException
 
 from tests.operator.fake_kube import FakeKube
@@ -49,42 +49,42 @@ PENDING = _cond("QuotaReserved", "False", "Pending",
 
 def test_queue_comes_from_the_spec_then_the_operator_default() -> None:
     settings = OperatorSettings(default_queue="team-q")
-    assert Q.queue_of(trace(queue="mine"), settings) == "mine"
-    assert Q.queue_of(trace(), settings) == "team-q"
-    assert Q.queue_of(trace(), OperatorSettings()) is None
+    assert kueue.queue_of(trace(queue="mine"), settings) == "mine"
+    assert kueue.queue_of(trace(), settings) == "team-q"
+    assert kueue.queue_of(trace(), OperatorSettings()) is None
 
 
 def test_a_queued_job_is_suspended_and_labelled_and_otherwise_the_same() -> None:
     job = _job()
-    queued = Q.queue_job(job, "lq")
+    queued = kueue.queue_job(job, "lq")
     assert queued["spec"]["suspend"] is True
-    assert queued["metadata"]["labels"] == {**job["metadata"]["labels"], Q.QUEUE_LABEL: "lq"}
+    assert queued["metadata"]["labels"] == {**job["metadata"]["labels"], kueue.QUEUE_LABEL: "lq"}
     assert {k: v for k, v in queued["spec"].items() if k != "suspend"} == job["spec"]
-    assert "suspend" not in job["spec"] and Q.QUEUE_LABEL not in job["metadata"]["labels"]  # not mutated
-    assert Q.queue_job(job, None) is job
-    assert Q.is_queued_job(queued) and not Q.is_queued_job(job)
+    assert "suspend" not in job["spec"] and kueue.QUEUE_LABEL not in job["metadata"]["labels"]  # not mutated
+    assert kueue.queue_job(job, None) is job
+    assert kueue.is_queued_job(queued) and not kueue.is_queued_job(job)
 
 
 def test_job_selector_is_the_pool_so_kueue_can_only_pick_its_flavor() -> None:
     job = build_job(trace(), REF, placement_on(H100, 1, 2**34), OperatorSettings())
     assert job["spec"]["template"]["spec"]["nodeSelector"] == {"influencetrace.dev/pool": "h100"}
-    assert Q.flavor_of(H100) == "h100"
-    assert Q.flavor_of(H100.model_copy(update={"kueue_flavor": "gpu-h100"})) == "gpu-h100"
+    assert kueue.flavor_of(H100) == "h100"
+    assert kueue.flavor_of(H100.model_copy(update={"kueue_flavor": "gpu-h100"})) == "gpu-h100"
 
 
 def test_no_workload_yet() -> None:
-    state = Q.workload_state(None)
+    state = kueue.workload_state(None)
     assert not state.exists and not state.admitted and "create" in state.message
 
 
 def test_pending_workload_carries_kueues_message() -> None:
-    state = Q.workload_state(_workload(PENDING))
+    state = kueue.workload_state(_workload(PENDING))
     assert state.exists and not state.admitted and state.flavor is None and state.evictions == 0
     assert state.message == PENDING["message"]
 
 
 def test_admitted_workload_names_the_gpu_flavor() -> None:
-    state = Q.workload_state(_workload(
+    state = kueue.workload_state(_workload(
         _cond("QuotaReserved", "True", "QuotaReserved", "Quota reserved in ClusterQueue cq"),
         _cond("Admitted", "True", "Admitted", "The workload is admitted"),
         flavor="h200",
@@ -100,7 +100,7 @@ def test_evictions_are_summed_over_reasons_and_described() -> None:
     wl["status"]["schedulingStats"]["evictions"].append(
         {"reason": "InactiveWorkload", "underlyingCause": "", "count": 1}
     )
-    state = Q.workload_state(wl)
+    state = kueue.workload_state(wl)
     assert state.evictions == 3 and not state.admitted
     assert state.eviction.startswith("Preempted: Preempted to accommodate")
     assert state.message.startswith("evicted by Kueue (Preempted)")
@@ -110,8 +110,8 @@ def test_newest_workload_wins_and_deleted_ones_do_not_count() -> None:
     old, new, gone = _workload(), _workload(), _workload()
     new["metadata"]["creationTimestamp"] = "2026-11-26T13:05:00Z"
     gone["metadata"].update(creationTimestamp="2026-11-26T13:09:00Z", deletionTimestamp="2026-11-26T13:10Z")
-    assert Q.newest([old, gone, new]) is new
-    assert Q.newest([gone]) is None
+    assert kueue.newest([old, gone, new]) is new
+    assert kueue.newest([gone]) is None
 
 
 def test_kueue_evictions_count_against_max_attempts() -> None:
@@ -139,8 +139,8 @@ class FakeWorkloads:
                                       label_selector: str = "", **_: Any) -> SimpleNamespace:
         if not self.installed:
             raise ApiException(status=404, reason="Not Found")
-        assert (group, version, plural) == (Q.GROUP, Q.VERSION, Q.WORKLOADS)
-        uid = label_selector.removeprefix(f"{Q.JOB_UID_LABEL}=")
+        assert (group, version, plural) == (kueue.GROUP, kueue.VERSION, kueue.WORKLOADS)
+        uid = label_selector.removeprefix(f"{kueue.JOB_UID_LABEL}=")
         found = self.by_job_uid.get(uid)
         return SimpleNamespace(data=json.dumps({"items": [found] if found else []}))
 
@@ -149,13 +149,13 @@ class FakeWorkloads:
 def kube() -> FakeKube:
     fake = FakeKube()
     fake.add_trace(trace_dict(queue="lq"))
-    fake.custom = FakeWorkloads()  # type: ignore[attr-defined]
+    fake.custom = FakeWorkloads()
     return fake
 
 
 @pytest.fixture()
 def reconciler(kube: FakeKube) -> Reconciler:
-    return Reconciler(kube, OperatorSettings(), [H100, H200])  # type: ignore[arg-type]
+    return Reconciler(kube, OperatorSettings(), [H100, H200])
 
 
 def _running(kube: FakeKube) -> dict[str, Any]:
@@ -164,7 +164,7 @@ def _running(kube: FakeKube) -> dict[str, Any]:
 
 def _kueue_sets(kube: FakeKube, job: str, workload: dict[str, Any], suspend: bool) -> None:
     kube.jobs[(NS, job)]["spec"]["suspend"] = suspend
-    kube.custom.by_job_uid[kube.jobs[(NS, job)]["metadata"]["uid"]] = workload  # type: ignore[attr-defined]
+    kube.custom.by_job_uid[kube.jobs[(NS, job)]["metadata"]["uid"]] = workload
 
 
 ADMITTED = (_cond("QuotaReserved", "True", "QuotaReserved", "Quota reserved in ClusterQueue cq"),
@@ -174,7 +174,7 @@ ADMITTED = (_cond("QuotaReserved", "True", "QuotaReserved", "Quota reserved in C
 def test_queued_launch_is_suspended_and_waits_for_kueue(kube: FakeKube, reconciler: Reconciler) -> None:
     reconciler.reconcile(NS, NAME)
     job = kube.jobs[(NS, "demo-a1")]
-    assert job["spec"]["suspend"] is True and job["metadata"]["labels"][Q.QUEUE_LABEL] == "lq"
+    assert job["spec"]["suspend"] is True and job["metadata"]["labels"][kueue.QUEUE_LABEL] == "lq"
     status = kube.status_of(NS, NAME)
     assert (status["phase"], status["queue"]) == ("Pending", "lq")
     assert _running(kube)["reason"] == "QueuedInKueue" and "flavor h100" in _running(kube)["message"]
@@ -233,7 +233,7 @@ def test_kueue_evictions_use_up_max_attempts(kube: FakeKube, reconciler: Reconci
 
 
 def test_queue_without_kueue_installed_says_so(kube: FakeKube, reconciler: Reconciler) -> None:
-    kube.custom.installed = False  # type: ignore[attr-defined]
+    kube.custom.installed = False
     reconciler.reconcile(NS, NAME)
     reconciler.reconcile(NS, NAME)
     status = kube.status_of(NS, NAME)
@@ -242,8 +242,8 @@ def test_queue_without_kueue_installed_says_so(kube: FakeKube, reconciler: Recon
 
 
 def test_a_sigkill_at_kueue_eviction_relaunches_like_an_eviction() -> None:
-    from influence_trace_operator.classify import Finished
-    from influence_trace_operator.queued import after_eviction_kill
+    from influence_trace_operator.rules.classify import Finished
+    from influence_trace_operator.rules.policies import after_eviction_kill
 
     record = AttemptRecord(attempt=1, pool="h100", job="demo-a1", host_memory_bytes=2**34, kueue_evictions=1)
     status = TraceStatus(attempt=1, pool="h100", attempts=[record])
@@ -256,4 +256,5 @@ def test_a_sigkill_at_kueue_eviction_relaunches_like_an_eviction() -> None:
     assert after_eviction_kill(status, oom, record, [H100, H200], 3) is None  # the kernel's: escalate
     never = record.model_copy(update={"kueue_evictions": 0})
     assert after_eviction_kill(status, killed, never, [H100, H200], 3) is None
-    assert after_eviction_kill(status, killed, record, [H100, H200], 1).action == "fail"  # type: ignore[union-attr]
+    exhausted = after_eviction_kill(status, killed, record, [H100, H200], 1)
+    assert exhausted is not None and exhausted.action == "fail"

@@ -12,8 +12,8 @@ from types import SimpleNamespace
 import kopf
 import pytest
 from influence_trace.api.progress import Progress
-from influence_trace_operator import lifecycle, on_child
-from influence_trace_operator.settings import OperatorSettings
+from influence_trace_operator.rules.settings import OperatorSettings
+from influence_trace_operator.runtime import lifecycle, on_child
 
 from tests.operator.fake_kube import FakeKube
 from tests.operator.operator_builders import trace_dict
@@ -90,7 +90,7 @@ def test_the_progress_loop_reads_each_running_trace_once_per_period_and_est_time
     kube: FakeKube,
 ) -> None:
     rt = runtime(kube, lease=False, progress_seconds=0.2)  # rounds are run by hand below
-    core = kube.core = LogCore()  # type: ignore[attr-defined]
+    core = kube.core = LogCore()
     launched(kube, rt.reconciler)
     on_child.on_pod_event(rt.reconciler, "MODIFIED", watched_pod(kube, "Running", 101))
     deliver_trace(kube, rt.reconciler)

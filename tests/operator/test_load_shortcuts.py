@@ -8,9 +8,10 @@ from __future__ import annotations
 import threading
 
 import pytest
-from influence_trace_operator import lifecycle, on_trace
-from influence_trace_operator.reconcile import CANCEL_ANNOTATION, Reconciler
-from influence_trace_operator.settings import OperatorSettings
+from influence_trace_operator.reconciler.reconcile import Reconciler
+from influence_trace_operator.rules.labels import CANCEL as CANCEL_ANNOTATION
+from influence_trace_operator.rules.settings import OperatorSettings
+from influence_trace_operator.runtime import lifecycle, on_trace
 
 from tests.operator.fake_kube import FakeKube
 from tests.operator.operator_builders import H100, H200
@@ -19,7 +20,7 @@ from tests.operator.test_reconciler import NAME, NS
 
 @pytest.fixture()
 def reconciler(kube: FakeKube) -> Reconciler:
-    return Reconciler(kube, OperatorSettings(resync_seconds=30), [H100, H200])  # type: ignore[arg-type]
+    return Reconciler(kube, OperatorSettings(resync_seconds=30), [H100, H200])
 
 
 def passes(reconciler: Reconciler, monkeypatch: pytest.MonkeyPatch) -> list[str]:
@@ -49,7 +50,7 @@ def test_resync_skips_a_trace_passed_within_the_period_and_not_after(
     rt = lifecycle.Runtime(reconciler.settings, reconciler, threading.Event())
     assert lifecycle.resync_once(rt) == 1  # never looked at: reconciled
     assert lifecycle.resync_once(rt) == 0  # just passed
-    reconciler._passed[(NS, NAME)] -= 31
+    reconciler.memory._passed[(NS, NAME)] -= 31
     assert lifecycle.resync_once(rt) == 1
 
 

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from influence_trace_operator import labels as L
-from influence_trace_operator.escalation import placement_on
-from influence_trace_operator.jobs import RENDEZVOUS_PORT, build_job, build_service, service_name
-from influence_trace_operator.settings import OperatorSettings
+from influence_trace_operator.rules import labels
+from influence_trace_operator.rules.jobs import RENDEZVOUS_PORT, build_job, build_service, service_name
+from influence_trace_operator.rules.policies import placement_on
+from influence_trace_operator.rules.settings import OperatorSettings
 
 from tests.operator.operator_builders import H100, REF, trace
 
@@ -43,14 +43,14 @@ def test_headless_service_selects_the_traces_pods_and_is_owned_by_it() -> None:
     job = build_job(trace(resources=TWO_NODES), REF, placement_on(H100, 3, 8 * 2**30), SETTINGS)
     pod_labels = job["spec"]["template"]["metadata"]["labels"]
     assert spec["selector"].items() <= pod_labels.items()  # every attempt's pods, by trace label
-    assert L.ATTEMPT not in spec["selector"]
+    assert labels.ATTEMPT not in spec["selector"]
 
 
 def test_network_policy_admits_only_the_traces_own_pods_to_the_rendezvous_port() -> None:
-    from influence_trace_operator.netpol import build_network_policy
+    from influence_trace_operator.rules.netpol import build_network_policy
 
     policy = build_network_policy(REF)
-    own = {L.TRACE: "demo", L.MANAGED_BY: L.MANAGER}
+    own = {labels.TRACE: "demo", labels.MANAGED_BY: labels.MANAGER}
     assert policy["spec"]["podSelector"] == {"matchLabels": own}
     assert policy["spec"]["policyTypes"] == ["Ingress"]
     (rule,) = policy["spec"]["ingress"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from influence_trace.api.progress import Progress
 from influence_trace.api.status import AttemptRecord, EstimateStatus, ProgressStatus, TraceStatus
-from influence_trace_operator.progress_reader import finish, fraction, restart, to_status
+from influence_trace_operator.adapters.progress_reader import finish, fraction, restart, to_status
 
 SECONDS = {"setup": 30.0, "capture": 99.0, "hessian": 299.0}  # +1 s each: capture 100, hessian 300
 
@@ -47,7 +47,7 @@ def test_the_training_step_travels_from_the_line_to_the_step_column() -> None:
         def flush(self) -> None:
             pass
 
-    reporter = Reporter(interval=0.0, stream=Sink())  # type: ignore[arg-type]
+    reporter = Reporter(interval=0.0, stream=Sink())  # type: ignore[arg-type]  # a stand-in stream, not a TextIO
     reporter.training = (3, 10)
     list(reporter.track(range(2), "capture", "batch", 2))
     progress = parse_line(lines[0])
@@ -87,9 +87,11 @@ def test_progress_lines_are_for_logs_not_for_a_person_at_a_terminal(monkeypatch)
 
     for tty, printed in ((False, True), (True, False)):
         stream = Stream(tty)
-        list(Reporter(interval=0.0, stream=stream).track(range(2), "capture", "batch", 2))  # type: ignore[arg-type]
+        reporter = Reporter(interval=0.0, stream=stream)  # type: ignore[arg-type]  # a stand-in, not a TextIO
+        list(reporter.track(range(2), "capture", "batch", 2))
         assert ("INFLUENCE_TRACE_PROGRESS" in stream.text) == printed
     monkeypatch.setenv(LINES_ENV, "1")
     stream = Stream(True)
-    list(Reporter(interval=0.0, stream=stream).track(range(2), "capture", "batch", 2))  # type: ignore[arg-type]
+    reporter = Reporter(interval=0.0, stream=stream)  # type: ignore[arg-type]  # a stand-in, not a TextIO
+    list(reporter.track(range(2), "capture", "batch", 2))
     assert stream.text.count("INFLUENCE_TRACE_PROGRESS") == 2

@@ -6,8 +6,8 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import pytest
-from influence_trace_operator import labels as L
-from influence_trace_operator.results import copy_commands, current_pods, output_dir, reader_pod
+from influence_trace_operator.rules import labels
+from influence_trace_operator.runtime.results import copy_commands, current_pods, output_dir, reader_pod
 
 from tests.operator.operator_builders import trace_dict
 
@@ -22,7 +22,8 @@ def test_the_reader_pod_mounts_the_claim_read_only_where_the_worker_wrote() -> N
     pod = reader_pod(stored(), "influence-trace-worker:0.1.0")
     (container,) = pod["spec"]["containers"]
     assert pod["metadata"] == {"name": "demo-results", "namespace": "team-a",
-                               "labels": {L.MANAGED_BY: "influence-trace-fetch", L.TRACE_NAME: "demo"}}
+                               "labels": {labels.MANAGED_BY: "influence-trace-fetch",
+                                          labels.TRACE_NAME: "demo"}}
     assert container["volumeMounts"] == [{"name": "workspace", "mountPath": "/workspace", "readOnly": True}]
     assert pod["spec"]["volumes"][0]["persistentVolumeClaim"] == {"claimName": "influence-data",
                                                                   "readOnly": True}
@@ -48,7 +49,8 @@ def test_without_a_claim_there_is_nothing_to_fetch_and_it_says_why() -> None:
 
 def test_logs_follow_the_current_attempts_pods_rank_0_first() -> None:
     def pod(name: str, index: str) -> SimpleNamespace:
-        return SimpleNamespace(metadata=SimpleNamespace(name=name, annotations={L.COMPLETION_INDEX: index}))
+        meta = SimpleNamespace(name=name, annotations={labels.COMPLETION_INDEX: index})
+        return SimpleNamespace(metadata=meta)
 
     asked: list[str] = []
 
@@ -60,14 +62,14 @@ def test_logs_follow_the_current_attempts_pods_rank_0_first() -> None:
     client = SimpleNamespace(CoreV1Api=Core)
     trace = stored(attempt=2, attempts=[{"attempt": 1, "job": "demo-a1"}, {"attempt": 2, "job": "demo-a2"}])
     assert current_pods(client, trace) == ["demo-a2-0-y", "demo-a2-1-x"]
-    assert asked == [f"{L.JOB_NAME}=demo-a2"]
+    assert asked == [f"{labels.JOB_NAME}=demo-a2"]
     assert current_pods(client, stored()) == []  # not placed yet
 
 
 def test_a_missing_trace_is_said_in_one_line_not_a_traceback(capsys, monkeypatch) -> None:
     import argparse
 
-    from influence_trace_operator import results
+    from influence_trace_operator.runtime import results
     from kubernetes.client.rest import ApiException
 
     class Custom:

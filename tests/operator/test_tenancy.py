@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from influence_trace_operator.reconcile import Reconciler
-from influence_trace_operator.settings import OperatorSettings
+from influence_trace_operator.reconciler.reconcile import Reconciler
+from influence_trace_operator.rules.settings import OperatorSettings
 
 from tests.operator.fake_kube import FakeKube
 from tests.operator.operator_builders import H100, H200, pod, trace_dict
@@ -17,7 +17,7 @@ GPU_OOM = json.dumps({"reason": "GPUOutOfMemory", "stage": "hessian_solve", "mes
 def run(lists: dict, **spec) -> tuple[FakeKube, Reconciler]:
     kube = FakeKube()
     kube.add_trace(trace_dict(**spec))
-    rec = Reconciler(kube, OperatorSettings(namespace_pools=lists), [H100, H200])  # type: ignore[arg-type]
+    rec = Reconciler(kube, OperatorSettings(namespace_pools=lists), [H100, H200])
     rec.reconcile(NS, NAME)
     return kube, rec
 
@@ -48,7 +48,7 @@ def test_other_namespaces_take_the_star_entry_or_everything() -> None:
 def test_more_nodes_than_the_operator_runs_is_refused() -> None:
     kube = FakeKube()
     kube.add_trace(trace_dict(resources={"gpus": 1, "nodes": 17, "pools": ["h100"]}))
-    Reconciler(kube, OperatorSettings(), [H100, H200]).reconcile(NS, NAME)  # type: ignore[arg-type]
+    Reconciler(kube, OperatorSettings(), [H100, H200]).reconcile(NS, NAME)
     status = kube.status_of(NS, NAME)
     assert status["phase"] == "Failed" and "spec.resources.nodes: 17" in status["message"]
     assert kube.jobs == {}

@@ -6,7 +6,7 @@ from __future__ import annotations
 import importlib
 
 import kopf
-from influence_trace_operator.lifecycle import EventsOnlyDiffBase, filter_children
+from influence_trace_operator.runtime.lifecycle import EventsOnlyDiffBase, filter_children
 
 
 def test_children_are_watched_by_the_operators_label_only() -> None:
@@ -25,7 +25,7 @@ def test_children_are_watched_by_the_operators_label_only() -> None:
 def test_only_event_handlers_so_kopfs_essence_of_an_object_is_never_read() -> None:
     """lifecycle.EventsOnlyDiffBase skips kopf's copy of every object; only on.create/on.update/
     on.field handlers, daemons and timers would read it, and the operator registers none."""
-    importlib.import_module("influence_trace_operator.handlers")  # registers the decorators
+    importlib.import_module("influence_trace_operator.runtime.handlers")  # registers the decorators
     registry = kopf.get_default_registry()
     assert not registry._changing.get_all_handlers() and not registry._spawning.get_all_handlers()
     watching = {h.fn.__name__ for h in registry._watching.get_all_handlers()}

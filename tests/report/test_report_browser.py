@@ -51,7 +51,7 @@ def page(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory):
     report = build_report(run, tmp / "report.html")
     with Page(tmp / "profile") as p:
         p.load(report.as_uri())
-        p.report = report  # type: ignore[attr-defined]
+        p.report = report  # type: ignore[attr-defined]  # set on the page object by the fixture
         yield p
 
 
@@ -148,11 +148,11 @@ def test_the_first_screen_shows_responses_the_random_model_note_and_one_colour_c
 
 def test_no_console_errors_and_no_requests(page: Page) -> None:
     assert page.errors() == []
-    assert page.requests() == [page.report.as_uri()]  # type: ignore[attr-defined]
+    assert page.requests() == [page.report.as_uri()]  # type: ignore[attr-defined]  # set on the page object by the fixture
 
 
 def test_screenshot(page: Page) -> None:
     page.eval("window.scrollTo(0, document.getElementById('responses').offsetTop - 120)")
-    shot = page.screenshot(page.report.with_name("report.png"))  # type: ignore[attr-defined]
+    shot = page.screenshot(page.report.with_name("report.png"))  # type: ignore[attr-defined]  # set on the page object by the fixture
     assert shot.stat().st_size > 10_000
-    assert page.report.stat().st_size < 200_000  # type: ignore[attr-defined]
+    assert page.report.stat().st_size < 200_000  # type: ignore[attr-defined]  # set on the page object by the fixture

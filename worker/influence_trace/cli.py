@@ -15,13 +15,14 @@ from collections.abc import Callable, Sequence
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "run": ("influence_trace.run.entry", "main", "run a trace on this machine (CPU or GPUs)"),
     "estimate": ("influence_trace.planning.estimate_command", "main", "predict memory and pick a GPU pool"),
-    "operator": ("influence_trace_operator.main", "main", "run the Kubernetes operator (kopf)"),
+    "operator": ("influence_trace_operator.runtime.main", "main", "run the Kubernetes operator (kopf)"),
     "demo": ("influence_trace.demo.command", "main", "build a small model and rollouts and trace them"),
     "report": ("influence_trace.report.html", "main", "write a self-contained HTML report of a run"),
     "compare": ("influence_trace.report.compare", "main", "put several runs side by side"),
     "crd": ("influence_trace.api.reference", "main", "print the CRD (or --reference) made from the spec"),
-    "logs": ("influence_trace_operator.results", "logs", "print or follow a cluster trace's worker log"),
-    "fetch": ("influence_trace_operator.results", "fetch",
+    "logs": ("influence_trace_operator.runtime.results", "logs",
+             "print or follow a cluster trace's worker log"),
+    "fetch": ("influence_trace_operator.runtime.results", "fetch",
               "copy a cluster trace's outputs (rows, summary, report) off its volume claim"),
 }
 

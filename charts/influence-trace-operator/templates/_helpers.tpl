@@ -66,7 +66,7 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end -}}
 
 {{/*
-The RBAC rules the operator needs: exactly the API calls of influence_trace_operator.api.Kube and
+The RBAC rules the operator needs: exactly the API calls of influence_trace_operator.adapters.kube.Kube and
 kopf's watches (kopf's cluster scanning is disabled, so no CRD or Namespace access). Used by the
 ClusterRole (all namespaces) or by the Role in each watched namespace.
 */}}

@@ -22,7 +22,7 @@ from influence_trace.api.spec import InfluenceTrace
 from influence_trace.planning.placement import Pool
 from kubernetes.client.rest import ApiException
 
-from influence_trace_operator.settings import OperatorSettings
+from influence_trace_operator.rules.settings import OperatorSettings
 
 GROUP = "kueue.x-k8s.io"
 VERSION = "v1beta2"

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from influence_trace.api.spec import InfluenceTrace
 from influence_trace.planning.placement import Pool
 
-from influence_trace_operator import conditions as C
+from influence_trace_operator.rules import conditions
 
 
 @dataclass(frozen=True)
@@ -37,12 +37,12 @@ def bound(
     """``allowed`` (the spec's pools, smallest first) within the namespace's list and maxNodes."""
     nodes = trace.spec.resources.nodes
     if nodes > max_nodes:
-        return Bounds([], [], (C.INVALID_SPEC, f"spec.resources.nodes: {nodes} is more than this "
+        return Bounds([], [], (conditions.INVALID_SPEC, f"spec.resources.nodes: {nodes} is more than this "
                                f"operator runs ({max_nodes}, the chart's maxNodes)"))
     mine = {p.name for p in namespace_pools(table, lists, namespace)}
     kept = [p for p in allowed if p.name in mine]
     refused = [p.name for p in allowed if p.name not in mine]
     if not kept:
-        return Bounds([], refused, (C.POOL_NOT_ALLOWED, f"namespace {namespace} may not use pools "
+        return Bounds([], refused, (conditions.POOL_NOT_ALLOWED, f"namespace {namespace} may not use pools "
                                     f"{refused}; it may use {sorted(mine) or 'none'} (chart namespacePools)"))
     return Bounds(kept, refused)

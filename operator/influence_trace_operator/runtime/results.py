@@ -19,9 +19,10 @@ from typing import Any
 import yaml
 from influence_trace.api.spec import API_GROUP, API_VERSION, PLURAL
 
-from influence_trace_operator import labels as L
-from influence_trace_operator.jobs import WORKSPACE, fit_name
-from influence_trace_operator.settings import OperatorSettings
+from influence_trace_operator.adapters.kube import ApiError, configured_client
+from influence_trace_operator.rules import labels
+from influence_trace_operator.rules.jobs import WORKSPACE, fit_name
+from influence_trace_operator.rules.settings import OperatorSettings
 
 READER_SECONDS = 3600  # the reader pod sleeps this long at most: a forgotten one ends by itself
 
@@ -37,7 +38,7 @@ def reader_pod(trace: dict[str, Any], image: str) -> dict[str, Any]:
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": {"name": fit_name(meta["name"], "-results"), "namespace": meta["namespace"],
-                     "labels": {L.MANAGED_BY: "influence-trace-fetch", L.TRACE_NAME: meta["name"]}},
+                     "labels": {labels.MANAGED_BY: "influence-trace-fetch", labels.TRACE_NAME: meta["name"]}},
         "spec": {
             "restartPolicy": "Never",
             "automountServiceAccountToken": False,
@@ -74,21 +75,14 @@ def copy_commands(pod: dict[str, Any], source: str, dest: str) -> list[list[str]
 
 
 def _api() -> Any:
-    from kubernetes import client
-
-    from influence_trace_operator.main import load_kube_config
-
-    load_kube_config()
-    return client
+    return configured_client()
 
 
 def _read_trace(client: Any, namespace: str, name: str) -> dict[str, Any]:
-    from kubernetes.client.rest import ApiException
-
     try:
         return client.CustomObjectsApi().get_namespaced_custom_object(API_GROUP, API_VERSION, namespace,
                                                                      PLURAL, name)
-    except ApiException as err:
+    except ApiError as err:
         raise ValueError(f"InfluenceTrace {namespace}/{name}: {err.reason} ({err.status})") from None
 
 
@@ -130,12 +124,12 @@ def current_pods(client: Any, trace: dict[str, Any]) -> list[str]:
     if record is None:
         return []
     pods = client.CoreV1Api().list_namespaced_pod(trace["metadata"]["namespace"],
-                                                  label_selector=f"{L.JOB_NAME}={record['job']}").items
+                                                  label_selector=f"{labels.JOB_NAME}={record['job']}").items
     return [p.metadata.name for p in sorted(pods, key=lambda p: (_index(p), p.metadata.name))]
 
 
 def _index(pod: Any) -> int:
-    value = (pod.metadata.annotations or {}).get(L.COMPLETION_INDEX, "0")
+    value = (pod.metadata.annotations or {}).get(labels.COMPLETION_INDEX, "0")
     return int(value) if str(value).isdigit() else 0
 
 
@@ -154,7 +148,7 @@ def logs(args: argparse.Namespace) -> int:
     for name in pods:  # following several pods one after another: rank 0 is the one that reports
         if len(pods) > 1:
             print(f"==> {name} <==")
-        resp = core.read_namespaced_pod_log(name, args.namespace, container=L.WORKER_CONTAINER,
+        resp = core.read_namespaced_pod_log(name, args.namespace, container=labels.WORKER_CONTAINER,
                                             follow=args.follow, _preload_content=False)
         for chunk in resp.stream(4096):
             sys.stdout.write(chunk.decode(errors="replace"))

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from influence_trace_operator.classify import ended, is_evicted, job_state
-from influence_trace_operator.informer import owner
-from influence_trace_operator.kueue import is_suspended
-from influence_trace_operator.reconcile import Reconciler
+from influence_trace_operator.adapters.informer import owner
+from influence_trace_operator.adapters.kueue import is_suspended
+from influence_trace_operator.reconciler.reconcile import Reconciler
+from influence_trace_operator.rules.classify import ended, is_evicted, job_state
 
 
 def _owner(body: dict[str, Any]) -> str | None:
@@ -26,7 +26,8 @@ def _superseded(reconciler: Reconciler, body: dict[str, Any], trace: str) -> boo
     (namespace, _), attempt = owner(body)
     refs = (body.get("metadata") or {}).get("ownerReferences") or []
     uid = next((o.get("uid") for o in refs if o.get("controller")), None)
-    return attempt is not None and uid is not None and reconciler.superseded(namespace, trace, uid, attempt)
+    return (attempt is not None and uid is not None
+            and reconciler.memory.superseded(namespace, trace, uid, attempt))
 
 
 def job_signature(job: dict[str, Any] | None) -> tuple[Any, ...] | None:

@@ -20,6 +20,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from influence_trace.api.spec import InfluenceTraceSpec
@@ -39,9 +40,9 @@ from influence_trace.planning.placement import Placement, Pool
 from kubernetes.client.rest import ApiException
 from urllib3.exceptions import HTTPError
 
-from influence_trace_operator import labels as L
-from influence_trace_operator.progress_reader import seconds_between
-from influence_trace_operator.settings import OperatorSettings
+from influence_trace_operator.adapters.progress_reader import seconds_between
+from influence_trace_operator.rules import labels
+from influence_trace_operator.rules.settings import OperatorSettings
 
 log = logging.getLogger(__name__)
 DATA_KEY = "history.json"
@@ -203,7 +204,7 @@ class HistoryStore:
 
     def _body(self, history: History, version: str | None) -> dict[str, Any]:
         meta: dict[str, Any] = {"name": self.name, "namespace": self.namespace,
-                                "labels": {L.MANAGED_BY: L.MANAGER}}
+                                "labels": {labels.MANAGED_BY: labels.MANAGER}}
         if version is not None:
             meta["resourceVersion"] = version
         data = {DATA_KEY: history.to_json()}
@@ -260,8 +261,19 @@ def build_store(kube: Any, settings: OperatorSettings) -> HistoryStore | None:
                         settings.history_cache_seconds, settings.history_flush_seconds)
 
 
+@dataclass(frozen=True)
+class Placed:
+    """A first placement: the memory model's estimate, what the history made of it, the pool chosen
+    and the predicted duration there (None: no pool fits)."""
+
+    model: Estimate
+    learned: Learned
+    chosen: Placement
+    duration: Duration | None
+
+
 def place(store: HistoryStore | None, spec: InfluenceTraceSpec, table: list[Pool],
-          settings: OperatorSettings) -> tuple[Estimate, Learned, Placement, Duration | None]:
+          settings: OperatorSettings) -> Placed:
     """Placement with the history when there is one (the model alone when it cannot be read), and the
     predicted duration on the chosen pool."""
     history = None
@@ -273,7 +285,7 @@ def place(store: HistoryStore | None, spec: InfluenceTraceSpec, table: list[Pool
     margin = settings.history_margin
     est, learned, chosen = place_with_history(spec, history, table, settings.headroom, margin)
     duration = predict(spec, est, chosen.pool, history) if chosen.pool else None
-    return est, learned, chosen, duration
+    return Placed(est, learned, chosen, duration)
 
 
 def record(store: HistoryStore | None, spec: InfluenceTraceSpec, uid: str, name: str, record: AttemptRecord,

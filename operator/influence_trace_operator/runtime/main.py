@@ -14,18 +14,10 @@ import logging
 import signal
 
 import kopf
-from kubernetes import config
 
-from influence_trace_operator import lifecycle
-from influence_trace_operator.settings import OperatorSettings
-
-
-def load_kube_config() -> None:
-    """In-cluster config when running in a pod, else the kubeconfig (KUBECONFIG or ~/.kube/config)."""
-    try:
-        config.load_incluster_config()
-    except config.ConfigException:
-        config.load_kube_config()
+from influence_trace_operator.adapters.kube import load_config
+from influence_trace_operator.rules.settings import OperatorSettings
+from influence_trace_operator.runtime import lifecycle
 
 
 def build_settings(args: argparse.Namespace) -> OperatorSettings:
@@ -50,9 +42,9 @@ def main(args: argparse.Namespace) -> int:
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)  # "Handler ... succeeded" per event
     faulthandler.register(signal.SIGUSR1, all_threads=True)  # `kill -USR1`: every thread's stack to stderr
     settings = build_settings(args)
-    load_kube_config()
+    load_config()
     runtime = lifecycle.build_runtime(settings)
-    import influence_trace_operator.handlers  # noqa: F401  (registers the kopf handlers)
+    import influence_trace_operator.runtime.handlers  # noqa: F401  (registers the kopf handlers)
 
     kopf.run(
         standalone=True,

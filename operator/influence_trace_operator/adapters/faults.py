@@ -17,31 +17,14 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
-from influence_trace.api.status import TraceStatus
 from kubernetes.client.rest import ApiException
-
-from influence_trace_operator import conditions as C
 
 log = logging.getLogger(__name__)
 
 PERMANENT_STATUSES = frozenset({400, 422})
 MESSAGE_LIMIT = 1024
-
-
-class ChildConflict(Exception):
-    """A Job, ConfigMap or Service of the trace's name belongs to something else: never adopted."""
-
-
-class PassLike(Protocol):
-    """What the recorder needs of a reconcile pass (reconcile.Pass)."""
-
-    status: TraceStatus
-
-    def condition(self, kind: str, value: bool, reason: str, message: str) -> None: ...
-
-    def event(self, kind: str, reason: str, message: str) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -64,22 +47,14 @@ def api_message(err: ApiException) -> str:
     return text if len(text) <= MESSAGE_LIMIT else text[: MESSAGE_LIMIT - 3] + "..."
 
 
+def is_conflict(err: Exception) -> bool:
+    """A 409: the object changed since it was read (re-read and decide again) or the name is taken."""
+    return isinstance(err, ApiException) and err.status == 409
+
+
 def describe(err: ApiException) -> ApiFault:
     code = int(err.status or 0)
     return ApiFault(code in PERMANENT_STATUSES, code, f"HTTP {code}: {api_message(err)}")
-
-
-def record_transient(p: PassLike, fault: ApiFault, retry_in: float, failures: int) -> None:
-    """Placed=False/APIError with the message; a Warning event only when the trouble starts."""
-    old = next((c for c in p.status.conditions if c.type == "Placed"), None)
-    if old is None or old.reason != C.API_ERROR:
-        p.event("Warning", C.API_ERROR, f"{fault.message}; retrying with backoff")
-    p.condition(
-        "Placed", False, C.API_ERROR, f"{fault.message} (failure {failures}; next try in {retry_in:.0f} s)"
-    )
-    if p.status.phase is None:
-        p.status.phase = "Pending"
-    p.status.message = fault.message
 
 
 class Retries:

@@ -21,9 +21,8 @@ from influence_trace.api.status import ProgressStatus, TraceStatus
 from influence_trace.planning.duration import readable
 from kubernetes.client.rest import ApiException
 
-from influence_trace_operator import classify as K
-from influence_trace_operator import labels as L
-from influence_trace_operator import metrics as M
+from influence_trace_operator.adapters import metrics
+from influence_trace_operator.rules import classify, labels
 
 log = logging.getLogger(__name__)
 TAIL_LINES = 50  # the worker prints at most a line every few seconds per loop; its other logs are sparse
@@ -34,9 +33,9 @@ def read_log(kube: Any, namespace: str, pod: str) -> str | None:
     core = getattr(kube, "core", None)
     if core is None:
         return None
-    M.PROGRESS_READS.inc()
+    metrics.PROGRESS_READS.inc()
     try:
-        resp = core.read_namespaced_pod_log(pod, namespace, container=L.WORKER_CONTAINER,
+        resp = core.read_namespaced_pod_log(pod, namespace, container=labels.WORKER_CONTAINER,
                                             tail_lines=TAIL_LINES, _preload_content=False)
     except (ApiException, OSError, ValueError) as err:
         log.debug("no log of %s/%s: %s", namespace, pod, err)
@@ -78,7 +77,7 @@ def to_status(progress: Progress, stage_seconds: dict[str, float], now: str) -> 
 
 def update(kube: Any, namespace: str, status: TraceStatus, pods: list[dict[str, Any]], now: str) -> None:
     """Set status.progress from the first running pod's log (rank 0's node of a multi-node Job)."""
-    running = sorted((p for p in pods if K.is_running(p)), key=lambda p: p["metadata"]["name"])
+    running = sorted((p for p in pods if classify.is_running(p)), key=lambda p: p["metadata"]["name"])
     if not running:
         return
     text = read_log(kube, namespace, running[0]["metadata"]["name"])

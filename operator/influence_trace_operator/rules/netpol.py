@@ -10,8 +10,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from influence_trace_operator import labels as L
-from influence_trace_operator.jobs import RENDEZVOUS_PORT, TraceRef, child_labels, child_metadata, fit_name
+from influence_trace_operator.rules import labels
+from influence_trace_operator.rules.jobs import (
+    RENDEZVOUS_PORT,
+    TraceRef,
+    child_labels,
+    child_metadata,
+    fit_name,
+)
 
 
 def network_policy_name(trace: str) -> str:
@@ -19,7 +25,7 @@ def network_policy_name(trace: str) -> str:
 
 
 def build_network_policy(ref: TraceRef) -> dict[str, Any]:
-    own = {L.TRACE: child_labels(ref)[L.TRACE], L.MANAGED_BY: L.MANAGER}
+    own = {labels.TRACE: child_labels(ref)[labels.TRACE], labels.MANAGED_BY: labels.MANAGER}
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",

@@ -14,8 +14,8 @@ import yaml
 from influence_trace.api.contract import EXIT_CODES, EXIT_KERNEL_OOM_KILL
 from influence_trace.api.spec import API_VERSION, KIND, WORKSPACE_MOUNT, InfluenceTrace, duration_seconds
 
-from influence_trace_operator import labels as L
-from influence_trace_operator.settings import OperatorSettings
+from influence_trace_operator.rules import labels
+from influence_trace_operator.rules.settings import OperatorSettings
 
 NAME_LIMIT = 63  # Job names become the value of the job-name label on its pods
 MANIFEST_DIR = "/etc/influence-trace"
@@ -78,7 +78,7 @@ def service_name(trace: str) -> str:
 def owner_reference(ref: TraceRef) -> dict[str, Any]:
     """Makes the trace the controller of a child, so deleting it garbage-collects the child."""
     return {
-        "apiVersion": f"{L.PREFIX.rstrip('/')}/{API_VERSION}",
+        "apiVersion": f"{labels.PREFIX.rstrip('/')}/{API_VERSION}",
         "kind": KIND,
         "name": ref.name,
         "uid": ref.uid,
@@ -90,14 +90,14 @@ def owner_reference(ref: TraceRef) -> dict[str, Any]:
 def child_labels(ref: TraceRef, attempt: int | None = None, pool: str | None = None) -> dict[str, str]:
     """Labels on every child: selectable by trace (and attempt), recognisable as the operator's."""
     out = {
-        L.TRACE: fit_name(ref.name),
-        L.MANAGED_BY: L.MANAGER,
-        L.NAME: L.WORKER_NAME,
+        labels.TRACE: fit_name(ref.name),
+        labels.MANAGED_BY: labels.MANAGER,
+        labels.NAME: labels.WORKER_NAME,
     }
     if attempt is not None:
-        out[L.ATTEMPT] = str(attempt)
+        out[labels.ATTEMPT] = str(attempt)
     if pool is not None:
-        out[L.POOL] = pool
+        out[labels.POOL] = pool
     return out
 
 
@@ -107,7 +107,7 @@ def child_metadata(ref: TraceRef, name: str) -> dict[str, Any]:
         "name": name,
         "namespace": ref.namespace,
         "labels": child_labels(ref),
-        "annotations": {L.TRACE_NAME: ref.name},
+        "annotations": {labels.TRACE_NAME: ref.name},
         "ownerReferences": [owner_reference(ref)],
     }
 
@@ -135,14 +135,23 @@ def build_configmap(trace: InfluenceTrace, ref: TraceRef) -> dict[str, Any]:
 
 def _pod_annotations(trace: InfluenceTrace, ref: TraceRef, placement: JobPlacement) -> dict[str, str]:
     """User annotations, the simulation annotations of the trace itself, then the operator's own."""
-    simulate = {k: v for k, v in trace.metadata.annotations.items() if k.startswith(L.SIMULATE_PREFIX)}
+    simulate = {k: v for k, v in trace.metadata.annotations.items() if k.startswith(labels.SIMULATE_PREFIX)}
     return {
         **trace.spec.pod.annotations,
         **simulate,
-        L.TRACE_NAME: ref.name,
-        L.POOL_GPU_BYTES: str(placement.gpu_memory_bytes),
-        L.HOST_MEMORY_BYTES: str(placement.host_memory_bytes),
+        labels.TRACE_NAME: ref.name,
+        labels.POOL_GPU_BYTES: str(placement.gpu_memory_bytes),
+        labels.HOST_MEMORY_BYTES: str(placement.host_memory_bytes),
     }
+
+
+CONTAINER_SECURITY: dict[str, Any] = {
+    "allowPrivilegeEscalation": False,
+    "readOnlyRootFilesystem": True,  # writes go to /tmp, /dev/shm and the volume only
+    "capabilities": {"drop": ["ALL"]},
+    "runAsNonRoot": True,
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
 
 
 def _container(trace: InfluenceTrace, placement: JobPlacement, settings: OperatorSettings) -> dict[str, Any]:
@@ -156,7 +165,7 @@ def _container(trace: InfluenceTrace, placement: JobPlacement, settings: Operato
         mounts.append({"name": "workspace", "mountPath": WORKSPACE})
     memory = str(placement.host_memory_bytes)
     return {
-        "name": L.WORKER_CONTAINER,
+        "name": labels.WORKER_CONTAINER,
         "image": settings.worker_image,
         "imagePullPolicy": settings.image_pull_policy,
         "command": [*settings.worker_command, f"{MANIFEST_DIR}/{MANIFEST_KEY}"],
@@ -175,13 +184,7 @@ def _container(trace: InfluenceTrace, placement: JobPlacement, settings: Operato
             },
             "limits": {"memory": memory, "nvidia.com/gpu": str(gpus)},
         },
-        "securityContext": {
-            "allowPrivilegeEscalation": False,
-            "readOnlyRootFilesystem": True,  # writes go to /tmp, /dev/shm and the volume only
-            "capabilities": {"drop": ["ALL"]},
-            "runAsNonRoot": True,
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
+        "securityContext": CONTAINER_SECURITY,
         "terminationMessagePath": "/dev/termination-log",
         "terminationMessagePolicy": "FallbackToLogsOnError",
         "volumeMounts": mounts,
@@ -227,13 +230,22 @@ def _pod_spec(
     return spec
 
 
+# Evictions and preemptions are not the trace's fault: the Job replaces the pod on the same pool, and
+# the failure does not count against backoffLimit. The worker's own exit codes fail the Job at once.
+POD_FAILURE_POLICY: dict[str, Any] = {"rules": [
+    {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
+    {"action": "FailJob", "onExitCodes": {"containerName": labels.WORKER_CONTAINER, "operator": "In",
+                                          "values": FAIL_JOB_EXIT_CODES}},
+]}
+
+
 def build_job(
     trace: InfluenceTrace, ref: TraceRef, placement: JobPlacement, settings: OperatorSettings
 ) -> dict[str, Any]:
     """The batch/v1 Job of one attempt, owned by the trace."""
     nodes = trace.spec.resources.nodes
-    labels = child_labels(ref, placement.attempt, placement.pool)
-    pod_labels = {**trace.spec.pod.labels, **labels}
+    own = child_labels(ref, placement.attempt, placement.pool)
+    pod_labels = {**trace.spec.pod.labels, **own}
     job_spec: dict[str, Any] = {
         "backoffLimit": 0,  # no retry storm: every relaunch is the operator's decision
         "activeDeadlineSeconds": duration_seconds(
@@ -241,21 +253,7 @@ def build_job(
         ),
         "completions": nodes,
         "parallelism": nodes,
-        "podFailurePolicy": {
-            "rules": [
-                # Evictions and preemptions are not the trace's fault: the Job replaces the pod on
-                # the same pool, and the failure does not count against backoffLimit.
-                {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
-                {
-                    "action": "FailJob",
-                    "onExitCodes": {
-                        "containerName": L.WORKER_CONTAINER,
-                        "operator": "In",
-                        "values": FAIL_JOB_EXIT_CODES,
-                    },
-                },
-            ]
-        },
+        "podFailurePolicy": POD_FAILURE_POLICY,
         "template": {
             "metadata": {"labels": pod_labels, "annotations": _pod_annotations(trace, ref, placement)},
             "spec": _pod_spec(trace, ref, placement, settings),
@@ -270,11 +268,11 @@ def build_job(
         "metadata": {
             "name": job_name(ref.name, placement.attempt),
             "namespace": ref.namespace,
-            "labels": labels,
+            "labels": own,
             "annotations": {
-                L.TRACE_NAME: ref.name,
-                L.POOL_GPU_BYTES: str(placement.gpu_memory_bytes),
-                L.HOST_MEMORY_BYTES: str(placement.host_memory_bytes),
+                labels.TRACE_NAME: ref.name,
+                labels.POOL_GPU_BYTES: str(placement.gpu_memory_bytes),
+                labels.HOST_MEMORY_BYTES: str(placement.host_memory_bytes),
             },
             "ownerReferences": [owner_reference(ref)],
         },
@@ -305,7 +303,7 @@ def build_service(trace: InfluenceTrace, ref: TraceRef) -> dict[str, Any]:
     It selects the trace's worker pods and publishes them before they are ready, since the ranks
     must resolve each other while they start (the pattern PyTorchJob and JobSet use).
     """
-    labels = child_labels(ref)
+    own = child_labels(ref)
     return {
         "apiVersion": "v1",
         "kind": "Service",
@@ -313,7 +311,7 @@ def build_service(trace: InfluenceTrace, ref: TraceRef) -> dict[str, Any]:
         "spec": {
             "clusterIP": "None",
             "publishNotReadyAddresses": True,
-            "selector": labels,
+            "selector": own,
             "ports": [{"name": "rendezvous", "port": RENDEZVOUS_PORT, "targetPort": RENDEZVOUS_PORT}],
         },
     }

@@ -7,7 +7,7 @@ from typing import Any
 
 from influence_trace.api.status import TERMINAL_PHASES
 
-from influence_trace_operator.reconcile import Reconciler
+from influence_trace_operator.reconciler.reconcile import Reconciler
 
 log = logging.getLogger(__name__)
 
@@ -17,12 +17,12 @@ def on_trace_event(reconciler: Reconciler, event_type: str | None, body: dict[st
     reconciler.informer.put("trace", event_type, body)
     if event_type == "DELETED":  # ownerReferences let the garbage collector remove the Jobs and Pods
         meta = body.get("metadata") or {}
-        reconciler.forget(meta.get("namespace", ""), meta.get("name", ""))
+        reconciler.memory.forget(meta.get("namespace", ""), meta.get("name", ""))
         return
     if (body.get("status") or {}).get("phase") in TERMINAL_PHASES:
         return
     meta = body["metadata"]
-    if meta.get("deletionTimestamp") or reconciler.own_write(meta["namespace"], meta["name"],
+    if meta.get("deletionTimestamp") or reconciler.memory.own_write(meta["namespace"], meta["name"],
                                                             meta.get("resourceVersion")):
         return
     reconciler.reconcile(meta["namespace"], meta["name"])  # from the informer's copy, just stored

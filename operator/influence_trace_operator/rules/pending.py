@@ -4,7 +4,8 @@ The scheduler's own words come from the pod's ``PodScheduled`` condition (e.g. `
 available: 8 Insufficient nvidia.com/gpu``, or ``persistentvolumeclaim "data" not found``). An attempt
 that has not started within ``resources.pendingTimeout`` ends as ``Unschedulable``: when the
 scheduler's reason is capacity (``Insufficient ...``) and a larger allowed pool exists, the next
-attempt goes there; otherwise the trace fails with the scheduler's reason.
+attempt goes there (``policies.after_unschedulable``); otherwise the trace fails with the scheduler's
+reason.
 """
 
 from __future__ import annotations
@@ -14,11 +15,9 @@ from typing import Any
 
 from influence_trace.api.spec import InfluenceTrace, duration_seconds
 from influence_trace.api.status import AttemptRecord, TraceStatus
-from influence_trace.planning.placement import Pool, next_pool
 
-from influence_trace_operator import conditions as C
-from influence_trace_operator import escalation as E
-from influence_trace_operator.classify import Finished
+from influence_trace_operator.rules import conditions
+from influence_trace_operator.rules.classify import Finished
 
 CAPACITY_WORDS = ("Insufficient",)
 
@@ -69,28 +68,9 @@ def timed_out(
     reason = scheduler_reason(pods) or "no pod of the Job was scheduled"
     return Finished(
         outcome="Unschedulable",
-        reason=C.UNSCHEDULABLE,
+        reason=conditions.UNSCHEDULABLE,
         message=f"not started within resources.pendingTimeout ({timeout_s} s): {reason}",
     )
-
-
-def after_unschedulable(
-    status: TraceStatus, done: Finished, pools: list[Pool], max_attempts: int
-) -> E.Decision:
-    """A larger allowed pool when the wait was for capacity, else Failed with the scheduler's reason."""
-    record = status.current()
-    nxt = next_pool(status.pool or "", pools) if is_capacity(done.message) else None
-    if nxt is None:
-        return E.Decision("fail", C.UNSCHEDULABLE, f"attempt {status.attempt} on pool {status.pool} "
-                          f"{done.message}")
-    host = min(record.host_memory_bytes if record else 0, nxt.host_memory_bytes)
-    decision = E.Decision(
-        "launch",
-        C.PENDING_TIMEOUT,
-        f"attempt {status.attempt} on pool {status.pool} {done.message}; moving to pool {nxt.name}",
-        E.placement_on(nxt, status.attempt + 1, host),
-    )
-    return E.relaunch_within(status, max_attempts, decision)
 
 
 def deadline_exceeded(job: dict[str, Any], run_timeout_s: int) -> Finished | None:
@@ -101,7 +81,7 @@ def deadline_exceeded(job: dict[str, Any], run_timeout_s: int) -> Finished | Non
         ):
             return Finished(
                 outcome="Failed",
-                reason=C.RUN_TIMEOUT,
+                reason=conditions.RUN_TIMEOUT,
                 message=f"the Job ran longer than resources.runTimeout ({run_timeout_s} s) and was stopped",
             )
     return None

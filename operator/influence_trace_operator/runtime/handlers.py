@@ -11,10 +11,11 @@ from typing import Any
 import kopf
 from influence_trace.api.spec import API_GROUP, API_VERSION, PLURAL
 
-from influence_trace_operator import labels as L
-from influence_trace_operator import lifecycle, metrics, on_child, on_trace
+from influence_trace_operator.adapters import metrics
+from influence_trace_operator.rules import labels
+from influence_trace_operator.runtime import lifecycle, on_child, on_trace
 
-CHILDREN = {L.MANAGED_BY: L.MANAGER}
+CHILDREN = {labels.MANAGED_BY: labels.MANAGER}
 # A failed start-up (e.g. the health port still taken) is retried this often rather than kopf's 60 s;
 # nothing acts meanwhile (lifecycle.configure).
 STARTUP_RETRY_SECONDS = 5

@@ -22,17 +22,15 @@ from typing import Any, cast
 
 import kopf
 from influence_trace.api.status import TERMINAL_PHASES
-from kubernetes import client
 
-from influence_trace_operator import health
-from influence_trace_operator import labels as L
-from influence_trace_operator import metrics as M
-from influence_trace_operator.api import Kube
-from influence_trace_operator.history_store import operator_namespace
-from influence_trace_operator.leader import LeaseGuard
-from influence_trace_operator.pools import load_table
-from influence_trace_operator.reconcile import Reconciler
-from influence_trace_operator.settings import OperatorSettings
+from influence_trace_operator.adapters import health, metrics
+from influence_trace_operator.adapters.history_store import operator_namespace
+from influence_trace_operator.adapters.kube import Kube, KubeClient, api_client, coordination_api
+from influence_trace_operator.adapters.leader import LeaseGuard
+from influence_trace_operator.reconciler.reconcile import Reconciler
+from influence_trace_operator.rules import labels
+from influence_trace_operator.rules.pools import load_table
+from influence_trace_operator.rules.settings import OperatorSettings
 
 log = logging.getLogger(__name__)
 # Events are posted by a small pool after the pass's status write, so a reconcile thread does not
@@ -52,9 +50,9 @@ class Runtime:
     threads: dict[str, threading.Thread] = field(default_factory=dict)  # by name; each started once
 
 
-def build_runtime(settings: OperatorSettings | None = None, kube: Any = None) -> Runtime:
+def build_runtime(settings: OperatorSettings | None = None, kube: KubeClient | None = None) -> Runtime:
     """The operator's state, built once per process and carried in kopf's ``memo`` (main() passes the
-    command line's settings; ``kopf run -m influence_trace_operator.handlers`` reads the environment).
+    command line's settings; ``kopf run -m influence_trace_operator.runtime.handlers`` reads the environment).
     ``kube``: the API client (default: a ``Kube`` sized for the threads; tests pass their fake)."""
     settings = settings or OperatorSettings()
     table = load_table(settings.pools_file)
@@ -64,7 +62,7 @@ def build_runtime(settings: OperatorSettings | None = None, kube: Any = None) ->
     if settings.lease:  # gate every pass before any thread or handler can start one
         rt.lease = lease_guard(settings)
     rt.reconciler.may_act = lambda: acting(rt)
-    M.CACHE.sizes = rt.reconciler.informer.sizes
+    metrics.CACHE.sizes = rt.reconciler.informer.sizes
     pool = rt.events = ThreadPoolExecutor(EVENT_THREADS, thread_name_prefix="events")
 
     def send(post: Callable[[], None]) -> None:
@@ -75,14 +73,6 @@ def build_runtime(settings: OperatorSettings | None = None, kube: Any = None) ->
 
     rt.reconciler.send = send
     return rt
-
-
-def api_client(connections: int) -> client.ApiClient:
-    """An API client whose connection pool fits its threads: the default pool of 10 makes 16 reconcile
-    threads open and discard a connection per call under load."""
-    cfg = client.Configuration.get_default_copy()
-    cfg.connection_pool_maxsize = connections
-    return client.ApiClient(cfg)
 
 
 class EventsOnlyDiffBase(kopf.AnnotationsDiffBaseStorage):
@@ -122,7 +112,7 @@ def configure(kopf_settings: kopf.OperatorSettings, rt: Runtime) -> None:
 
 def lease_guard(settings: OperatorSettings) -> LeaseGuard:
     """The Lease this replica must hold to act; a gain resyncs at once (``run``'s ``on_acquired``)."""
-    coord = client.CoordinationV1Api(api_client(2))  # its own connections: never queued behind reconciles
+    coord = coordination_api(2)  # its own connections: never queued behind reconciles
     namespace = settings.lease_namespace or operator_namespace(settings)
     return LeaseGuard(namespace, settings.lease_name, settings.lease_seconds, coord)
 
@@ -188,7 +178,7 @@ def _bounded(step: Callable[[], None], name: str, deadline: float) -> None:
 def filter_children(kopf_settings: kopf.OperatorSettings) -> None:
     """Jobs and Pods are watched (and listed) by the API server's label selector, so the operator
     neither streams nor holds every pod of the cluster, only its workers'."""
-    selector = f"{L.MANAGED_BY}={L.MANAGER}"
+    selector = f"{labels.MANAGED_BY}={labels.MANAGER}"
     kopf_settings.watching.label_selectors["batch", "v1", "jobs"] = selector
     kopf_settings.watching.label_selectors["", "v1", "pods"] = selector
 
@@ -220,7 +210,7 @@ def _pass_each(rt: Runtime, keys: list[tuple[str, str]], within: float, what: st
     for namespace, name in keys:
         if rt.stop.is_set():
             break
-        if rt.reconciler.passed_within(namespace, name, within):
+        if rt.reconciler.memory.passed_within(namespace, name, within):
             continue
         try:
             rt.reconciler.reconcile(namespace, name)

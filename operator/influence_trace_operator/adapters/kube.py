@@ -14,16 +14,71 @@ import datetime as dt
 import json
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from influence_trace.api.spec import API_GROUP, API_VERSION, KIND, PLURAL
-from kubernetes import client
+from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
-from influence_trace_operator import labels as L
+from influence_trace_operator.rules import labels
 
 log = logging.getLogger(__name__)
 EVENT_MESSAGE_LIMIT = 1024
+ApiError = ApiException  # what a refused call raises; the layers above name it from here
+
+
+@runtime_checkable
+class KubeClient(Protocol):
+    """The API calls the reconciler makes: ``Kube`` below against a cluster, tests/operator/fake_kube.py's
+    ``FakeKube`` in unit tests (mypy checks both against this protocol). ``custom`` and ``core`` are the
+    raw APIs the Kueue and log adapters and the history store read (None in a fake without them)."""
+
+    custom: Any
+    core: Any
+
+    def close(self) -> None: ...
+    def get_trace(self, namespace: str, name: str) -> dict[str, Any] | None: ...
+    def list_traces(self, namespaces: list[str] | None) -> list[dict[str, Any]]: ...
+    def replace_status(self, trace: dict[str, Any], status: dict[str, Any]) -> dict[str, Any]: ...
+    def get_job(self, namespace: str, name: str) -> dict[str, Any] | None: ...
+    def create_job(self, body: dict[str, Any]) -> tuple[dict[str, Any], bool]: ...
+    def delete_job(self, namespace: str, name: str) -> None: ...
+    def ensure_configmap(self, body: dict[str, Any]) -> dict[str, Any] | None: ...
+    def replace_configmap(self, body: dict[str, Any], existing: dict[str, Any]) -> None: ...
+    def ensure_service(self, body: dict[str, Any]) -> dict[str, Any] | None: ...
+    def replace_service(self, body: dict[str, Any], existing: dict[str, Any]) -> None: ...
+    def ensure_network_policy(self, body: dict[str, Any]) -> dict[str, Any] | None: ...
+    def replace_network_policy(self, body: dict[str, Any], existing: dict[str, Any]) -> None: ...
+    def job_pods(self, namespace: str, job: str, uid: str | None = None) -> list[dict[str, Any]]: ...
+    def volume_claim_exists(self, namespace: str, name: str) -> bool: ...
+    def post_event(self, trace: dict[str, Any], kind: str, reason: str, message: str) -> None: ...
+
+
+def load_config() -> None:
+    """The in-cluster config in a pod, else the current kubeconfig."""
+    try:
+        config.load_incluster_config()
+    except config.ConfigException:
+        config.load_kube_config()
+
+
+def api_client(connections: int) -> client.ApiClient:
+    """An API client whose connection pool fits its threads: the default pool of 10 makes 16 reconcile
+    threads open and discard a connection per call under load."""
+    cfg = client.Configuration.get_default_copy()
+    cfg.connection_pool_maxsize = connections
+    return client.ApiClient(cfg)
+
+
+def coordination_api(connections: int) -> Any:
+    """The Lease API on its own connections (never queued behind reconciles); Any: Leases are dicts."""
+    return client.CoordinationV1Api(api_client(connections))
+
+
+def configured_client() -> Any:
+    """The client module, configured (``influence-trace logs``/``fetch`` build their APIs from it)."""
+    load_config()
+    return client
 
 
 def now() -> str:
@@ -162,7 +217,7 @@ class Kube:
 
     def job_pods(self, namespace: str, job: str, uid: str | None = None) -> list[dict[str, Any]]:
         """The Job's pods: by its controller uid when known (a namesake Job's pods share the name)."""
-        selector = f"{L.CONTROLLER_UID}={uid}" if uid else f"{L.JOB_NAME}={job}"
+        selector = f"{labels.CONTROLLER_UID}={uid}" if uid else f"{labels.JOB_NAME}={job}"
         pods = self.core.list_namespaced_pod(namespace, label_selector=selector, _preload_content=False)
         return _json(pods)["items"]
 
@@ -194,9 +249,9 @@ class Kube:
             "reason": reason,
             "message": message[:EVENT_MESSAGE_LIMIT],
             "type": kind,
-            "source": {"component": L.MANAGER},
-            "reportingComponent": L.MANAGER,
-            "reportingInstance": L.MANAGER,
+            "source": {"component": labels.MANAGER},
+            "reportingComponent": labels.MANAGER,
+            "reportingInstance": labels.MANAGER,
             "firstTimestamp": stamp,
             "lastTimestamp": stamp,
             "count": 1,
@@ -226,3 +281,7 @@ def _replace_at(replace: Callable[..., Any], body: dict[str, Any], existing: dic
     """PUT ``body`` at the existing object's resourceVersion (a concurrent change answers 409)."""
     meta = {**body["metadata"], "resourceVersion": existing["metadata"]["resourceVersion"]}
     _release(replace(meta["name"], meta["namespace"], {**body, "metadata": meta}, _preload_content=False))
+
+
+def _satisfies(kube: Kube) -> KubeClient:
+    return kube  # mypy checks here that Kube implements the whole protocol

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from influence_trace_operator import metrics
+from influence_trace_operator.adapters import metrics
 
 log = logging.getLogger(__name__)
 

@@ -31,7 +31,7 @@ from typing import Any
 
 from influence_trace.api.status import TERMINAL_PHASES
 
-from influence_trace_operator import labels as L
+from influence_trace_operator.rules import labels
 
 Key = tuple[str, str]
 
@@ -175,11 +175,11 @@ def _discard(index: dict[Any, set[Any]], key: Any, item: Any) -> None:
 def owner(child: dict[str, Any]) -> tuple[Key, int | None]:
     """The (namespace, name) of the trace a Job or pod belongs to, and its attempt (None if unlabelled)."""
     meta = child.get("metadata") or {}
-    attempt = (meta.get("labels") or {}).get(L.ATTEMPT, "")
-    trace = (meta.get("annotations") or {}).get(L.TRACE_NAME) or ""
+    attempt = (meta.get("labels") or {}).get(labels.ATTEMPT, "")
+    trace = (meta.get("annotations") or {}).get(labels.TRACE_NAME) or ""
     return (meta.get("namespace") or "", trace), int(attempt) if attempt.isdigit() else None
 
 
 def job_uid(pod: dict[str, Any]) -> str | None:
-    labels = (pod.get("metadata") or {}).get("labels") or {}
-    return labels.get(L.CONTROLLER_UID) or labels.get("controller-uid")
+    found = (pod.get("metadata") or {}).get("labels") or {}
+    return found.get(labels.CONTROLLER_UID) or found.get("controller-uid")

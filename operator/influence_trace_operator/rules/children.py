@@ -1,4 +1,6 @@
-"""A trace's ConfigMap, Service and NetworkPolicy are its own: ownership and content checked on a 409.
+"""Pure: a trace's ConfigMap, Service and NetworkPolicy are its own, checked on a 409.
+
+reconciler/children.py creates them and acts on these verdicts.
 
 A child is created with a ``spec-hash`` annotation (a hash of its data or spec). When the name is
 taken, the existing object is
@@ -18,12 +20,15 @@ from typing import Any, Literal
 
 from influence_trace.api.spec import KIND
 
-from influence_trace_operator import labels as L
-from influence_trace_operator.faults import ChildConflict
-from influence_trace_operator.jobs import TraceRef
+from influence_trace_operator.rules import labels
+from influence_trace_operator.rules.jobs import TraceRef
 
-SPEC_HASH = L.PREFIX + "spec-hash"
+SPEC_HASH = labels.PREFIX + "spec-hash"
 Verdict = Literal["ours", "namesake", "foreign"]
+
+
+class ChildConflict(Exception):
+    """A Job, ConfigMap or Service of the trace's name belongs to something else: never adopted."""
 
 
 def content_hash(body: dict[str, Any]) -> str:
@@ -60,25 +65,3 @@ def conflict(obj: dict[str, Any], kind: str) -> ChildConflict:
         f"{kind} {name} already exists and is not this trace's ({describe_owners(obj)}); the operator "
         "never adopts or overwrites it: delete or rename it, then re-create the trace"
     )
-
-
-def ensure(kube: Any, body: dict[str, Any], ref: TraceRef) -> str:
-    """Create the ConfigMap or Service, or settle the existing one; 'created', 'kept' or 'replaced'."""
-    body = stamped(body)
-    kind = body["kind"]
-    create, replace = {
-        "ConfigMap": (kube.ensure_configmap, kube.replace_configmap),
-        "Service": (kube.ensure_service, kube.replace_service),
-        "NetworkPolicy": (kube.ensure_network_policy, kube.replace_network_policy),
-    }[kind]
-    existing = create(body)
-    if existing is None:
-        return "created"
-    verdict = owner_verdict(existing, ref)
-    if verdict == "foreign":
-        raise conflict(existing, kind)
-    annotations = existing["metadata"].get("annotations") or {}
-    if verdict == "ours" and annotations.get(SPEC_HASH) == body["metadata"]["annotations"][SPEC_HASH]:
-        return "kept"
-    replace(body, existing)
-    return "replaced"

@@ -14,7 +14,7 @@ from typing import Any, cast, get_args
 from influence_trace.api.contract import EXIT_KERNEL_OOM_KILL, REASON_BY_EXIT_CODE, parse_termination_message
 from influence_trace.api.status import Outcome
 
-from influence_trace_operator import labels as L
+from influence_trace_operator.rules import labels
 
 MESSAGE_LIMIT = 1024  # characters of a worker message kept in status and events
 TERMINAL = ("Succeeded", "Failed")
@@ -52,6 +52,12 @@ def job_state(job: dict[str, Any]) -> str | None:
     return None
 
 
+def one_pod(job: dict[str, Any]) -> bool:
+    """A Job of one pod (a one-node trace's): once its pod has ended, no other pod of it follows."""
+    spec = job.get("spec") or {}
+    return int(spec.get("parallelism") or 1) <= 1 and int(spec.get("completions") or 1) <= 1
+
+
 def is_evicted(pod: dict[str, Any]) -> bool:
     """A pod the node or the eviction API took away (not the worker's own failure)."""
     status = pod.get("status") or {}
@@ -68,7 +74,7 @@ def worker_terminated(pod: dict[str, Any]) -> dict[str, Any] | None:
     """The worker container's terminated state (or the first container's), if it has ended."""
     statuses = (pod.get("status") or {}).get("containerStatuses") or []
     chosen = next(
-        (s for s in statuses if s.get("name") == L.WORKER_CONTAINER), statuses[0] if statuses else None
+        (s for s in statuses if s.get("name") == labels.WORKER_CONTAINER), statuses[0] if statuses else None
     )
     if not chosen:
         return None
@@ -82,8 +88,8 @@ def _created(pod: dict[str, Any]) -> str:
 def _rank(pod: dict[str, Any]) -> int:
     """An Indexed Job pod's completion index (its node rank); 0 for a one-pod Job."""
     meta = pod.get("metadata") or {}
-    index = (meta.get("annotations") or {}).get(L.COMPLETION_INDEX) or (meta.get("labels") or {}).get(
-        L.COMPLETION_INDEX
+    index = (meta.get("annotations") or {}).get(labels.COMPLETION_INDEX) or (meta.get("labels") or {}).get(
+        labels.COMPLETION_INDEX
     )
     return int(str(index)) if str(index or "").isdigit() else 0
 

@@ -25,6 +25,7 @@ TRACE_NAME = PREFIX + "trace-name"  # the full trace name (labels are limited to
 POOL_GPU_BYTES = PREFIX + "pool-gpu-bytes"  # GPU memory of the pool's GPUs (the simulation switch)
 HOST_MEMORY_BYTES = PREFIX + "host-memory-bytes"  # host memory requested per pod on this attempt
 SIMULATE_PREFIX = PREFIX + "simulate"  # trace annotations with this prefix are copied onto the pods
+CANCEL = PREFIX + "cancel"  # on a trace, any value: stop the running Job, fail the trace
 
 # The worker container's name; the classifier reads this container's terminated state.
 WORKER_CONTAINER = "worker"
