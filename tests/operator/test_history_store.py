@@ -166,3 +166,29 @@ def test_a_slow_re_read_does_not_hold_up_placements_that_have_a_copy(core: FakeC
     gate.set()
     reader.join(5)
     assert core.calls["get"] == 2
+
+
+def test_placing_a_trace_resolves_the_models_shapes_once(core: FakeCore, monkeypatch: pytest.MonkeyPatch,
+                                                         ) -> None:
+    """Estimate, learned placement, pool choice and duration share one resolved plan (Estimate.shapes,
+    Estimate.workload): a model read from config.json is read once per placement, not once per use."""
+    import sys
+
+    from influence_trace.planning import memory_model
+    from influence_trace_operator.adapters import history_store
+    from influence_trace_operator.rules.settings import OperatorSettings
+
+    from tests.operator.operator_builders import H100, H200, trace
+
+    calls: list[str] = []
+    real = memory_model.resolve_shapes
+    counted = lambda spec: (calls.append("shapes"), real(spec))[1]  # noqa: E731
+    for name, module in list(sys.modules.items()):  # every module that names it
+        if name.startswith("influence_trace.planning") and hasattr(module, "resolve_shapes"):
+            monkeypatch.setattr(module, "resolve_shapes", counted)
+    s = store(core)
+    s.record(obs(1))  # a history to learn from: the history's configuration key needs the shapes too
+    placed = history_store.place(s, trace().spec, [H100, H200], OperatorSettings())
+    assert placed.chosen.pool is not None and placed.duration is not None
+    assert placed.model.shapes == real(trace().spec)
+    assert calls == ["shapes"]

@@ -39,7 +39,7 @@ from influence_trace.planning.launch_plan import (
     scope_launches,
     scope_traffic_bytes,
 )
-from influence_trace.planning.memory_model import DTYPE_BYTES, Estimate, resolve_shapes
+from influence_trace.planning.memory_model import DTYPE_BYTES, Estimate
 from influence_trace.planning.placement import Pool
 from influence_trace.planning.validation_plan import validation_flops, work_dtype
 
@@ -106,7 +106,7 @@ def predict(spec: InfluenceTraceSpec, est: Estimate, pool: Pool | None,
 
 def stage_seconds(spec: InfluenceTraceSpec, est: Estimate, rates: Rates = DEFAULT_RATES) -> dict[str, float]:
     """Predicted seconds of each stage (generate only when the trace generates), per process."""
-    shapes = resolve_shapes(spec)
+    shapes = est.shapes
     w = est.workload
     procs = spec.resources.gpus * spec.resources.nodes
     weights = shapes.parameter_count() * DTYPE_BYTES[spec.model.dtype]
@@ -147,7 +147,7 @@ def _kernel_overhead(spec: InfluenceTraceSpec, est: Estimate, rates: Rates) -> f
     kernels = kernels_for("cuda")
     scopes, tokens, responses = _scopes(spec, est)
     launches = traffic = 0
-    for d in traced_module_dims(resolve_shapes(spec), t.modules, t.factor, t.max_hessian_dim):
+    for d in traced_module_dims(est.shapes, t.modules, t.factor, t.max_hessian_dim):
         work = ScopeWork(d.k_out, d.k_in, tokens, responses, DTYPE_BYTES[t.hessian_dtype],
                          CHUNK_BYTES[kernels], kernels, t.hessian_source, t.hessian_mode == "inverse")
         launches += scopes * sum(scope_launches(work).values())
@@ -158,7 +158,7 @@ def _kernel_overhead(spec: InfluenceTraceSpec, est: Estimate, rates: Rates) -> f
 def _hessian_flops(spec: InfluenceTraceSpec, est: Estimate) -> float:
     t = spec.trace
     w = est.workload
-    dims = traced_module_dims(resolve_shapes(spec), t.modules, t.factor, t.max_hessian_dim)
+    dims = traced_module_dims(est.shapes, t.modules, t.factor, t.max_hessian_dim)
     scopes = _scopes(spec, est)[0]
     pair = cyclic_pairs if kernels_for("cuda") == "gpu" else pairs
     total = 0.0

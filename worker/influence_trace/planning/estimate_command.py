@@ -22,7 +22,7 @@ from influence_trace.api.units import gb
 from influence_trace.planning.capture_plan import PoolCapture, pool_capture
 from influence_trace.planning.duration import Duration, predict, readable
 from influence_trace.planning.history import History, HistoryError, Learned, load_history, place_with_history
-from influence_trace.planning.memory_model import Estimate, ShapesError, resolve_shapes
+from influence_trace.planning.memory_model import Estimate, ShapesError
 from influence_trace.planning.options import DEFAULT_CAPTURE_TOKENS
 from influence_trace.planning.placement import (
     DEFAULT_HEADROOM,
@@ -185,5 +185,5 @@ def _capture(spec: InfluenceTraceSpec, est: Estimate, placement: Placement) -> P
     """The chosen pool's capture: how many decoder layers the worker will checkpoint there."""
     if placement.pool is None:
         return None
-    return pool_capture(est, resolve_shapes(spec), spec.model.dtype, placement.pool.name,
+    return pool_capture(est, est.shapes, spec.model.dtype, placement.pool.name,
                         placement.pool.gpu_memory_bytes, placement.headroom, DEFAULT_CAPTURE_TOKENS)

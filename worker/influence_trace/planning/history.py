@@ -31,7 +31,7 @@ from pydantic.alias_generators import to_camel
 
 from influence_trace.api.spec import InfluenceTraceSpec
 from influence_trace.api.units import gb
-from influence_trace.planning.memory_model import Estimate, EstimateOptions, resolve_shapes
+from influence_trace.planning.memory_model import Estimate, EstimateOptions
 from influence_trace.planning.placement import (
     DEFAULT_HEADROOM,
     DEFAULT_POOLS,
@@ -133,7 +133,7 @@ def config_fields(spec: InfluenceTraceSpec, est: Estimate) -> dict[str, str]:
     """What determines memory besides the token count, as strings (one field differs or not)."""
     t = spec.trace
     return {
-        "shapes": _shapes_of(spec),
+        "shapes": _shapes_of(est),
         "modelDtype": spec.model.dtype,
         "factor": str(t.factor),
         "maxHessianDim": str(t.max_hessian_dim),
@@ -148,9 +148,9 @@ def config_fields(spec: InfluenceTraceSpec, est: Estimate) -> dict[str, str]:
     }
 
 
-def _shapes_of(spec: InfluenceTraceSpec) -> str:
-    """The model's dimensions (architecture, preset or config.json: whichever the estimate used)."""
-    return "x".join(str(int(v)) for v in astuple(resolve_shapes(spec)))
+def _shapes_of(est: Estimate) -> str:
+    """The model's dimensions as the estimate resolved them (architecture, preset or config.json)."""
+    return "x".join(str(int(v)) for v in astuple(est.shapes))
 
 
 def config_key(fields: dict[str, str]) -> str:

@@ -107,6 +107,7 @@ class Estimate:
     modules: list[ModuleEstimate]
     largest_module: str
     workload: Workload
+    shapes: Shapes  # the model's, resolved once: duration, history and placement read them from here
     tokens_per_gpu: int
     gpus: int
     assumptions: list[str] = field(default_factory=list)
@@ -449,6 +450,7 @@ def estimate(spec: InfluenceTraceSpec, shapes: Shapes | None = None, options: Es
         modules=modules,
         largest_module=largest.name,
         workload=w,
+        shapes=shapes,
         tokens_per_gpu=local.response_tokens,
         gpus=spec.resources.gpus,
         assumptions=_assumptions(spec, w, opts),
