@@ -33,9 +33,9 @@ JOB_UID_LABEL = f"{GROUP}/job-uid"  # Kueue's label on the Workload it made for 
 # Running-condition reasons (conditions.py keeps the core ones; these exist only under Kueue).
 
 
-def queue_of(trace: InfluenceTrace, settings: OperatorSettings) -> str | None:
+def queue_of(resource: InfluenceTrace, settings: OperatorSettings) -> str | None:
     """The LocalQueue that admits this trace's Jobs, or None (no Kueue)."""
-    return trace.spec.queue or settings.default_queue or None
+    return resource.spec.queue or settings.default_queue or None
 
 
 def flavor_of(pool: Pool) -> str:

@@ -59,12 +59,13 @@ def without_job(p: Pass, current: AttemptRecord) -> Finished:
 
 
 def observe(kube: KubeClient, informer: Informer, p: Pass, current: AttemptRecord, job: dict[str, Any],
-            cached: bool, trace: InfluenceTrace, settings: OperatorSettings) -> Finished | Decision | None:
+            cached: bool, resource: InfluenceTrace, settings: OperatorSettings) -> Finished | Decision | None:
     """How the running attempt ended (a deadline, the Job's or its pods' verdict, or no node in time),
     None while it runs (progress recorded), or the Decision to fail when evictions used up maxAttempts."""
-    pending_s, run_s = pending.timeouts(trace, settings.default_pending_timeout, settings.default_run_timeout)
+    pending_s, run_s = pending.timeouts(resource, settings.default_pending_timeout,
+                                        settings.default_run_timeout)
     pods = _pods(kube, informer, p, current, job, cached, pending_s)
-    max_attempts = trace.spec.resources.max_attempts or settings.default_max_attempts
+    max_attempts = resource.spec.resources.max_attempts or settings.default_max_attempts
     stop = record.evictions(p, current, pods, max_attempts)
     if stop is not None:
         return stop

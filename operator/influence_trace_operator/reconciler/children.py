@@ -46,13 +46,13 @@ def ensure(kube: KubeClient, body: dict[str, Any], ref: TraceRef) -> str:
     return "replaced"
 
 
-def ensure_all(kube: KubeClient, memory: PassMemory, trace: InfluenceTrace, ref: TraceRef,
+def ensure_all(kube: KubeClient, memory: PassMemory, resource: InfluenceTrace, ref: TraceRef,
                settings: OperatorSettings) -> None:
     """Every child of the trace, each once per content in this process: a relaunch skips the
     create-409-read round trip for the ConfigMap its first attempt made (a restart checks again)."""
-    bodies = [build_configmap(trace, ref)]
-    if trace.spec.resources.nodes > 1:  # the pods of an Indexed Job meet through it
-        bodies.append(build_service(trace, ref))
+    bodies = [build_configmap(resource, ref)]
+    if resource.spec.resources.nodes > 1:  # the pods of an Indexed Job meet through it
+        bodies.append(build_service(resource, ref))
         if settings.network_policy:
             bodies.append(build_network_policy(ref))
     for body in bodies:
@@ -62,10 +62,10 @@ def ensure_all(kube: KubeClient, memory: PassMemory, trace: InfluenceTrace, ref:
             memory.settle((ref.namespace, ref.name), made)
 
 
-def job(trace: InfluenceTrace, ref: TraceRef, placement: JobPlacement, settings: OperatorSettings,
+def job(resource: InfluenceTrace, ref: TraceRef, placement: JobPlacement, settings: OperatorSettings,
         queue: str | None) -> dict[str, Any]:
     """The attempt's Job; suspended and labelled for its LocalQueue when the trace queues in Kueue."""
-    return kueue.queue_job(build_job(trace, ref, placement, settings), queue)
+    return kueue.queue_job(build_job(resource, ref, placement, settings), queue)
 
 
 def check_owner(obj: dict[str, Any], ref: TraceRef) -> None:

@@ -143,7 +143,7 @@ class Reconciler:
     def _step(self, p: Pass) -> None:
         """Validate, then either place attempt 1 or follow the current attempt."""
         try:
-            trace = attempt.parse(p)
+            resource = attempt.parse(p)
         except ManifestError as err:
             self._fail(p, Decision("fail", conditions.INVALID_SPEC, str(err)))
             return
@@ -152,8 +152,8 @@ class Reconciler:
             self._fail(p, Decision("fail", conditions.CANCELLED, why),
                        Finished(outcome="Cancelled", reason=conditions.CANCELLED, message=why))
             return
-        allowed, unknown = allowed_pools(self.table, trace.spec.resources.pools)
-        bounds = tenancy.bound(trace, allowed, self.table, self.settings.namespace_pools, p.ref.namespace,
+        allowed, unknown = allowed_pools(self.table, resource.spec.resources.pools)
+        bounds = tenancy.bound(resource, allowed, self.table, self.settings.namespace_pools, p.ref.namespace,
                                self.settings.max_nodes)
         if unknown:
             known = ", ".join(x.name for x in self.table)
@@ -162,15 +162,15 @@ class Reconciler:
         elif bounds.refusal is not None:
             self._fail(p, Decision("fail", *bounds.refusal))
         elif p.status.attempt == 0:
-            self._start(p, trace, bounds.pools)
+            self._start(p, resource, bounds.pools)
         else:
-            self._follow(p, trace, bounds.pools)
+            self._follow(p, resource, bounds.pools)
 
-    def _start(self, p: Pass, trace: InfluenceTrace, allowed: list[Pool]) -> None:
+    def _start(self, p: Pass, resource: InfluenceTrace, allowed: list[Pool]) -> None:
         """Attempt 1: estimate, choose the pool, create the Job, or fail with no Job."""
         s = self.settings
         try:
-            plan = history_store.place(self.history, trace.spec, allowed, s)
+            plan = history_store.place(self.history, resource.spec, allowed, s)
         except (ShapesError, WorkloadError) as err:  # the operator cannot read the trace's volume
             self._fail(p, Decision("fail", conditions.INVALID_SPEC, f"{err}; {CLUSTER_FIELDS}"))
             return
@@ -185,33 +185,33 @@ class Reconciler:
             reason=f"peak in stage {plan.model.peak_stage}; {plan.chosen.reason}{learned_from}",
             source=plan.learned.source, **history_store.duration_fields(plan.duration),
         )
-        self._act(p, trace, policies.first_launch(pool, plan.chosen.reason, est.host_bytes, s.headroom,
+        self._act(p, resource, policies.first_launch(pool, plan.chosen.reason, est.host_bytes, s.headroom,
                                                   s.min_host_memory_bytes), relaunch=False)
 
-    def _follow(self, p: Pass, trace: InfluenceTrace, allowed: list[Pool]) -> None:
+    def _follow(self, p: Pass, resource: InfluenceTrace, allowed: list[Pool]) -> None:
         """Attempt N exists in status: read how it is doing; once it ended, decide and act."""
         current = p.status.current()
         if current is None:
             raise Wait(f"status names attempt {p.status.attempt} without a record")
         news = current.outcome == "Running"  # the attempt's end is news in this pass (one Warning)
-        done = self._ended(p, trace, current)
+        done = self._ended(p, resource, current)
         if done is None:
             return
-        max_attempts = trace.spec.resources.max_attempts or self.settings.default_max_attempts
+        max_attempts = resource.spec.resources.max_attempts or self.settings.default_max_attempts
         decision = policies.decide(p.status, done, allowed, max_attempts, self.settings.host_memory_growth,
-                                   lambda: self._what_fits(trace, allowed))
+                                   lambda: self._what_fits(resource, allowed))
         if decision.action == "launch" and news:  # not again on each pass that waits to relaunch
             p.event("Warning", done.outcome, decision.message)
-        self._act(p, trace, decision, relaunch=True, done=done)
+        self._act(p, resource, decision, relaunch=True, done=done)
 
-    def _ended(self, p: Pass, trace: InfluenceTrace, current: Any) -> Finished | None:
+    def _ended(self, p: Pass, resource: InfluenceTrace, current: Any) -> Finished | None:
         """How the current attempt ended (recorded, and the history told), or None while it runs (or
         the pass already failed the trace for evictions)."""
         job, cached = attempt.job_of(self.kube, self.informer, p, current)
         if job is None:
             return attempt.without_job(p, current)
         children.check_owner(job, p.ref)
-        max_attempts = trace.spec.resources.max_attempts or self.settings.default_max_attempts
+        max_attempts = resource.spec.resources.max_attempts or self.settings.default_max_attempts
         stop = queued.follow(self.kube, self.table, p, current, job, max_attempts)
         if isinstance(stop, Decision):
             self._fail(p, stop, Finished(outcome="Evicted", reason=conditions.EVICTED_BY_KUEUE,
@@ -219,7 +219,7 @@ class Reconciler:
             return None
         if stop == queued.WAIT:
             return None
-        seen = attempt.observe(self.kube, self.informer, p, current, job, cached, trace, self.settings)
+        seen = attempt.observe(self.kube, self.informer, p, current, job, cached, resource, self.settings)
         if isinstance(seen, Decision):
             self._fail(p, seen, Finished(outcome="Evicted", reason="Evicted", message=seen.message))
             return None
@@ -229,18 +229,18 @@ class Reconciler:
             self.kube.delete_job(p.ref.namespace, current.job)
         record.outcome(p, current, seen)
         finished = p.status.current() or current
-        p.later.append(lambda: history_store.record(self.history, trace.spec, p.ref.uid, p.ref.name,
+        p.later.append(lambda: history_store.record(self.history, resource.spec, p.ref.uid, p.ref.name,
                                                     finished, self.table, seen.payload))
         return seen
 
-    def _what_fits(self, trace: InfluenceTrace, allowed: list[Pool]) -> str:
+    def _what_fits(self, resource: InfluenceTrace, allowed: list[Pool]) -> str:
         """The memory model's suggestion after an out-of-memory on the largest allowed pool."""
         try:
-            return suggest_after_oom(trace.spec, allowed[-1], self.settings.headroom)
+            return suggest_after_oom(resource.spec, allowed[-1], self.settings.headroom)
         except ValueError:  # no shapes to re-estimate with
             return policies.GENERIC_WHAT_FITS
 
-    def _act(self, p: Pass, trace: InfluenceTrace, decision: Decision, relaunch: bool,
+    def _act(self, p: Pass, resource: InfluenceTrace, decision: Decision, relaunch: bool,
              done: Finished | None = None) -> None:
         """Carry out a decision: launch the next attempt, or finish the trace."""
         if decision.action == "succeed" and done is not None:
@@ -248,18 +248,18 @@ class Reconciler:
         elif decision.action != "launch" or decision.placement is None:
             self._fail(p, decision)
         else:
-            self._launch(p, trace, decision.placement, decision, relaunch)
+            self._launch(p, resource, decision.placement, decision, relaunch)
 
-    def _launch(self, p: Pass, trace: InfluenceTrace, placement: JobPlacement, decision: Decision,
+    def _launch(self, p: Pass, resource: InfluenceTrace, placement: JobPlacement, decision: Decision,
                 relaunch: bool) -> None:
         """The attempt's children and Job (adopted when they exist), then its record."""
-        claim = trace.spec.storage.volume_claim
+        claim = resource.spec.storage.volume_claim
         if claim and not self.kube.volume_claim_exists(p.ref.namespace, claim):
             record.waiting_for_claim(p, claim)
             return
-        queue = kueue.queue_of(trace, self.settings)
-        children.ensure_all(self.kube, self.memory, trace, p.ref, self.settings)
-        job, created = self.kube.create_job(children.job(trace, p.ref, placement, self.settings, queue))
+        queue = kueue.queue_of(resource, self.settings)
+        children.ensure_all(self.kube, self.memory, resource, p.ref, self.settings)
+        job, created = self.kube.create_job(children.job(resource, p.ref, placement, self.settings, queue))
         children.check_owner(job, p.ref)
         record.launched(p, placement, decision, job["metadata"]["name"], created, relaunch)
         queued.after_launch(p, queue, self.table)

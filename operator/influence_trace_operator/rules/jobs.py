@@ -60,19 +60,19 @@ def fit_name(base: str, suffix: str = "", limit: int = NAME_LIMIT) -> str:
     return f"{keep}-{digest}{suffix}"
 
 
-def job_name(trace: str, attempt: int) -> str:
+def job_name(name: str, attempt: int) -> str:
     """The deterministic name of attempt N's Job: ``<trace>-a<N>``."""
-    return fit_name(trace, f"-a{attempt}")
+    return fit_name(name, f"-a{attempt}")
 
 
-def configmap_name(trace: str) -> str:
+def configmap_name(name: str) -> str:
     """The ConfigMap holding the manifest the worker runs."""
-    return fit_name(trace, "-manifest")
+    return fit_name(name, "-manifest")
 
 
-def service_name(trace: str) -> str:
+def service_name(name: str) -> str:
     """The headless Service through which the pods of a multi-node attempt find rank 0's pod."""
-    return fit_name(trace, "-ranks")
+    return fit_name(name, "-ranks")
 
 
 def owner_reference(ref: TraceRef) -> dict[str, Any]:
@@ -112,32 +112,33 @@ def child_metadata(ref: TraceRef, name: str) -> dict[str, Any]:
     }
 
 
-def worker_manifest(trace: InfluenceTrace, ref: TraceRef) -> str:
+def worker_manifest(resource: InfluenceTrace, ref: TraceRef) -> str:
     """The manifest handed to ``influence-trace run``: the trace's spec, as stored, as YAML."""
     body = {
-        "apiVersion": trace.api_version,
-        "kind": trace.kind,
+        "apiVersion": resource.api_version,
+        "kind": resource.kind,
         "metadata": {"name": ref.name, "namespace": ref.namespace},
-        "spec": trace.spec.model_dump(mode="json", by_alias=True, exclude_none=True),
+        "spec": resource.spec.model_dump(mode="json", by_alias=True, exclude_none=True),
     }
     return yaml.dump(body, Dumper=yaml.CSafeDumper, sort_keys=False)  # libyaml: 20x the pure dumper
 
 
-def build_configmap(trace: InfluenceTrace, ref: TraceRef) -> dict[str, Any]:
+def build_configmap(resource: InfluenceTrace, ref: TraceRef) -> dict[str, Any]:
     """The ConfigMap mounted read-only at /etc/influence-trace in every attempt's pods."""
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
         "metadata": child_metadata(ref, configmap_name(ref.name)),
-        "data": {MANIFEST_KEY: worker_manifest(trace, ref)},
+        "data": {MANIFEST_KEY: worker_manifest(resource, ref)},
     }
 
 
-def _pod_annotations(trace: InfluenceTrace, ref: TraceRef, placement: JobPlacement) -> dict[str, str]:
+def _pod_annotations(resource: InfluenceTrace, ref: TraceRef, placement: JobPlacement) -> dict[str, str]:
     """User annotations, the simulation annotations of the trace itself, then the operator's own."""
-    simulate = {k: v for k, v in trace.metadata.annotations.items() if k.startswith(labels.SIMULATE_PREFIX)}
+    annotations = resource.metadata.annotations
+    simulate = {k: v for k, v in annotations.items() if k.startswith(labels.SIMULATE_PREFIX)}
     return {
-        **trace.spec.pod.annotations,
+        **resource.spec.pod.annotations,
         **simulate,
         labels.TRACE_NAME: ref.name,
         labels.POOL_GPU_BYTES: str(placement.gpu_memory_bytes),
@@ -154,14 +155,15 @@ CONTAINER_SECURITY: dict[str, Any] = {
 }
 
 
-def _container(trace: InfluenceTrace, placement: JobPlacement, settings: OperatorSettings) -> dict[str, Any]:
-    gpus = trace.spec.resources.gpus
+def _container(resource: InfluenceTrace, placement: JobPlacement,
+               settings: OperatorSettings) -> dict[str, Any]:
+    gpus = resource.spec.resources.gpus
     mounts = [
         {"name": "manifest", "mountPath": MANIFEST_DIR, "readOnly": True},
         {"name": "tmp", "mountPath": "/tmp"},
         {"name": "dshm", "mountPath": "/dev/shm"},
     ]
-    if trace.spec.storage.volume_claim:
+    if resource.spec.storage.volume_claim:
         mounts.append({"name": "workspace", "mountPath": WORKSPACE})
     memory = str(placement.host_memory_bytes)
     return {
@@ -191,7 +193,7 @@ def _container(trace: InfluenceTrace, placement: JobPlacement, settings: Operato
     }
 
 
-def _volumes(trace: InfluenceTrace, ref: TraceRef, settings: OperatorSettings) -> list[dict[str, Any]]:
+def _volumes(resource: InfluenceTrace, ref: TraceRef, settings: OperatorSettings) -> list[dict[str, Any]]:
     """The manifest, bounded scratch space (a pod past a sizeLimit is evicted, not the node filled;
     /dev/shm counts against the memory limit) and the trace's PVC."""
     volumes: list[dict[str, Any]] = [
@@ -199,15 +201,15 @@ def _volumes(trace: InfluenceTrace, ref: TraceRef, settings: OperatorSettings) -
         {"name": "tmp", "emptyDir": {"sizeLimit": settings.tmp_size_limit}},
         {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": settings.shm_size_limit}},
     ]
-    if trace.spec.storage.volume_claim:
+    if resource.spec.storage.volume_claim:
         volumes.append(
-            {"name": "workspace", "persistentVolumeClaim": {"claimName": trace.spec.storage.volume_claim}}
+            {"name": "workspace", "persistentVolumeClaim": {"claimName": resource.spec.storage.volume_claim}}
         )
     return volumes
 
 
 def _pod_spec(
-    trace: InfluenceTrace, ref: TraceRef, placement: JobPlacement, settings: OperatorSettings
+    resource: InfluenceTrace, ref: TraceRef, placement: JobPlacement, settings: OperatorSettings
 ) -> dict[str, Any]:
     spec: dict[str, Any] = {
         "restartPolicy": "Never",
@@ -222,8 +224,8 @@ def _pod_spec(
             "fsGroup": WORKER_UID,
             "seccompProfile": {"type": "RuntimeDefault"},
         },
-        "containers": [_container(trace, placement, settings)],
-        "volumes": _volumes(trace, ref, settings),
+        "containers": [_container(resource, placement, settings)],
+        "volumes": _volumes(resource, ref, settings),
     }
     if settings.service_account:
         spec["serviceAccountName"] = settings.service_account
@@ -240,28 +242,28 @@ POD_FAILURE_POLICY: dict[str, Any] = {"rules": [
 
 
 def build_job(
-    trace: InfluenceTrace, ref: TraceRef, placement: JobPlacement, settings: OperatorSettings
+    resource: InfluenceTrace, ref: TraceRef, placement: JobPlacement, settings: OperatorSettings
 ) -> dict[str, Any]:
     """The batch/v1 Job of one attempt, owned by the trace."""
-    nodes = trace.spec.resources.nodes
+    nodes = resource.spec.resources.nodes
     own = child_labels(ref, placement.attempt, placement.pool)
-    pod_labels = {**trace.spec.pod.labels, **own}
+    pod_labels = {**resource.spec.pod.labels, **own}
     job_spec: dict[str, Any] = {
         "backoffLimit": 0,  # no retry storm: every relaunch is the operator's decision
         "activeDeadlineSeconds": duration_seconds(
-            trace.spec.resources.run_timeout or settings.default_run_timeout
+            resource.spec.resources.run_timeout or settings.default_run_timeout
         ),
         "completions": nodes,
         "parallelism": nodes,
         "podFailurePolicy": POD_FAILURE_POLICY,
         "template": {
-            "metadata": {"labels": pod_labels, "annotations": _pod_annotations(trace, ref, placement)},
-            "spec": _pod_spec(trace, ref, placement, settings),
+            "metadata": {"labels": pod_labels, "annotations": _pod_annotations(resource, ref, placement)},
+            "spec": _pod_spec(resource, ref, placement, settings),
         },
     }
     if nodes > 1:
         job_spec["completionMode"] = "Indexed"
-        _add_rendezvous(job_spec["template"]["spec"], trace, job_name(ref.name, placement.attempt), ref)
+        _add_rendezvous(job_spec["template"]["spec"], resource, job_name(ref.name, placement.attempt), ref)
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
@@ -283,21 +285,21 @@ def build_job(
 RENDEZVOUS_PORT = 29500  # rank 0's pod: the static rendezvous and the process group's TCP store
 
 
-def _add_rendezvous(pod: dict[str, Any], trace: InfluenceTrace, job: str, ref: TraceRef) -> None:
+def _add_rendezvous(pod: dict[str, Any], resource: InfluenceTrace, job: str, ref: TraceRef) -> None:
     """Pods of an Indexed Job get the hostname ``<job>-<index>``; with the Service as subdomain, index
     0 is ``<job>-0.<service>``: the address every node's launcher meets at (JOB_COMPLETION_INDEX, set
     by the Job controller, is the node rank)."""
     service = service_name(ref.name)
     pod["subdomain"] = service
     pod["containers"][0]["env"] += [
-        {"name": "INFLUENCE_TRACE_NNODES", "value": str(trace.spec.resources.nodes)},
+        {"name": "INFLUENCE_TRACE_NNODES", "value": str(resource.spec.resources.nodes)},
         {"name": "MASTER_ADDR", "value": f"{job}-0.{service}"},
         {"name": "MASTER_PORT", "value": str(RENDEZVOUS_PORT)},
         {"name": "JOB_NAME", "value": job},
     ]
 
 
-def build_service(trace: InfluenceTrace, ref: TraceRef) -> dict[str, Any]:
+def build_service(resource: InfluenceTrace, ref: TraceRef) -> dict[str, Any]:
     """The headless Service of a multi-node trace (one per trace, so every attempt's Job reuses it).
 
     It selects the trace's worker pods and publishes them before they are ready, since the ranks

@@ -87,9 +87,9 @@ def deadline_exceeded(job: dict[str, Any], run_timeout_s: int) -> Finished | Non
     return None
 
 
-def timeouts(trace: InfluenceTrace, default_pending: str, default_run: str) -> tuple[int, int]:
+def timeouts(resource: InfluenceTrace, default_pending: str, default_run: str) -> tuple[int, int]:
     """(pendingTimeout, runTimeout) in seconds: the spec's, else the operator's defaults."""
-    res = trace.spec.resources
+    res = resource.spec.resources
     return (
         duration_seconds(res.pending_timeout or default_pending),
         duration_seconds(res.run_timeout or default_run),

@@ -31,11 +31,11 @@ def namespace_pools(table: list[Pool], lists: dict[str, list[str]], namespace: s
 
 
 def bound(
-    trace: InfluenceTrace, allowed: list[Pool], table: list[Pool], lists: dict[str, list[str]],
+    resource: InfluenceTrace, allowed: list[Pool], table: list[Pool], lists: dict[str, list[str]],
     namespace: str, max_nodes: int,
 ) -> Bounds:
     """``allowed`` (the spec's pools, smallest first) within the namespace's list and maxNodes."""
-    nodes = trace.spec.resources.nodes
+    nodes = resource.spec.resources.nodes
     if nodes > max_nodes:
         return Bounds([], [], (conditions.INVALID_SPEC, f"spec.resources.nodes: {nodes} is more than this "
                                f"operator runs ({max_nodes}, the chart's maxNodes)"))
