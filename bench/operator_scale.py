@@ -12,9 +12,12 @@ arrives; the operator runs as its own process, whose peak RSS (VmHWM) is read at
 Job controller's share (pod Failed -> Job Failed) and the operator's (Job Failed -> next Job; negative
 when the operator read the outcome from the pod first, counted apart). The run ends when every trace is
 terminal; a later annotated trace that learned placement started on h200 at once (its configuration
-ran out of memory on h100 before) is counted, not expected to escalate. CPU seconds of the operator,
-of each control-plane process of the cluster (found by KUBECONFIG's directory) and of this process,
-and the API server's request counts, are reported too.
+ran out of memory on h100 before) is counted, not expected to escalate. ``--no-learned`` runs the
+operator with learned placement off (``INFLUENCETRACE_HISTORY=false``), so every annotated trace
+escalates. The load average before and after the run is reported (the machine may be shared), and
+so is how long the passes of each class waited for a thread (``influencetrace_pass_wait_seconds``).
+CPU seconds of the operator, of each control-plane process of the cluster (found by KUBECONFIG's
+directory) and of this process, and the API server's request counts, are reported too.
 Prints the figures and, with ``--write``, replaces the "Operator" section of bench/RESULTS.md.
 """
 
@@ -192,9 +195,10 @@ def scrape(port: int) -> dict[str, float]:
     return out
 
 
-def hist_quantile(samples: dict[str, float], name: str, q: float) -> float:
-    """Upper bucket bound holding the q-th quantile of a Prometheus histogram."""
-    rows = [(k, v) for k, v in samples.items() if k.startswith(f"{name}_bucket")]
+def hist_quantile(samples: dict[str, float], name: str, q: float, where: str = "") -> float:
+    """Upper bucket bound holding the q-th quantile of a Prometheus histogram (``where``: a label
+    pair its samples must carry, e.g. 'class="first"')."""
+    rows = [(k, v) for k, v in samples.items() if k.startswith(f"{name}_bucket") and where in k]
     buckets = sorted((float(k.split('le="')[1].rstrip('"}')), v) for k, v in rows)
     total = buckets[-1][1] if buckets else 0
     return next((le for le, n in buckets if n >= q * total), float("nan"))
@@ -261,7 +265,7 @@ def server_side_waits(ns: str, names: list[str]) -> list[float]:
     return [(jobs[f"{n}-a1"] - traces[n]).total_seconds() for n in names if n in traces and f"{n}-a1" in jobs]
 
 
-def run(count: int, clients: int = 8, deadline_s: float = 600) -> dict:
+def run(count: int, clients: int = 8, deadline_s: float = 600, learned: bool = True) -> dict:
     config.load_kube_config()
     subprocess.run(
         [
@@ -280,6 +284,9 @@ def run(count: int, clients: int = 8, deadline_s: float = 600) -> dict:
     nodes = len(client.CoreV1Api().list_node(label_selector="nvidia.com/gpu.present=true").items)
     port = free_port()
     env = {**os.environ, "INFLUENCETRACE_LIVENESS_PORT": str(port)}
+    if not learned:
+        env["INFLUENCETRACE_HISTORY"] = "false"
+    load_before = os.getloadavg()
     op = subprocess.Popen(
         [str(CLI), "operator", "--namespace", ns],
         env=env,
@@ -311,6 +318,7 @@ def run(count: int, clients: int = 8, deadline_s: float = 600) -> dict:
             break
         time.sleep(2)
     converged = time.monotonic() - t0
+    load_after = os.getloadavg()
     time.sleep(5)  # this process's watches catch up
     # Learned placement starts a later trace of a configuration that ran out of memory on h100 on h200
     # at once (docs/operator.md): only the traces whose first Job ran on h100 escalate.
@@ -373,6 +381,9 @@ def run(count: int, clients: int = 8, deadline_s: float = 600) -> dict:
     passes = metrics.get("influencetrace_reconcile_seconds_count", 0.0)
     return {
         "traces": count,
+        "learned_placement": learned,
+        "loadavg_before (1/5/15 min)": " ".join(f"{x:.2f}" for x in load_before),
+        "loadavg_at_end (1/5/15 min)": " ".join(f"{x:.2f}" for x in load_after),
         "clients": clients,
         "gpu_nodes": nodes,
         "escalating": len(escalating),
@@ -398,6 +409,8 @@ def run(count: int, clients: int = 8, deadline_s: float = 600) -> dict:
         "reconcile_passes": passes,
         "reconcile_mean_s": metrics.get("influencetrace_reconcile_seconds_sum", 0.0) / max(passes, 1),
         "reconcile_p99_le_s": hist_quantile(metrics, "influencetrace_reconcile_seconds", 0.99),
+        **{f"pass_wait_p99_le_s {c}": hist_quantile(metrics, "influencetrace_pass_wait_seconds", 0.99,
+                                                     f'class="{c}"') for c in ("first", "failure", "other")},
         "succeeded": phases.count("Succeeded"),
         "failed": phases.count("Failed"),
         "all_terminal_s": converged,
@@ -482,9 +495,12 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=1000)
     parser.add_argument("--clients", type=int, default=8, help="threads POSTing traces")
     parser.add_argument("--deadline", type=float, default=600, help="seconds to wait for convergence")
+    parser.add_argument("--no-learned", action="store_true",
+                        help="learned placement off (INFLUENCETRACE_HISTORY=false): every annotated "
+                        "trace escalates")
     parser.add_argument("--write", action="store_true", help="update bench/RESULTS.md")
     args = parser.parse_args()
-    result = run(args.count, args.clients, args.deadline)
+    result = run(args.count, args.clients, args.deadline, learned=not args.no_learned)
     for key, value in result.items():
         print(f"{key}: {value:.2f}" if isinstance(value, float) else f"{key}: {value}")
     if args.write:
