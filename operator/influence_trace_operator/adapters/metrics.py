@@ -45,6 +45,10 @@ RECONCILE_SECONDS = Histogram(
     "influencetrace_reconcile_seconds", "Duration of one reconcile pass of one trace (API calls included).",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0), registry=REGISTRY,
 )
+PASS_WAIT = Histogram(
+    "influencetrace_pass_wait_seconds", "Time a watch event's pass waited for a thread, by class.", ["class"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0), registry=REGISTRY,
+)
 
 
 class PhaseCollector:
@@ -91,9 +95,25 @@ class CacheCollector:
         yield gauge
 
 
+class QueueCollector:
+    """``influencetrace_pass_queue{class=...}``: traces waiting for a pass thread, by class
+    (runtime/dispatch.py: ``first``, ``failure``, ``other``)."""
+
+    def __init__(self) -> None:
+        self.depths: Callable[[], dict[str, int]] = dict
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        gauge = GaugeMetricFamily("influencetrace_pass_queue", "Traces waiting for a pass thread, by class.",
+                                  labels=["class"])
+        for cls, n in sorted(self.depths().items()):
+            gauge.add_metric([cls], n)
+        yield gauge
+
+
 PHASES = PhaseCollector()
 CACHE = CacheCollector()
-for collector in (PHASES, CACHE):
+QUEUE = QueueCollector()
+for collector in (PHASES, CACHE, QUEUE):
     REGISTRY.register(collector)  # a custom collector: anything with collect()
 
 

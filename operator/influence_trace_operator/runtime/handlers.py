@@ -1,4 +1,5 @@
-"""The kopf decorators, and nothing else: each calls one handler module's function.
+"""The kopf decorators, and nothing else: each calls one handler module's function, which files the
+trace's pass with the dispatcher (runtime/dispatch.py) and returns.
 
 Only ``on.event`` handlers and a startup/cleanup pair: kopf then writes nothing onto the traces
 (no finalizer, no progress annotations), so deleting a trace never waits for the operator.
@@ -36,14 +37,14 @@ def cleanup(memo: kopf.Memo, **_: Any) -> None:
 @kopf.on.event(API_GROUP, API_VERSION, PLURAL)
 def trace_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     metrics.note_trace(type, dict(body))
-    on_trace.on_trace_event(memo.runtime.reconciler, type, dict(body))
+    on_trace.on_trace_event(memo.runtime.reconciler, type, dict(body), memo.runtime.submit)
 
 
 @kopf.on.event("batch", "v1", "jobs", labels=CHILDREN)
 def job_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    on_child.on_job_event(memo.runtime.reconciler, type, dict(body))
+    on_child.on_job_event(memo.runtime.reconciler, type, dict(body), memo.runtime.submit)
 
 
 @kopf.on.event("", "v1", "pods", labels=CHILDREN)
 def pod_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    on_child.on_pod_event(memo.runtime.reconciler, type, dict(body))
+    on_child.on_pod_event(memo.runtime.reconciler, type, dict(body), memo.runtime.submit)

@@ -1,4 +1,8 @@
-"""Operator start and stop: kopf's settings, the one Reconciler, and the periodic resync.
+"""Operator start and stop: kopf's settings, the one Reconciler, the dispatcher of its passes, and the
+periodic resync.
+
+kopf's handlers only file passes with the dispatcher (runtime/dispatch.py), whose ``WORKERS`` threads
+run them, first placements and failures first; kopf's own executor therefore needs only a few threads.
 
 kopf's timers and daemons would put a finalizer on every trace (so that deleting one waits for the
 operator); a plain background thread that re-reads unfinished traces every ``resync_seconds`` gives
@@ -31,11 +35,14 @@ from influence_trace_operator.reconciler.reconcile import Reconciler
 from influence_trace_operator.rules import labels
 from influence_trace_operator.rules.pools import load_table
 from influence_trace_operator.rules.settings import OperatorSettings
+from influence_trace_operator.runtime.dispatch import Dispatcher, at_once
 
 log = logging.getLogger(__name__)
 # Events are posted by a small pool after the pass's status write, so a reconcile thread does not
 # wait one API call per event; each pass's events stay in order (one task per pass).
 EVENT_THREADS = 4
+# kopf's executor runs the handlers, which only update the informer and file a pass (no API call).
+HANDLER_THREADS = 4
 
 
 @dataclass
@@ -48,6 +55,12 @@ class Runtime:
     events: ThreadPoolExecutor | None = None  # posts each pass's events off the reconcile threads
     health: ThreadingHTTPServer | None = None
     threads: dict[str, threading.Thread] = field(default_factory=dict)  # by name; each started once
+    dispatcher: Dispatcher | None = None  # runs the handlers' passes (none: they run in the handler)
+
+    def submit(self, namespace: str, name: str, cls: int) -> None:
+        """File a watch event's pass (runtime/dispatch.py)."""
+        run = self.dispatcher.submit if self.dispatcher is not None else at_once(self.reconciler.reconcile)
+        run(namespace, name, cls)
 
 
 def build_runtime(settings: OperatorSettings | None = None, kube: KubeClient | None = None) -> Runtime:
@@ -62,7 +75,9 @@ def build_runtime(settings: OperatorSettings | None = None, kube: KubeClient | N
     if settings.lease:  # gate every pass before any thread or handler can start one
         rt.lease = lease_guard(settings)
     rt.reconciler.may_act = lambda: acting(rt)
+    rt.dispatcher = Dispatcher(rt.reconciler.reconcile, settings.workers)
     metrics.CACHE.sizes = rt.reconciler.informer.sizes
+    metrics.QUEUE.depths = rt.dispatcher.depths
     pool = rt.events = ThreadPoolExecutor(EVENT_THREADS, thread_name_prefix="events")
 
     def send(post: Callable[[], None]) -> None:
@@ -94,7 +109,7 @@ def configure(kopf_settings: kopf.OperatorSettings, rt: Runtime) -> None:
     # given by name, so the operator needs no list/watch on CRDs or Namespaces (least-privilege RBAC).
     kopf_settings.scanning.disabled = True
     kopf_settings.posting.level = logging.WARNING  # our own events tell the story; kopf's only on trouble
-    kopf_settings.execution.max_workers = rt.settings.workers
+    kopf_settings.execution.max_workers = HANDLER_THREADS
     kopf_settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="influencetrace.dev")
     kopf_settings.persistence.diffbase_storage = EventsOnlyDiffBase(prefix="influencetrace.dev")
     kopf_settings.watching.reconnect_backoff = 1.0
@@ -105,6 +120,8 @@ def configure(kopf_settings: kopf.OperatorSettings, rt: Runtime) -> None:
         if "lease" not in rt.threads:
             log.info("waiting for Lease %s/%s before acting", rt.lease.namespace, rt.lease.name)
         _start_once(rt, "lease", rt.lease.run, rt.stop, rt.wake.set)
+    if rt.dispatcher is not None:
+        rt.dispatcher.start()
     _start_once(rt, "resync", _resync_forever, rt)
     if rt.settings.progress_seconds:
         _start_once(rt, "progress", _progress_forever, rt)
@@ -131,15 +148,20 @@ def _start_once(rt: Runtime, name: str, target: Callable[..., None], *args: Any)
 
 def shutdown(rt: Runtime) -> None:
     """Stop in order, within ``shutdown_seconds`` (the chart's grace period is longer): no pass acts
-    from now on (``acting``), the resync and the passes in flight end, the waiting history records and
+    from now on (``acting``) and none waiting starts, the resync, the dispatcher's threads and the
+    passes in flight end, the waiting history records and
     events are written, the Lease is handed back (a successor acts at once, never beside a pass of
     ours), and the health server and API connections close. Nothing of ours runs at interpreter exit."""
     deadline = time.monotonic() + rt.settings.shutdown_seconds
     rt.stop.set()
     rt.wake.set()
     rt.reconciler.retries.close()
+    if rt.dispatcher is not None:
+        rt.dispatcher.close()
     _join(rt.threads.get("resync"), deadline)
     _join(rt.threads.get("progress"), deadline)
+    if rt.dispatcher is not None and not rt.dispatcher.join(_left(deadline)):
+        log.warning("pass threads did not stop within the shutdown bound")
     if not rt.reconciler.watchdog.wait_idle(_left(deadline)):
         log.warning("stopping with passes still in flight: %s", rt.reconciler.watchdog.problem())
     if rt.reconciler.history is not None:
