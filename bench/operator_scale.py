@@ -265,7 +265,7 @@ def server_side_waits(ns: str, names: list[str]) -> list[float]:
     return [(jobs[f"{n}-a1"] - traces[n]).total_seconds() for n in names if n in traces and f"{n}-a1" in jobs]
 
 
-def run(count: int, clients: int = 8, deadline_s: float = 600, learned: bool = True) -> dict:
+def run(count: int, clients: int = 8, deadline_s: float = 600, learned_placement: bool = True) -> dict:
     config.load_kube_config()
     subprocess.run(
         [
@@ -284,7 +284,7 @@ def run(count: int, clients: int = 8, deadline_s: float = 600, learned: bool = T
     nodes = len(client.CoreV1Api().list_node(label_selector="nvidia.com/gpu.present=true").items)
     port = free_port()
     env = {**os.environ, "INFLUENCETRACE_LIVENESS_PORT": str(port)}
-    if not learned:
+    if not learned_placement:
         env["INFLUENCETRACE_HISTORY"] = "false"
     load_before = os.getloadavg()
     op = subprocess.Popen(
@@ -381,7 +381,7 @@ def run(count: int, clients: int = 8, deadline_s: float = 600, learned: bool = T
     passes = metrics.get("influencetrace_reconcile_seconds_count", 0.0)
     return {
         "traces": count,
-        "learned_placement": learned,
+        "learned_placement": learned_placement,
         "loadavg_before (1/5/15 min)": " ".join(f"{x:.2f}" for x in load_before),
         "loadavg_at_end (1/5/15 min)": " ".join(f"{x:.2f}" for x in load_after),
         "clients": clients,
@@ -500,7 +500,7 @@ def main() -> None:
                         "trace escalates")
     parser.add_argument("--write", action="store_true", help="update bench/RESULTS.md")
     args = parser.parse_args()
-    result = run(args.count, args.clients, args.deadline, learned=not args.no_learned)
+    result = run(args.count, args.clients, args.deadline, learned_placement=not args.no_learned)
     for key, value in result.items():
         print(f"{key}: {value:.2f}" if isinstance(value, float) else f"{key}: {value}")
     if args.write:
