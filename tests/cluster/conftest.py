@@ -20,12 +20,14 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.cluster import kube
+from tests.cluster.operator_fixtures import Operator, install_crd
 
 _HERE = Path(__file__).resolve().parent
 
@@ -74,3 +76,20 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):
             ("cluster logs", f"component logs, nodes, pods and events at the time of failure: {dest}")
         )
     return report
+
+
+@pytest.fixture(scope="session", name="crd")
+def crd_fixture(cluster: kube.Cluster) -> None:
+    """The generated CRD, installed and established."""
+    install_crd()
+
+
+@pytest.fixture(name="op")
+def op_fixture(crd: None, namespace: str, tmp_path: Path) -> Iterator[Operator]:
+    """An operator for this test's namespace, not yet started (tests start it where they need to).
+
+    Its log is printed at teardown; pytest shows that output only when the test failed."""
+    op = Operator(namespace, tmp_path)
+    yield op
+    op.stop()
+    sys.stderr.write(f"--- operator logs ---\n{op.logs()[-8000:]}\n")

@@ -1,8 +1,8 @@
 """The real operator (``influence-trace operator`` in a subprocess) against the local cluster.
 
 Each test gets its own operator watching only the test's namespace, so tests stay independent and a
-test can kill -9 and restart it at any point. Import the fixtures into a test module with
-``from .operator_fixtures import crd_fixture, op_fixture`` (then ask for ``op``).
+test can kill -9 and restart it at any point. The ``crd`` and ``op`` fixtures built from these helpers
+live in tests/cluster/conftest.py with every other cluster fixture.
 """
 
 from __future__ import annotations
@@ -11,11 +11,8 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from tests.cluster import kube
 
@@ -89,23 +86,6 @@ def install_crd() -> None:
     apiextensions controller has not written yet (CI run of 2026-11-26)."""
     kube.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD_FILE))
     kube.wait_for_condition("crd", "influencetraces.influencetrace.dev", "Established")
-
-
-@pytest.fixture(scope="session", name="crd")
-def crd_fixture(cluster: kube.Cluster) -> None:
-    """The generated CRD, installed and established."""
-    install_crd()
-
-
-@pytest.fixture(name="op")
-def op_fixture(crd: None, namespace: str, tmp_path: Path) -> Iterator[Operator]:
-    """An operator for this test's namespace, not yet started (tests start it where they need to).
-
-    Its log is printed at teardown; pytest shows that output only when the test failed."""
-    op = Operator(namespace, tmp_path)
-    yield op
-    op.stop()
-    sys.stderr.write(f"--- operator logs ---\n{op.logs()[-8000:]}\n")
 
 
 def trace_manifest(name: str, *, annotations: dict[str, str] | None = None, **spec: Any) -> dict[str, Any]:

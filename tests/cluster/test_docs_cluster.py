@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.cluster import kube
-from tests.cluster.operator_fixtures import crd_fixture, install_crd  # noqa: F401  (fixture)
+from tests.cluster.operator_fixtures import install_crd
 from tests.docs import blocks
 
 CLUSTER_DOCS = [doc for doc in blocks.docs() if any(b.kind == "cluster" for b in blocks.parse(doc))]

@@ -24,8 +24,6 @@ import pytest
 from tests.cluster import kube
 from tests.cluster.operator_fixtures import (
     BIG_GPU_BYTES,
-    crd_fixture,  # noqa: F401  (fixture)
-    op_fixture,  # noqa: F401  (fixture)
     trace_manifest,
     wait_phase,
 )

@@ -8,11 +8,9 @@ import time
 
 from tests.cluster import kube
 from tests.cluster.operator_fixtures import (
-    crd_fixture,  # noqa: F401  (fixture)
     events_of,
     get_trace,
     jobs_of,
-    op_fixture,  # noqa: F401  (fixture)
     trace_manifest,
     wait_phase,
 )

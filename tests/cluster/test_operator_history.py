@@ -15,8 +15,6 @@ from influence_trace.planning.memory_model import estimate
 from tests.cluster import kube
 from tests.cluster.operator_fixtures import (
     BIG_GPU_BYTES,
-    crd_fixture,  # noqa: F401  (fixture)
-    op_fixture,  # noqa: F401  (fixture)
     trace_manifest,
     wait_phase,
 )

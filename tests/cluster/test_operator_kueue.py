@@ -18,11 +18,9 @@ import pytest
 from tests.cluster import kube
 from tests.cluster.operator_fixtures import (
     BIG_GPU_BYTES,
-    crd_fixture,  # noqa: F401  (fixture)
     events_of,
     get_trace,
     jobs_of,
-    op_fixture,  # noqa: F401  (fixture)
     trace_manifest,
     wait_phase,
 )

@@ -6,9 +6,7 @@ from __future__ import annotations
 from tests.cluster import kube
 from tests.cluster.operator_fixtures import (
     BIG_GPU_BYTES,
-    crd_fixture,  # noqa: F401  (fixture)
     jobs_of,
-    op_fixture,  # noqa: F401  (fixture)
     trace_manifest,
     wait_phase,
 )

@@ -11,10 +11,8 @@ from tests.cluster import kube
 from tests.cluster.operator_fixtures import (
     BIG_GPU_BYTES,
     CLI,
-    crd_fixture,  # noqa: F401  (fixture)
     events_of,
     jobs_of,
-    op_fixture,  # noqa: F401  (fixture)
     trace_manifest,
     wait_phase,
 )

@@ -22,8 +22,6 @@ from pathlib import Path
 from tests.cluster import kube
 from tests.cluster.operator_fixtures import (
     CLI,
-    crd_fixture,  # noqa: F401  (fixture)
-    op_fixture,  # noqa: F401  (fixture)
     trace_manifest,
     wait_phase,
 )

@@ -10,10 +10,8 @@ from tests.cluster import kube
 from tests.cluster.operator_fixtures import (
     BIG_GPU_BYTES,
     Operator,
-    crd_fixture,  # noqa: F401  (fixture)
     events_of,
     jobs_of,
-    op_fixture,  # noqa: F401  (fixture)
     trace_manifest,
     wait_phase,
 )

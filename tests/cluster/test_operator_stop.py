@@ -22,11 +22,9 @@ from tests.cluster import kube
 from tests.cluster.operator_fixtures import (
     BIG_GPU_BYTES,
     Operator,
-    crd_fixture,  # noqa: F401  (fixture)
     events_of,
     get_trace,
     jobs_of,
-    op_fixture,  # noqa: F401  (fixture)
     trace_manifest,
     wait_phase,
 )

@@ -8,8 +8,6 @@ import pytest
 from tests.api.invalid_manifests import with_field
 from tests.cluster import kube
 from tests.cluster.operator_fixtures import (
-    crd_fixture,  # noqa: F401  (fixture)
-    op_fixture,  # noqa: F401  (fixture)
     trace_manifest,
     wait_phase,
 )

@@ -9,7 +9,7 @@ import pytest
 
 from tests.api.invalid_manifests import CASES, IDS, names_field, pydantic_refusal, with_field
 from tests.cluster import kube
-from tests.cluster.operator_fixtures import crd_fixture, trace_manifest  # noqa: F401  (fixture)
+from tests.cluster.operator_fixtures import trace_manifest
 
 
 @pytest.mark.parametrize(("path", "value", "field"), CASES, ids=IDS)
