@@ -21,7 +21,7 @@ from influence_trace.api.spec import parse_manifest
 from influence_trace.demo.rollouts import make_rollouts
 from influence_trace.demo.tiny_model import build_tiny_model
 from influence_trace.planning.options import WorkerOptions
-from influence_trace.run.training import run_manifest
+from influence_trace.run.dispatch import run_manifest
 from influence_trace.trace.timing import StageTimer
 
 TRACE = ("logprob_backward", "grad_staging", "hessian_solve", "token_scoring")

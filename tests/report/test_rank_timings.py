@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from influence_trace.report.run_view import Run, timing_rows
-from influence_trace.run.parallel_trace import rank_stage_seconds
+from influence_trace.run.ranks import rank_stage_seconds
 
 
 def test_rank_stage_seconds_takes_the_slowest_and_the_spread() -> None:

@@ -1,4 +1,4 @@
-"""Run run_trace_parallel in N spawned CPU processes (gloo) and bring rank 0's results back.
+"""Run engine.run_trace on ProcessRanks in N spawned CPU processes (gloo) and bring rank 0's results back.
 
 The ranks are started by the same elastic agent settings `influence-trace run` uses
 (launch.launch_config), so the tests exercise the real rendezvous and process group.
@@ -27,7 +27,8 @@ class ParallelJob:
 def rank_cases(job: ParallelJob) -> None:
     """One rank: every case in turn in the same process group; rank 0 pickles the results."""
     from influence_trace.run.distributed import close_group, init_group
-    from influence_trace.run.parallel_trace import run_trace_parallel
+    from influence_trace.run.ranks import ProcessRanks
+    from influence_trace.trace.engine import run_trace
     from influence_trace.trace.ledger import MemoryLedger
     from influence_trace.trace.selection import select_groups
     from influence_trace.trace.timing import StageTimer
@@ -40,7 +41,8 @@ def rank_cases(job: ParallelJob) -> None:
     results = []
     for trace, responses in job.cases:
         selection = select_groups(responses, trace)
-        result = run_trace_parallel(model, selection, trace, SMALL, MemoryLedger(), StageTimer(), group)
+        result = run_trace(model, selection, trace, SMALL, MemoryLedger(), StageTimer(),
+                           ranks=ProcessRanks(group))
         results.append(result)
     if group.is_writer:
         Path(job.out).write_bytes(pickle.dumps(results))

@@ -13,7 +13,7 @@ import pytest
 import yaml
 from influence_trace.api.contract import EXIT_KERNEL_OOM_KILL
 from influence_trace.run.launch import root_cause, topology_from_env
-from influence_trace.run.parallel_trace import FAIL_ENV
+from influence_trace.run.ranks import FAIL_ENV
 
 from tests.conftest import manifest_dict, write_manifest
 from tests.run.test_run_command import run_cli

@@ -19,8 +19,9 @@ from influence_trace.planning.options import WorkerOptions
 from influence_trace.report.compare import comparison
 from influence_trace.report.html import build_report
 from influence_trace.report.run_view import expand_steps, open_run
+from influence_trace.run.dispatch import run_manifest
 from influence_trace.run.entry import success_message
-from influence_trace.run.training import FAIL_ENV, run_manifest
+from influence_trace.run.training import FAIL_ENV
 from influence_trace.trace.selection import select_groups
 from influence_trace.trace.timing import StageTimer
 from safetensors.torch import load_file

@@ -4,8 +4,8 @@ No hooks, no factors, no chunking, no contrast matrix. Every traced Linear ``y_p
 replaced by per-position copies ``y_p = W_p x_p`` with ``W_p`` (one leaf tensor of shape
 L x out x in) requiring grad, so autograd returns ``d f_r / d W_p = delta_p x_p^T`` exactly, for every
 position at once. Projecting gives ``g_t = vec(P_out dW_{p_t} P_in^T)``; the Hessian is dense, the
-damping follows ALGORITHM.md, solves are dense LU solves (no Cholesky), and scores are explicit loops over
-the written formulas.
+damping follows docs/algorithm.md, solves are dense LU solves (no Cholesky), and scores are explicit
+loops over the written formulas.
 """
 
 from __future__ import annotations
@@ -53,7 +53,8 @@ def traced_names(model: torch.nn.Module, suffixes: list[str]) -> list[str]:
 
 
 def explicit_score(o: int, infl: np.ndarray, acc: np.ndarray, adv: np.ndarray, t: TraceSettings) -> float:
-    """The ALGORITHM.md score of a token of response o, given infl[r] for every response r of the scope."""
+    """The score of a token of response o (docs/algorithm.md, "Scoring"), given infl[r] for every
+    response r of the scope."""
     acc_ids = [r for r in range(len(acc)) if acc[r]]
     rej_ids = [r for r in range(len(acc)) if not acc[r]]
     sum_acc = sum(infl[r] for r in acc_ids)

@@ -1,5 +1,5 @@
-"""The structured contrast C against the ALGORITHM.md formulas written out as explicit loops, and its
-directions against the dense product C @ W."""
+"""The structured contrast C against the docs/algorithm.md formulas written out as explicit loops, and
+its directions against the dense product C @ W."""
 
 from __future__ import annotations
 

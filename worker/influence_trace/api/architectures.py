@@ -117,7 +117,8 @@ class ModuleDims:
 def projection_dims(
     in_features: int, out_features: int, factor: int, max_hessian_dim: int
 ) -> tuple[int, int]:
-    """(k_in, k_out) per ALGORITHM.md: width // factor (at least 1), then capped by maxHessianDim.
+    """(k_in, k_out) per docs/algorithm.md ("Traced modules and projections"): width // factor (at
+    least 1), then capped by maxHessianDim.
 
     The cap decrements the larger of the two (k_in on a tie) until k_in * k_out fits.
     """

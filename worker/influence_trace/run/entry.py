@@ -96,8 +96,8 @@ def success_message(summary: dict[str, Any], report: str = "") -> dict[str, Any]
 
 def execute(args: argparse.Namespace, timer: StageTimer) -> dict[str, Any]:
     from influence_trace.planning.options import WorkerOptions
+    from influence_trace.run.dispatch import run_manifest
     from influence_trace.run.launch import launch, topology_from_env
-    from influence_trace.run.training import run_manifest
 
     try:
         manifest = load_manifest(args.manifest)

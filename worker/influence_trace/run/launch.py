@@ -20,7 +20,6 @@ import tempfile
 import time
 import uuid
 from dataclasses import dataclass, replace
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +31,6 @@ NODE_RANK_ENV = "INFLUENCE_TRACE_NODE_RANK"  # defaults to JOB_COMPLETION_INDEX 
 DEFAULT_PORT = 29500
 RENDEZVOUS_TIMEOUT_S = 900  # every node's pod must start within this (image pulls included)
 SHUTDOWN_TIMEOUT_S = 10  # SIGTERM, then SIGKILL after this, for the ranks left when one fails
-GENERATION_WAIT = timedelta(hours=24)  # the other ranks' wait while rank 0 generates the rollouts
 
 
 @dataclass(frozen=True)
@@ -94,8 +92,8 @@ def rank_main(job: RankJob) -> None:
     from influence_trace.api.contract import failure_message
     from influence_trace.api.spec import load_manifest
     from influence_trace.planning.options import WorkerOptions
+    from influence_trace.run.dispatch import run_manifest
     from influence_trace.run.distributed import close_group, init_group, rank_device
-    from influence_trace.run.training import is_multistep, run_manifest
     from influence_trace.trace.timing import StageTimer
 
     rank = int(os.environ["RANK"])
@@ -107,8 +105,6 @@ def rank_main(job: RankJob) -> None:
         group = init_group(device)
         options = replace(WorkerOptions.from_env(device), progress=False)
         manifest = load_manifest(job.manifest)
-        if manifest.spec.rollouts.generate is not None and not is_multistep(manifest):
-            generate_first(manifest, options, timer, group.is_writer)
         summary = run_manifest(manifest, options, timer=timer, group=group)
         if group.is_writer:
             _write_report(job.report_dir, "summary", summary)
@@ -119,26 +115,6 @@ def rank_main(job: RankJob) -> None:
         payload = {**failure_message(failure), "rank": rank, "time": time.time()}
         _write_report(job.report_dir, f"rank-{rank}", {**payload, "exit_code": failure.exit_code})
         sys.exit(failure.exit_code)  # os-level exit code: the agent sees the failure at once
-
-
-def generate_first(manifest, options, timer, is_writer: bool) -> None:
-    """Rank 0 generates the rollouts (stage gen) while the others wait; then every rank reuses them.
-
-    Generation is one process's job (one seeded sampler, one artifact file); the wait has no timeout
-    of its own beyond GENERATION_WAIT, since sampling can take far longer than any collective.
-    """
-    import torch.distributed as dist
-
-    from influence_trace.run.pipeline import check_inputs
-    from influence_trace.run.resume import Resume
-    from influence_trace.trace.ledger import MemoryLedger
-
-    waiting = dist.new_group(backend="gloo", timeout=GENERATION_WAIT)
-    if is_writer:
-        check_inputs(manifest.spec)
-        Resume(manifest.spec, options, timer, MemoryLedger(options.gpu_budget_bytes)).rollouts()
-    dist.barrier(group=waiting)
-    dist.destroy_process_group(waiting)
 
 
 def _write_report(directory: str, name: str, payload: dict[str, Any]) -> None:

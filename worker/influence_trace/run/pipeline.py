@@ -1,4 +1,8 @@
-"""One trace from a validated manifest to its outputs: inputs, model, selection, trace, rows, summary.
+"""One trace step, from a rollouts file to its outputs: every run's step, alone or in a training loop.
+
+``run_pipeline`` runs one step on a manifest; the training loop (training.py) runs one per training
+step with the weights it updates. Either way a step reads, selects, traces (trace/engine.py, on one
+process or on every rank), validates, and writes rows and summary (rank 0 alone with several ranks).
 
 Cheap checks come first (files exist, the output directory can be made, every rollouts row is well
 formed) so a bad input fails in seconds with InvalidInput instead of after the model has loaded.
@@ -7,19 +11,26 @@ formed) so a bad input fails in seconds with InvalidInput instead of after the m
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
+
+import torch.distributed as dist
 
 from influence_trace.api.contract import InvalidInput
 from influence_trace.api.spec import InfluenceTrace, InfluenceTraceSpec
 from influence_trace.io import model_io, outputs
 from influence_trace.io.rollouts import read_rows, rollouts_format, to_responses
 from influence_trace.planning.options import WorkerOptions
-from influence_trace.run.parallel_trace import gather_resources, run_trace_parallel
+from influence_trace.run.distributed import RankGroup
+from influence_trace.run.ranks import ProcessRanks, gather_resources
 from influence_trace.run.resources import resources_used
 from influence_trace.run.resume import Resume, rollouts_destination
 from influence_trace.trace.engine import run_trace
 from influence_trace.trace.ledger import MemoryLedger
+from influence_trace.trace.ranks import ONE_PROCESS, Ranks
 from influence_trace.trace.records import TraceResult
 from influence_trace.trace.selection import Selection, select_groups
 from influence_trace.trace.timing import StageTimer, Timer
@@ -28,6 +39,40 @@ from influence_trace.trace.validation import Validation, validate
 
 log = logging.getLogger("influence_trace.run")
 SETUP = "setup"
+GENERATION_WAIT = timedelta(hours=24)  # the others' wait while rank 0 generates or validates
+
+
+@dataclass(kw_only=True)
+class Session:
+    """What every step of one run shares: the knobs, timer and ledger, this process's place among the
+    ranks (``group`` None: alone), the model and tokenizer once loaded, and ``waiting``: a gloo group
+    without the collectives' timeout, for the others' wait while rank 0 generates or validates."""
+
+    options: WorkerOptions
+    timer: StageTimer
+    ledger: MemoryLedger
+    group: RankGroup | None = None
+    model: Any = None
+    tokenizer: Any = None
+    waiting: Any = None
+
+    @property
+    def writer(self) -> bool:
+        return self.group is None or self.group.is_writer
+
+    @property
+    def ranks(self) -> Ranks:
+        return ONE_PROCESS if self.group is None else ProcessRanks(self.group)
+
+    def open_waiting(self, spec: InfluenceTraceSpec) -> None:
+        """Make ``waiting`` (every rank, in the same order) when rank 0 will work alone for long."""
+        if self.group is not None and (spec.rollouts.generate is not None or spec.validation is not None):
+            self.waiting = dist.new_group(backend="gloo", timeout=GENERATION_WAIT)
+
+    def wait(self, group: Any = None) -> None:
+        """Every rank meets here (nothing to do alone)."""
+        if self.group is not None:
+            dist.barrier(group=group)
 
 
 def check_inputs(spec: InfluenceTraceSpec) -> Path:
@@ -70,51 +115,108 @@ def run_pipeline(
     options: WorkerOptions,
     timer: StageTimer | None = None,
     ledger: MemoryLedger | None = None,
-    group: Any = None,
+    group: RankGroup | None = None,
 ) -> dict[str, Any]:
     """Run the whole trace and write its outputs; return the summary (as written to summary.json).
 
     ``group`` (a distributed.RankGroup) makes this one rank of a multi-process trace: every rank prepares
     the same selection, and rank 0 alone writes the outputs (the other ranks return ``{}``).
     """
-    spec = manifest.spec
     timer = timer or StageTimer()
-    ledger = ledger or MemoryLedger(options.gpu_budget_bytes)
-    rollouts_path = check_inputs(spec)
-    resume = Resume(spec, options, timer, ledger)
-    model, tokenizer = resume.rollouts()  # stage gen: loads the model only when it generates
+    session = Session(options=options, timer=timer, ledger=ledger or MemoryLedger(options.gpu_budget_bytes),
+                      group=group)
+    session.open_waiting(manifest.spec)
+    rollouts_path = step_inputs(session, manifest.spec)
+    resume = Resume(manifest.spec, options, timer, session.ledger)
+    return trace_step(session, manifest, rollouts_path, resume, timer)
+
+
+def step_inputs(session: Session, spec: InfluenceTraceSpec) -> Path:
+    """Rank 0 checks the inputs (and makes the output folder); every rank gets the rollouts path."""
+    path = check_inputs(spec) if session.writer else None
+    if session.group is None:
+        assert path is not None
+        return path
+    box = [str(path) if path is not None else None]
+    dist.broadcast_object_list(box, src=0)
+    assert box[0] is not None, "rank 0 sent no rollouts path"
+    return Path(box[0])
+
+
+def trace_step(session: Session, manifest: InfluenceTrace, rollouts_path: Path, resume: Resume, timer: Timer,
+               extra: dict[str, Any] | None = None,
+               after: Callable[[Selection], dict[str, Any]] | None = None) -> dict[str, Any]:
+    """One step: generate (rank 0), read, select, trace, validate (rank 0), ``after`` (the training
+    loop's policy update, on every rank), then rows and summary; return the summary (``{}`` off rank 0).
+
+    ``timer`` is the step's view of the session's timer (a training step times its own stages);
+    ``extra`` and what ``after`` returns join the summary.
+    """
+    spec = manifest.spec
+    _rollouts(session, spec, resume)
+    selection, read = load_selection(session, spec, rollouts_path)
+    ranks = session.ranks
+    shard = None if session.group is None else (session.group.rank, session.group.world)
+    hooks = resume.trace_hooks(rollouts_path, ranks.share(selection), shard)
+    result = run_trace(session.model, selection, spec.trace, session.options, session.ledger, session.timer,
+                       ranks=ranks, **hooks)
+    checked = _validate(session, spec, selection, result, timer)
+    more = {**(extra or {}), **(after(selection) if after is not None else {})}
+    mine = resources_used(session.options, session.ledger)
+    resources = mine if session.group is None else gather_resources(session.group, mine, timer)
+    if result is None or resources is None:  # not rank 0: rank 0 writes the outputs
+        return {}
+    return write_outputs(manifest, selection, result, read, timer, resources, {**resume.summary(), **more},
+                         checked)
+
+
+def _rollouts(session: Session, spec: InfluenceTraceSpec, resume: Resume) -> None:
+    """Stage gen on rank 0, with the session's model when it has one (every other rank waits)."""
+    if spec.rollouts.generate is None:
+        return
+    if session.writer:
+        model, tokenizer = resume.rollouts(session.model, session.tokenizer)
+        session.model = session.model if session.model is not None else model
+        session.tokenizer = session.tokenizer if session.tokenizer is not None else tokenizer
+    session.wait(session.waiting)
+
+
+def load_selection(session: Session, spec: InfluenceTraceSpec, rollouts_path: Path) -> tuple[Selection, int]:
+    """The rollouts read, tokenized and checked against the model (loaded here on first use), and the
+    selected groups; also how many rows were read."""
+    timer = session.timer
     with timer.stage("load_rollouts"):
         raw = read_rows(rollouts_path)
         log.info("read %d rollouts rows from %s", len(raw), rollouts_path)
-    with timer.stage("load_model"):
-        if model is None:
-            model = model_io.load_model(spec.model, options.device)
-        if tokenizer is None and any(r.needs_tokenizer for r in raw):
-            tokenizer = model_io.load_tokenizer(spec.model)
+    needs_tokenizer = session.tokenizer is None and any(r.needs_tokenizer for r in raw)
+    if session.model is None or needs_tokenizer:
+        with timer.stage("load_model"):
+            if session.model is None:
+                session.model = model_io.load_model(spec.model, session.options.device)
+            if needs_tokenizer:
+                session.tokenizer = model_io.load_tokenizer(spec.model)
     with timer.stage("load_rollouts"):
-        responses = to_responses(raw, tokenizer, model_io.vocab_size(model))
+        responses = to_responses(raw, session.tokenizer, model_io.vocab_size(session.model))
     with timer.stage("select_groups"):
         selection = select(responses, spec)
     log.info(
         "tracing %d groups (%d skipped without contrast), %d responses, %d response tokens",
         len(selection.groups), selection.skipped_groups, len(selection.responses), selection.num_tokens,
     )
-    if group is None:
-        hooks = resume.trace_hooks(rollouts_path, selection)
-        result = run_trace(model, selection, spec.trace, options, ledger, timer, **hooks)
-        resources = resources_used(options, ledger)
-    else:
-        def share_hooks(share: Selection) -> dict[str, Any]:
-            return resume.trace_hooks(rollouts_path, share, (group.rank, group.world))
+    return selection, len(responses)
 
-        shared = run_trace_parallel(model, selection, spec.trace, options, ledger, timer, group, share_hooks)
-        gathered = gather_resources(group, resources_used(options, ledger), timer)
-        if shared is None or gathered is None:  # not rank 0: rank 0 writes the outputs
-            return {}
-        result, resources = shared, gathered
-    checked = run_validation(spec, model, selection, result, options, timer)
-    return write_outputs(manifest, selection, result, len(responses), timer, resources, resume.summary(),
-                         checked)
+
+def _validate(session: Session, spec: InfluenceTraceSpec, selection: Selection, result: TraceResult | None,
+              timer: Timer) -> Validation | None:
+    """Stage validate on rank 0, which has every score; the others wait without the collectives'
+    timeout (after the trace every rank holds the same weights)."""
+    if spec.validation is None:
+        return None
+    checked = None
+    if result is not None:
+        checked = run_validation(spec, session.model, selection, result, session.options, timer)
+    session.wait(session.waiting)
+    return checked
 
 
 def run_validation(spec: InfluenceTraceSpec, model: Any, selection: Selection, result: TraceResult,

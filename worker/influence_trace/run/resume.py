@@ -100,10 +100,6 @@ def read_factors(path: Path) -> Factors:
     return Factors(u, v, offsets)
 
 
-def offsets_of(selection: Selection) -> np.ndarray:
-    return np.concatenate([[0], np.cumsum([r.num_tokens for r in selection.responses])]).astype(np.int64)
-
-
 class Resume:
     """This run's resumable stages: decides reuse, makes what is missing, and records both."""
 
@@ -199,7 +195,7 @@ class Resume:
         if artifact.exists():
             with self.timer.stage("load_factors"):
                 factors = artifact.load(read_factors)
-            if np.array_equal(factors.token_offsets, offsets_of(selection)):
+            if np.array_equal(factors.token_offsets, selection.token_offsets):
                 self.reused["factors"] = artifact.record()
                 log.info("reusing the captured factors in %s", artifact.path)
                 return {"factors": factors}

@@ -8,9 +8,11 @@ stage names), metrics and update figures. Between steps the weights change by ``
 the last) the weights and optimizer state are saved (checkpoint.py), and a relaunched attempt goes on
 from the step after the newest checkpoint with the same numbers as a run that was never interrupted.
 
-With several processes every rank holds the whole model: the trace runs as run_trace_parallel does it,
-and the update is data parallel over the same ranks (each takes a contiguous share of every
-mini-batch; gradients are summed with all-reduce before clipping, so the ranks stay identical).
+A step is pipeline.trace_step, the step of every run, with the policy update after its validation.
+With several processes every rank holds the whole model: the trace runs on every rank as one process
+runs it (trace/ranks.py), and the update is data parallel over the same ranks (each takes a contiguous
+share of every mini-batch; gradients are summed with all-reduce before clipping, so the ranks stay
+identical).
 """
 
 from __future__ import annotations
@@ -19,7 +21,6 @@ import logging
 import os
 import time
 from dataclasses import dataclass, field
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -30,15 +31,13 @@ from influence_trace.api.contract import GPUOutOfMemory
 from influence_trace.api.progress import REPORTER
 from influence_trace.api.spec import InfluenceTrace, TrainingSpec
 from influence_trace.io import model_io, outputs
-from influence_trace.io.rollouts import read_rows, to_responses
 from influence_trace.planning.options import WorkerOptions
 from influence_trace.run import checkpoint
-from influence_trace.run.parallel_trace import gather_resources, run_trace_parallel
 from influence_trace.run.partition import contiguous_shares
-from influence_trace.run.pipeline import check_inputs, run_pipeline, run_validation, select, write_outputs
+from influence_trace.run.pipeline import Session, check_inputs, step_inputs, trace_step
+from influence_trace.run.ranks import gather_resources
 from influence_trace.run.resources import resources_used
 from influence_trace.run.resume import Resume
-from influence_trace.trace.engine import run_trace
 from influence_trace.trace.ledger import MemoryLedger
 from influence_trace.trace.selection import Selection
 from influence_trace.trace.timing import StageTimer
@@ -46,7 +45,6 @@ from influence_trace.trace.update import STAGE, PolicyOptimizer, update_policy
 
 log = logging.getLogger("influence_trace.run")
 FAIL_ENV = "INFLUENCE_TRACE_TEST_FAIL_STEP"  # tests only: fail at the start of this step, as an OOM would
-GENERATION_WAIT = timedelta(hours=24)  # as launch.GENERATION_WAIT: sampling outlasts any collective
 STEP_STAGES = ("gen", "logprob_backward", "grad_staging", "hessian_solve", "token_scoring", "pop_rows",
                STAGE, "step_total")
 
@@ -72,72 +70,18 @@ def step_manifest(manifest: InfluenceTrace, step: int) -> InfluenceTrace:
     return manifest.model_copy(update={"spec": step_spec})
 
 
-@dataclass
-class Loop:
-    """What every step shares: the model, its optimizer, and this process's place in the group."""
+@dataclass(kw_only=True)
+class Loop(Session):
+    """What every step shares beyond a run's session: the manifest, the optimizer, the records."""
 
     manifest: InfluenceTrace
-    options: WorkerOptions
-    timer: StageTimer
-    ledger: MemoryLedger
-    group: Any  # distributed.RankGroup or None
-    model: Any
     optimizer: PolicyOptimizer
     recipe: dict[str, Any]
-    tokenizer: Any = None
-    waiting: Any = None  # a long-timeout group the other ranks wait in while rank 0 generates
     records: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def training(self) -> TrainingSpec:
         return self.manifest.spec.training or TrainingSpec()
-
-    @property
-    def writer(self) -> bool:
-        return self.group is None or self.group.is_writer
-
-
-def _barrier(loop: Loop, group: Any = None) -> None:
-    if loop.group is not None:
-        dist.barrier(group=group)
-
-
-def _tokenizer(loop: Loop) -> Any:
-    if loop.tokenizer is None:
-        loop.tokenizer = model_io.load_tokenizer(loop.manifest.spec.model)
-    return loop.tokenizer
-
-
-def _rollouts(loop: Loop, m: InfluenceTrace, step: int, resume: Resume) -> None:
-    """Stage gen on rank 0 with the current weights (every other rank waits), when the step generates."""
-    if m.spec.rollouts.generate is None:
-        return
-    if loop.writer:
-        resume.rollouts(loop.model, _tokenizer(loop))
-    _barrier(loop, loop.waiting)
-
-
-def _selection(loop: Loop, m: InfluenceTrace, rollouts_path: Path) -> tuple[Selection, int]:
-    with loop.timer.stage("load_rollouts"):
-        raw = read_rows(rollouts_path)
-        tokenizer = _tokenizer(loop) if any(r.needs_tokenizer for r in raw) else None
-        responses = to_responses(raw, tokenizer, model_io.vocab_size(loop.model))
-    with loop.timer.stage("select_groups"):
-        return select(responses, m.spec), len(responses)
-
-
-def _trace(loop: Loop, m: InfluenceTrace, selection: Selection, rollouts_path: Path, resume: Resume):
-    spec, options = m.spec, loop.options
-    if loop.group is None:
-        hooks = resume.trace_hooks(rollouts_path, selection)
-        return run_trace(loop.model, selection, spec.trace, options, loop.ledger, loop.timer, **hooks)
-    group = loop.group
-
-    def share_hooks(share: Selection) -> dict[str, Any]:
-        return resume.trace_hooks(rollouts_path, share, (group.rank, group.world))
-
-    return run_trace_parallel(loop.model, selection, spec.trace, options, loop.ledger, loop.timer, group,
-                              share_hooks)
 
 
 def _all_reduce(tensors: list[torch.Tensor]) -> None:
@@ -147,14 +91,15 @@ def _all_reduce(tensors: list[torch.Tensor]) -> None:
 
 def _share_of(loop: Loop, selection: Selection):
     """This rank's contiguous share of a mini-batch, balanced by sequence tokens (None: one process)."""
-    if loop.group is None:
+    group = loop.group
+    if group is None:
         return None
     responses = selection.responses
 
     def share(batch: list[int]) -> list[int]:
         weights = [len(responses[i].prompt_ids) + responses[i].num_tokens for i in batch]
-        part = contiguous_shares(weights, [responses[i].num_tokens for i in batch], loop.group.world)
-        mine = part[loop.group.rank]
+        part = contiguous_shares(weights, [responses[i].num_tokens for i in batch], group.world)
+        mine = part[group.rank]
         return batch[mine.first : mine.last]
 
     return share
@@ -202,50 +147,23 @@ class StepTimer:
 
 
 def run_step(loop: Loop, step: int) -> None:
-    """One whole step; rank 0 writes step-<N>/ and records the step."""
+    """One whole step (pipeline.trace_step, then the update); rank 0 writes step-<N>/ and records it."""
     if os.environ.get(FAIL_ENV) == str(step):
         raise GPUOutOfMemory(f"injected failure ({FAIL_ENV}) at the start of step {step}", "logprob_backward")
     m = step_manifest(loop.manifest, step)
     timer = StepTimer(loop.timer)
     log.info("training step %d of %d", step, loop.training.steps)
     REPORTER.training = (step, loop.training.steps)  # progress lines carry the step (status Step column)
-    rollouts_path = check_inputs(m.spec) if loop.writer else None
-    if loop.group is not None:
-        rollouts_path = _broadcast_path(rollouts_path)
-    assert rollouts_path is not None  # the writer checked it; other ranks received it
+    rollouts_path = step_inputs(loop, m.spec)
     weights = None if step == 1 else {"step": step, "trajectory": loop.recipe}
     resume = Resume(m.spec, loop.options, loop.timer, loop.ledger, weights)
-    _rollouts(loop, m, step, resume)
-    selection, read = _selection(loop, m, rollouts_path)
-    result = _trace(loop, m, selection, rollouts_path, resume)
-    checked = _validate(loop, m, selection, result, timer)
-    update = _update(loop, m, selection)
-    resources = _resources(loop)
-    if loop.writer:
-        assert resources is not None  # the writer gathers every rank's
-        extra = {**resume.summary(), "step": step, "update": update}
-        summary = write_outputs(m, selection, result, read, timer, resources, extra, checked)
+
+    def update(selection: Selection) -> dict[str, Any]:
+        return {"step": step, "update": _update(loop, m, selection)}
+
+    summary = trace_step(loop, m, rollouts_path, resume, timer, after=update)
+    if summary:
         loop.records.append(step_record(step, summary))
-
-
-def _validate(loop: Loop, m: InfluenceTrace, selection: Selection, result: Any, timer: StepTimer):
-    """Stage validate on the writer, before the update changes the weights (the others wait without the
-    collectives' timeout, as they do for generation)."""
-    if m.spec.validation is None:
-        return None
-    checked = None
-    if loop.writer:
-        checked = run_validation(m.spec, loop.model, selection, result, loop.options, timer)
-    _barrier(loop, loop.waiting)
-    return checked
-
-
-def _broadcast_path(path: Path | None) -> Path:
-    """Rank 0's rollouts path (it alone checked the inputs and made the step's folder) on every rank."""
-    box = [str(path) if path is not None else None]
-    dist.broadcast_object_list(box, src=0)
-    assert box[0] is not None, "rank 0 sent no rollouts path"
-    return Path(box[0])
 
 
 def step_record(step: int, summary: dict[str, Any]) -> dict[str, Any]:
@@ -276,19 +194,7 @@ def _save(loop: Loop, step: int) -> None:
         with loop.timer.stage("save_checkpoint"):
             checkpoint.save(Path(loop.manifest.spec.output.path), step, loop.model, loop.optimizer,
                             checkpoint.fingerprint(loop.recipe))
-    _barrier(loop)
-
-
-def is_multistep(manifest: InfluenceTrace) -> bool:
-    return manifest.spec.training is not None or manifest.spec.rollouts.step_paths is not None
-
-
-def run_manifest(manifest: InfluenceTrace, options: WorkerOptions, timer: StageTimer,
-                 group: Any = None) -> dict[str, Any]:
-    """The worker's one entry: the training loop for spec.training (or stepPaths), else one trace."""
-    if not is_multistep(manifest):
-        return run_pipeline(manifest, options, timer=timer, group=group)
-    return run_training(manifest, options, timer, MemoryLedger(options.gpu_budget_bytes), group)
+    loop.wait()
 
 
 def run_training(manifest: InfluenceTrace, options: WorkerOptions, timer: StageTimer, ledger: MemoryLedger,
@@ -301,10 +207,9 @@ def run_training(manifest: InfluenceTrace, options: WorkerOptions, timer: StageT
     with timer.stage("load_model"):
         model = model_io.load_model(spec.model, options.device)
     training = spec.training or TrainingSpec()
-    loop = Loop(manifest, options, timer, ledger, group, model, PolicyOptimizer(model, training.optimizer),
-                checkpoint.trajectory(spec))
-    if group is not None and (spec.rollouts.generate is not None or spec.validation is not None):
-        loop.waiting = dist.new_group(backend="gloo", timeout=GENERATION_WAIT)
+    loop = Loop(options=options, timer=timer, ledger=ledger, group=group, model=model, manifest=manifest,
+                optimizer=PolicyOptimizer(model, training.optimizer), recipe=checkpoint.trajectory(spec))
+    loop.open_waiting(spec)
     first = _restore(loop) + 1
     for step in range(first, training.steps + 1):
         run_step(loop, step)

@@ -163,7 +163,7 @@ def capture_factors(model: nn.Module, selection: Selection, traced: list[TracedM
     """Run every capture batch and return the filled host factors (stage logprob_backward)."""
     responses = selection.responses
     _check_rows(responses)
-    offsets = np.concatenate([[0], np.cumsum([r.num_tokens for r in responses])]).astype(np.int64)
+    offsets = selection.token_offsets
     device = torch.device(options.device)
     factors = allocate_factors(traced, int(offsets[-1]), offsets, trace)
     plan = plan_capture(model, responses, options, ledger)

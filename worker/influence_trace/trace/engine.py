@@ -1,16 +1,22 @@
 """The token influence computation, start to finish, for one loaded model and one selection.
 
-Order of work (ALGORITHM.md, "Doing it fast"): capture every module's projected factors in one pass
-over the responses; then, one module at a time, stage its factors on the device and per scope build
-the Hessian, factor it, form the scope's response gradients and solve for them in place, and score
-the scope's tokens. Only one module's Hessian, and one scope's R_s x D buffer, exist at a time.
+Order of work (docs/algorithm.md, "Per module: staging, Hessian, solve"): capture every module's
+projected factors in one pass over the responses; then, one module at a time, stage its factors on
+the device and per scope build the Hessian, factor it, form the scope's response gradients and solve
+for them in place, and score the scope's tokens. Only one module's Hessian, and one scope's R_s x D
+buffer, exist at a time.
+
+The same code runs in one process and in several (trace/ranks.py): each process captures its share
+of the responses, traces the modules it owns from every token's rows, and the scores are summed onto
+the writer. Alone, the share is everything, the rows are the captured ones, and nothing is summed.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -30,14 +36,16 @@ from influence_trace.trace.projection import (
     move_projections,
     projection_bytes,
 )
+from influence_trace.trace.ranks import ONE_PROCESS, ModuleRows, Ranks
 from influence_trace.trace.records import ModuleReport, TraceResult
 from influence_trace.trace.scoring import Contrast, contrast, score_tokens
 from influence_trace.trace.selection import Selection
 from influence_trace.trace.solve import damped_cholesky, solve_in_place
 from influence_trace.trace.staging import transfer_for
-from influence_trace.trace.timing import StageTimer
+from influence_trace.trace.timing import Timer
 
 HESSIAN_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+T = TypeVar("T")
 
 
 @dataclass
@@ -106,16 +114,28 @@ class _Staged:
         return self.u.shape[1] * self.v.shape[1]
 
 
-def _stage(mod: TracedModule, factors: Factors, dtype: torch.dtype, device: torch.device,
+def _stage(rows: ModuleRows, offsets: list[int], dtype: torch.dtype, device: torch.device,
            ledger: MemoryLedger) -> _Staged:
-    """Copy the module's factors to the device (stage grad_staging); gradients are formed per scope."""
-    host_u, host_v = factors.u[mod.name], factors.v[mod.name]
-    itemsize = torch.finfo(dtype).bits // 8
-    ledger.allocate("factors", (host_u.numel() + host_v.numel()) * itemsize, "grad_staging")
-    transfer = transfer_for(device)  # through reused pinned chunks: the dtype change needs one chunk
-    u = transfer.to_device(host_u, device, dtype)
-    v = transfer.to_device(host_v, device, dtype)
-    return _Staged(u, v, [int(x) for x in factors.token_offsets])
+    """The module's rows on the device in the Hessian dtype (stage grad_staging); gradients are formed
+    per scope. Host rows go up through reused pinned chunks (the dtype change needs one chunk); rows
+    already on the device (received there by the exchange) are converted there, or used as they are
+    when their dtype is the Hessian's: no host round trip."""
+    given_u, given_v = rows.take()
+    nbytes = (given_u.numel() + given_v.numel()) * (torch.finfo(dtype).bits // 8)
+    there = given_u.device.type == device.type and device.index in (None, given_u.device.index)
+    as_they_are = there and given_u.dtype == dtype and given_v.dtype == dtype
+    if as_they_are:  # the received buffers are the factors: their claim passes to "factors"
+        rows.release()
+    ledger.allocate("factors", nbytes, "grad_staging")
+    if there:
+        u, v = given_u.to(dtype), given_v.to(dtype)
+    else:
+        transfer = transfer_for(device)
+        u, v = transfer.to_device(given_u, device, dtype), transfer.to_device(given_v, device, dtype)
+    del given_u, given_v  # converted: the received buffers go now
+    if not as_they_are:
+        rows.release()
+    return _Staged(u, v, offsets)
 
 
 def _scope_gradients(staged: _Staged, first: int, last: int, ledger: MemoryLedger,
@@ -183,14 +203,14 @@ def _global_hinv_dot(staged: _Staged, trace: TraceSettings, chunk_bytes: int, le
     ledger.free("response_grads")
 
 
-def trace_module(mod: TracedModule, factors: Factors, scopes: list[Scope], trace: TraceSettings,
-                  options: WorkerOptions, ledger: MemoryLedger, timer: StageTimer,
-                  scores: torch.Tensor, hinv_dot: torch.Tensor | None) -> ModuleReport:
+def trace_module(mod: TracedModule, rows: ModuleRows, offsets: list[int], scopes: list[Scope],
+                 trace: TraceSettings, options: WorkerOptions, ledger: MemoryLedger, timer: Timer,
+                 scores: torch.Tensor, hinv_dot: torch.Tensor | None) -> ModuleReport:
     """All of one module's work; its device buffers are freed before the next module starts."""
     report = empty_report(mod)
     device = torch.device(options.device)
     with timer.stage("grad_staging"):
-        staged = _stage(mod, factors, HESSIAN_DTYPES[trace.hessian_dtype], device, ledger)
+        staged = _stage(rows, offsets, HESSIAN_DTYPES[trace.hessian_dtype], device, ledger)
     # Under all_selected the scope's Hessian is the global one: reuse its solutions for HINV_DOT.
     reuse_for_diag = (
         hinv_dot is not None and trace.scope == "all_selected" and trace.hessian_mode == "inverse"
@@ -221,21 +241,26 @@ def trace_module(mod: TracedModule, factors: Factors, scopes: list[Scope], trace
     return report
 
 
-def _progress(items: list, enabled: bool, desc: str):
+def _progress(items: Iterable[T], enabled: bool, desc: str, total: int) -> Iterable[T]:
     if not enabled:
         return items
     from tqdm.auto import tqdm
 
-    return tqdm(items, desc=desc, unit="module", leave=False)
+    return tqdm(items, desc=desc, unit="module", leave=False, total=total)
 
 
 def run_trace(model: nn.Module, selection: Selection, trace: TraceSettings, options: WorkerOptions,
-              ledger: MemoryLedger, timer: StageTimer, factors: Factors | None = None,
-              on_captured: Callable[[Factors], None] | None = None) -> TraceResult:
+              ledger: MemoryLedger, timer: Timer, factors: Factors | None = None,
+              on_captured: Callable[[Factors], None] | None = None,
+              ranks: Ranks = ONE_PROCESS) -> TraceResult | None:
     """Scores for every token of every selected response (float64, summed over traced modules).
 
-    Resume seam: ``factors`` (captured earlier for the same selection and settings) skips capture;
-    ``on_captured`` receives freshly captured factors before the Hessian work that may run out of memory.
+    Every rank of a multi-process trace calls this with the same selection and its ``ranks``
+    (trace/ranks.py); the writer gets the TraceResult, the other ranks None. One process (the
+    default) always gets the result.
+    Resume seam: ``factors`` (captured earlier for ``ranks.share(selection)`` and the same settings)
+    skips capture; ``on_captured`` receives freshly captured factors before the Hessian work that
+    may run out of memory.
     """
     device = torch.device(options.device)
     responses = selection.responses
@@ -246,38 +271,47 @@ def run_trace(model: nn.Module, selection: Selection, trace: TraceSettings, opti
                                   trace.seed, compute_dtype(trace))
     ledger.allocate("weights", sum(p.numel() * p.element_size() for p in model.parameters()), "setup")
     if not responses:
-        return TraceResult({}, accepted, [empty_report(t) for t in traced], 0)
+        return TraceResult({}, accepted, [empty_report(t) for t in traced], 0) if ranks.is_writer else None
     ledger.allocate("projections", projection_bytes(traced), "setup")
     move_projections(traced, device)
     scopes = build_scopes(selection, trace)
+    offsets = selection.token_offsets
     with tf32_matmuls(device, trace.tf32), deterministic_algorithms(trace.deterministic):
         if factors is None:
             with timer.stage("logprob_backward"), frozen_weights(model):
-                factors = capture_factors(model, selection, traced, trace, options, ledger)
+                ranks.enter("logprob_backward")
+                factors = capture_factors(model, ranks.share(selection), traced, trace, options, ledger)
             ledger.free("capture_batch")
             if on_captured is not None:
                 on_captured(factors)
-        total = int(factors.token_offsets[-1])
-        ledger.allocate("token_scores", total * 8, "token_scoring")
-        scores = torch.zeros(total, dtype=torch.float64, device=device)
+        ledger.allocate("token_scores", int(offsets[-1]) * 8, "token_scoring")
+        scores = torch.zeros(int(offsets[-1]), dtype=torch.float64, device=device)
         hinv_dot = None
         if trace.debug_hessian_similarity:
             hinv_dot = torch.zeros((len(responses), len(responses)), dtype=torch.float64, device=device)
-        reports = [
-            trace_module(mod, factors, scopes, trace, options, ledger, timer, scores, hinv_dot)
-            for mod in REPORTER.track(_progress(traced, options.progress, "modules"), "hessian", "module",
-                                      len(traced))
-        ]
-    host = scores.cpu().numpy()
-    offsets = factors.token_offsets
+        count = len(ranks.owned(traced, selection, trace))
+        rows = ranks.module_rows(factors, traced, selection, trace, device, ledger, timer)
+        del factors  # the exchange empties a rank's captured rows as it sends them
+        ranks.enter("hessian_solve")
+        bounds = [int(x) for x in offsets]
+        reports = {
+            r.index: trace_module(traced[r.index], r, bounds, scopes, trace, options, ledger, timer, scores,
+                                  hinv_dot)
+            for r in REPORTER.track(_progress(rows, options.progress, "modules", count), "hessian", "module",
+                                    count)
+        }
+    summed = ranks.reduce(scores, hinv_dot, reports, timer)
+    if summed is None:  # not the writer
+        return None
+    host, matrix, reports = summed
     result = TraceResult(
         {r.response_id: host[offsets[i] : offsets[i + 1]].copy() for i, r in enumerate(responses)},
         accepted,
-        reports,
+        [reports.get(i, empty_report(t)) for i, t in enumerate(traced)],
         len(scopes),
     )
-    if hinv_dot is not None:
-        result.diagnostics = summarize_hinv_dot(hinv_dot.cpu().numpy(), selection)
+    if matrix is not None:
+        result.diagnostics = summarize_hinv_dot(matrix, selection)
     return result
 
 

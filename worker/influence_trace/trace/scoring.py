@@ -1,9 +1,9 @@
 """Contrast coefficients, in their structured form, and bilinear token scoring.
 
-Every contrastive aggregation of ALGORITHM.md is linear in ``infl(r, t)``: the score of token t of
-response o is ``sum_r C[o, r] infl(r, t)`` for an R x R matrix C of the scope. With ``w_r = H~^-1 g_r``
-that is ``m_o^T g_t`` for ``m_o = sum_r C[o, r] w_r``, and reshaped to ``M_o`` (k_out x k_in) it is
-``u_t^T M_o v_t``.
+Every contrastive aggregation of docs/algorithm.md ("Scoring") is linear in ``infl(r, t)``: the score
+of token t of response o is ``sum_r C[o, r] infl(r, t)`` for an R x R matrix C of the scope. With
+``w_r = H~^-1 g_r`` that is ``m_o^T g_t`` for ``m_o = sum_r C[o, r] w_r``, and reshaped to ``M_o``
+(k_out x k_in) it is ``u_t^T M_o v_t``.
 
 C is never formed: every row of C is one of at most two distinct coefficient rows (one for
 sum/advantage; for mean with leave-one-out, one for accepted and one for rejected responses) minus

@@ -50,6 +50,12 @@ class Selection:
     def num_tokens(self) -> int:
         return sum(g.num_tokens for g in self.groups)
 
+    @property
+    def token_offsets(self) -> np.ndarray:
+        """R + 1 token row offsets (int64) in scope order: response i owns rows [off[i], off[i + 1])."""
+        counts = [r.num_tokens for r in self.responses]
+        return np.concatenate([[0], np.cumsum(counts, dtype=np.int64)]).astype(np.int64)
+
 
 def group_advantages(responses: list[Response]) -> np.ndarray:
     """Given advantages, or (r - mean) / (std + 1e-6) with Bessel's correction when none are given."""

@@ -164,8 +164,7 @@ class Measure:
         self.device, self.capture_tokens = torch.device(device), capture_tokens
         self.units = build_units(selection, spec)
         self.update_coefs = response_coefficients(selection, spec.trace.loss_aggregation)
-        offsets = np.cumsum([0] + [r.num_tokens for r in self.responses])
-        self.offsets = [int(x) for x in offsets]
+        self.offsets = [int(x) for x in selection.token_offsets]
         self.traced = [m.weight for _, m in find_traced_linears(model, list(spec.trace.modules))]
         settings: ValidateSpec = spec.validation or ValidateSpec()
         self.target = settings.target
