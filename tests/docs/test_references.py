@@ -25,11 +25,6 @@ PACKAGES = {"worker": REPO / "worker" / "influence_trace", "operator": REPO / "o
 # A path-like word, not inside a longer path (so "/abs/x.py" and "a.b/x.py" are not read as "x.py").
 CITED = re.compile(r"(?<![\w./~-])((?:[\w-]+/)*[\w-]+(?:\.[\w-]+)*\.(?:py|md|sh))(?![\w/-])")
 URL = re.compile(r"[a-z][a-z0-9+.-]*://\S+")
-# Broken by a reorganisation of the operator's files under way: each entry must still be broken, so it
-# is removed with its fix.
-PENDING = {"docs/operator.md: api.py"}
-
-
 def cited_paths(text: str) -> set[str]:
     """The repository paths ``text`` cites (URLs left out)."""
     return set(CITED.findall(URL.sub(" ", text)))
@@ -94,5 +89,4 @@ def test_docs_and_readme_cite_existing_files() -> None:
     files = tracked_files()
     pages = [*(REPO / "docs").glob("*.md"), REPO / "README.md"]
     found = broken(pages, lambda text: text, files)
-    assert sorted(set(found) - PENDING) == []
-    assert sorted(PENDING - set(found)) == [], "fixed: remove it from PENDING"
+    assert found == []
