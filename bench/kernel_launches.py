@@ -34,11 +34,11 @@ from influence_trace.api.spec import DEFAULT_MODULES, TraceSettings
 from influence_trace.planning import hessian_plan
 from influence_trace.planning.hessian_plan import CHUNK_BYTES, KERNELS_ENV
 from influence_trace.planning.options import WorkerOptions
-from influence_trace.trace.capture import Factors
 from influence_trace.trace.engine import Scope, trace_module
 from influence_trace.trace.launches import CountingTimer, LaunchCounter
 from influence_trace.trace.ledger import MemoryLedger
 from influence_trace.trace.projection import TracedModule
+from influence_trace.trace.ranks import ModuleRows
 from influence_trace.trace.scoring import contrast
 
 STAGES = ("grad_staging", "hessian_solve", "token_scoring")
@@ -71,8 +71,8 @@ def count_module(k_out: int, k_in: int, tokens: int, responses: int, chunk_bytes
     gen = torch.Generator().manual_seed(k_out * 1000 + k_in)
     offsets = np.linspace(0, tokens, responses + 1).round().astype(np.int64)
     name = f"m{k_out}x{k_in}"
-    factors = Factors({name: torch.randn(tokens, k_out, generator=gen)},
-                      {name: torch.randn(tokens, k_in, generator=gen)}, offsets)
+    rows = ModuleRows(0, [torch.randn(tokens, k_out, generator=gen),
+                          torch.randn(tokens, k_in, generator=gen)])
     accepted = np.arange(responses) % 2 == 0
     scope = Scope("all_selected", 0, responses, contrast(accepted, np.zeros(responses), trace))
     mod = TracedModule(ModuleDims(name, k_in * 32, k_out * 32, k_in, k_out), None, None, None)
@@ -80,8 +80,8 @@ def count_module(k_out: int, k_in: int, tokens: int, responses: int, chunk_bytes
     options = WorkerOptions(device="cpu", chunk_bytes=chunk_bytes, progress=False)
     scores = torch.zeros(tokens, dtype=torch.float64)
     with counter:
-        trace_module(mod, factors, [scope], trace, options, MemoryLedger(), CountingTimer(counter), scores,
-                     None)
+        trace_module(mod, rows, [int(x) for x in offsets], [scope], trace, options, MemoryLedger(),
+                     CountingTimer(counter), scores, None)
     return counter
 
 

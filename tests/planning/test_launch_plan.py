@@ -13,11 +13,11 @@ from influence_trace.planning import hessian_plan
 from influence_trace.planning.hessian_plan import KERNELS_ENV
 from influence_trace.planning.launch_plan import ScopeWork, scope_launches
 from influence_trace.planning.options import WorkerOptions
-from influence_trace.trace.capture import Factors
 from influence_trace.trace.engine import Scope, trace_module
 from influence_trace.trace.launches import CountingTimer, LaunchCounter
 from influence_trace.trace.ledger import MemoryLedger
 from influence_trace.trace.projection import TracedModule
+from influence_trace.trace.ranks import ModuleRows
 from influence_trace.trace.scoring import contrast
 
 from tests.trace.bruteforce import settings
@@ -28,15 +28,15 @@ def counted(k_out: int, k_in: int, tokens: int, responses: int, chunk: int, trac
     gen = torch.Generator().manual_seed(k_out + k_in)
     offsets = np.linspace(0, tokens, responses + 1).round().astype(np.int64)
     u, v = torch.randn(tokens, k_out, generator=gen), torch.randn(tokens, k_in, generator=gen)
-    factors = Factors({"m": u}, {"m": v}, offsets)
+    rows = ModuleRows(0, [u, v])
     accepted = np.arange(responses) % 2 == 0
     scope = Scope("all", 0, responses, contrast(accepted, np.zeros(responses), trace))
     mod = TracedModule(ModuleDims("m", k_in, k_out, k_in, k_out), None, None, None)
     options = WorkerOptions(device="cpu", chunk_bytes=chunk, progress=False)
     counter = LaunchCounter()
     with counter:
-        trace_module(mod, factors, [scope], trace, options, MemoryLedger(), CountingTimer(counter),
-                     torch.zeros(tokens, dtype=torch.float64), None)
+        trace_module(mod, rows, [int(x) for x in offsets], [scope], trace, options, MemoryLedger(),
+                     CountingTimer(counter), torch.zeros(tokens, dtype=torch.float64), None)
     return counter
 
 
