@@ -9,11 +9,16 @@
 #      all_selected with 128-token responses: per-stage seconds, hessian_solve's real flop rate and the
 #      Gram GEMM's share at the dense TF32 peak, max_memory_allocated against the memory model,
 #      extrapolated to 733,870 tokens;
-#   3. bench/kernel_launches.py: the GPU strategy's kernel launches extrapolated to the seed workload.
+#   3. bench/kernel_launches.py: the GPU strategy's kernel launches extrapolated to the seed workload;
+#   4. where two GPUs exist, bench/exchange_overlap.py --device cuda: a two-rank trace exchanging over
+#      NCCL into the buffers the Hessian reads, with the rounds overlapped with the Hessian work and
+#      not (the slowest rank's stage seconds, and the same scores both ways); skipped, saying why,
+#      with fewer GPUs (and in the dry run).
 # It FAILS (exit 1, after recording) when a test fails or pytest printed no summary (a timeout, a
 # CUDA/NCCL abort), when the memory model is off the measured peak by more than 10%, when
-# hessian_solve extrapolated to 733,870 tokens exceeds 60 s (GPU only), or when hessian_solve or
-# token_scoring would launch more than 100,000 kernels at the seed workload.
+# hessian_solve extrapolated to 733,870 tokens exceeds 60 s (GPU only), when hessian_solve or
+# token_scoring would launch more than 100,000 kernels at the seed workload, or when the two-GPU
+# exchange fails or its overlap changes the scores.
 # Results are appended to bench/RESULTS.md (device, date and command in the heading).
 #
 #   bench/gpu_check.sh              # on the GPU machine, from the repository root
@@ -21,7 +26,8 @@
 #                                   # tests/bench/test_gpu_check.py runs it, so CI exercises it)
 # Environment: PYTHON (default .venv/bin/python), GPU_CHECK_RESULTS (default bench/RESULTS.md),
 # GPU_CHECK_TOKENS (default 61152: 2 prompts x 8 responses x 3,822 tokens), GPU_CHECK_STEPS (default
-# "tests table short launches"), GPU_CHECK_PYTEST (the test command; tests of this script replace it).
+# "tests table short launches exchange"), GPU_CHECK_PYTEST (the test command; tests of this script
+# replace it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DRY=0
@@ -31,7 +37,7 @@ RESULTS=${GPU_CHECK_RESULTS:-bench/RESULTS.md}
 export PYTHONPATH="$PWD/worker:$PWD/operator${PYTHONPATH:+:$PYTHONPATH}"
 LOG=$(mktemp -t gpu-check.XXXXXX)
 
-STEPS=${GPU_CHECK_STEPS:-tests table short launches}
+STEPS=${GPU_CHECK_STEPS:-tests table short launches exchange}
 if [[ $DRY == 1 ]]; then
   # Generous limits: the dry run checks the script, not the speed of a shared CPU machine.
   DEVICE=cpu SHAPES=tiny TOKENS=480 RESPONSE_LEN=30 SHORT_LEN=8 GROUP=4 TEST_LIMIT=600 TABLE_LIMIT=1200
@@ -45,9 +51,10 @@ fi
 
 read -r -a PYTEST <<< "${GPU_CHECK_PYTEST:-$PYTHON -m pytest}"
 TABLE=$(mktemp -t gpu-check-table.XXXXXX) SHORT=$(mktemp -t gpu-check-short.XXXXXX)
-LAUNCHES=$(mktemp -t gpu-check-launches.XXXXXX)
-trap 'rm -f "$LOG" "$TABLE" "$SHORT" "$LAUNCHES"' EXIT
-TESTS=skipped BENCH=skipped BENCH_SHORT=skipped LAUNCH=skipped TESTS_LINE="not run"
+LAUNCHES=$(mktemp -t gpu-check-launches.XXXXXX) EXCHANGE_OUT=$(mktemp -t gpu-check-exchange.XXXXXX)
+trap 'rm -f "$LOG" "$TABLE" "$SHORT" "$LAUNCHES" "$EXCHANGE_OUT"' EXIT
+TESTS=skipped BENCH=skipped BENCH_SHORT=skipped LAUNCH=skipped EXCHANGE=skipped TESTS_LINE="not run"
+EXCHANGE_LINE="not run"
 has() { [[ " $STEPS " == *" $1 "* ]]; }
 
 if has tests; then
@@ -97,12 +104,34 @@ if has launches; then
   cat "$LAUNCHES"
 fi
 
+if has exchange; then
+  GPUS=0
+  if [[ $DRY == 0 ]]; then
+    GPUS=$("$PYTHON" -c 'import torch; print(torch.cuda.device_count())')
+  fi
+  if (( GPUS >= 2 )); then
+    echo "== 4. bench/exchange_overlap.py --device cuda: two ranks over NCCL (limit ${TABLE_LIMIT} s)"
+    set +e
+    timeout "$TABLE_LIMIT" "$PYTHON" bench/exchange_overlap.py --device cuda > "$EXCHANGE_OUT"
+    EXCHANGE=$?
+    set -e
+    cat "$EXCHANGE_OUT"
+    EXCHANGE_LINE="$GPUS GPUs"
+  else
+    WHERE="$GPUS CUDA GPUs"
+    [[ $DRY == 1 ]] && WHERE="the CPU dry run"
+    EXCHANGE_LINE="skipped: $WHERE here, the NCCL exchange needs two"
+    echo "== 4. two-GPU exchange: $EXCHANGE_LINE"
+  fi
+fi
+
 {
   echo
   echo "## GPU check ($([[ $DRY == 1 ]] && echo 'CPU dry run' || echo "$DEVICE")), $(date -u '+%Y-%m-%d %H:%M UTC')"
   echo
   echo "\`bench/gpu_check.sh $*\` on $(hostname): pytest -m gpu exit $TESTS ($TESTS_LINE);"
-  echo "seed table exit $BENCH, short responses exit $BENCH_SHORT, kernel launches exit $LAUNCH."
+  echo "seed table exit $BENCH, short responses exit $BENCH_SHORT, kernel launches exit $LAUNCH,"
+  echo "two-GPU exchange exit $EXCHANGE ($EXCHANGE_LINE)."
   for part in "$TABLE" "$SHORT"; do
     [[ -s $part ]] && { echo; cat "$part"; }
   done
@@ -112,11 +141,16 @@ fi
     echo
     cat "$LAUNCHES"
   fi
+  if [[ -s $EXCHANGE_OUT ]]; then
+    echo
+    cat "$EXCHANGE_OUT"
+  fi
 } >> "$RESULTS"
 echo "== appended to $RESULTS"
-for code in "$TESTS" "$BENCH" "$BENCH_SHORT" "$LAUNCH"; do
+for code in "$TESTS" "$BENCH" "$BENCH_SHORT" "$LAUNCH" "$EXCHANGE"; do
   if [[ $code != 0 && $code != skipped ]]; then
-    echo "gpu_check: FAILED (pytest $TESTS, seed table $BENCH, short $BENCH_SHORT, launches $LAUNCH)" >&2
+    echo "gpu_check: FAILED (pytest $TESTS, seed table $BENCH, short $BENCH_SHORT, launches $LAUNCH," \
+      "exchange $EXCHANGE)" >&2
     exit 1
   fi
 done

@@ -56,3 +56,12 @@ def test_gpu_check_fails_and_records_when_pytest_prints_no_summary(tmp_path: Pat
     assert out.returncode == 1, out.stdout[-3000:] + out.stderr[-3000:]
     assert "pytest -m gpu exit 134 (no summary)" in text
     assert "gpu_check: FAILED" in out.stderr
+
+
+def test_gpu_check_skips_the_two_gpu_exchange_saying_why(tmp_path: Path) -> None:
+    """Step 4 runs only where two GPUs exist; elsewhere (here: the dry run) it prints and records why."""
+    out, text = run_check(tmp_path, GPU_CHECK_STEPS="exchange")
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    reason = "skipped: the CPU dry run here, the NCCL exchange needs two"
+    assert f"== 4. two-GPU exchange: {reason}" in out.stdout
+    assert f"two-GPU exchange exit skipped ({reason})." in text

@@ -3,6 +3,7 @@ and as the float64 brute force, for both scopes; and the pure splits behind them
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -12,9 +13,9 @@ from influence_trace.demo.rollouts import make_rollouts
 from influence_trace.run.partition import assign_modules, contiguous_shares, module_cost, owner_of
 from influence_trace.trace.selection import select_groups
 
-from tests.run.parallel_helpers import run_parallel
+from tests.run.parallel_helpers import run_parallel, run_parallel_claims
 from tests.trace.bruteforce import load_model, read_rollouts, reference, settings, token_gradients
-from tests.trace.numeric_helpers import assert_scores_close, run
+from tests.trace.numeric_helpers import SMALL, assert_scores_close, run
 
 SAME = 1e-12  # same per-module numbers; only the sum over modules is added in another order
 REL = 1e-6  # against the brute force, as in test_exactness.py
@@ -69,6 +70,24 @@ def test_scores_do_not_depend_on_the_process_count(nproc, tiny_model_dir: Path, 
             selection = select_groups(rs, trace)
             ref = reference(token_gradients(model, selection, trace), selection, trace)
             assert_scores_close(result.scores, ref.scores, REL)
+
+
+def test_the_overlapped_exchange_gives_the_scores_of_the_waiting_one(tiny_model_dir: Path, cases,
+                                                                    tmp_path: Path) -> None:
+    """Two gloo processes, float64: each round posted beside the module before it's Hessian work, or
+    after it, gives bit-identical scores (the same rows reach the same per-module code)."""
+    trace, rs = cases[0]  # all_selected with HINV_DOT: three modules' rounds, two owners
+    runs = [(trace, rs), (trace, rs)]
+    options = [replace(SMALL, exchange_overlap=False), replace(SMALL, exchange_overlap=True)]
+    (waiting, ahead), claims = run_parallel_claims(2, tiny_model_dir, runs, tmp_path / "r.pkl", options)
+    assert "exchange_ahead" not in claims[0] and "exchange_ahead" in claims[1]
+    assert waiting.scores.keys() == ahead.scores.keys()
+    for key, scores in waiting.scores.items():
+        np.testing.assert_array_equal(ahead.scores[key], scores)
+    assert [m.damping for m in ahead.modules] == [m.damping for m in waiting.modules]
+    assert ahead.diagnostics.keys() == waiting.diagnostics.keys()
+    for key, value in waiting.diagnostics.items():
+        np.testing.assert_equal(ahead.diagnostics[key], value)
 
 
 def test_capture_shares_are_contiguous_and_balanced_by_tokens() -> None:

@@ -14,9 +14,8 @@ import pytest
 from influence_trace.api.architectures import ModuleDims
 from influence_trace.demo.rollouts import make_rollouts
 from influence_trace.planning.memory_model import module_peak, module_stage_bytes
-from influence_trace.planning.workload import Workload
 from influence_trace.trace.ledger import MemoryLedger
-from influence_trace.trace.selection import Selection, select_groups
+from influence_trace.trace.selection import select_groups, selection_workload
 
 from tests.trace.bruteforce import read_rollouts, settings
 from tests.trace.numeric_helpers import SMALL, run
@@ -44,14 +43,6 @@ class ModuleLedger(MemoryLedger):
             self.base = None
 
 
-def workload(selection: Selection) -> Workload:
-    """The selection's exact counts, as the memory model takes them."""
-    tokens = [sum(r.num_tokens for r in g.responses) for g in selection.groups]
-    return Workload(response_tokens=sum(tokens), responses=len(selection.responses),
-                    scope_tokens=max(tokens), scope_responses=max(len(g.responses) for g in selection.groups),
-                    max_sequence_tokens=1, prompt_tokens=0, source="test")
-
-
 @pytest.fixture(scope="module")
 def responses(tmp_path_factory: pytest.TempPathFactory):
     # Equal group sizes, so per_prompt's largest group by tokens is also its largest by responses.
@@ -75,7 +66,7 @@ def test_ledger_module_peaks_equal_the_model(model, responses, scope, source, mo
     selection = select_groups(responses, trace)
     ledger = ModuleLedger()
     result = run(model, selection, trace, ledger=ledger)
-    work = workload(selection)
+    work = selection_workload(selection)
     predicted = [
         module_peak(module_stage_bytes(ModuleDims(m.name, m.in_features, m.out_features, m.k_in, m.k_out),
                                        work, trace, SMALL.chunk_bytes, kernels))

@@ -237,9 +237,32 @@ def pinned_staging_bytes(dims: list[ModuleDims], batch_response_tokens: int, cap
 
 def exchange_bytes(dims: list[ModuleDims], tokens: int, capture_dtype: str, device: str) -> int:
     """"exchange" (several processes only): one round's owned module over every token, plus on CUDA
-    this rank's pieces sent to the round's other owners (at most as many rows again)."""
+    this rank's pieces sent to the round's other owners (at most as many rows again). With the rounds
+    overlapped, the next round's buffers ("exchange_ahead") are as large, beside a module's work."""
     widest = max((d.k_in + d.k_out for d in dims), default=0)
     return (2 if device == "cuda" else 1) * tokens * widest * DTYPE_BYTES[capture_dtype]
+
+
+def received_staging_bytes(dims: list[ModuleDims], tokens: int, capture_dtype: str,
+                           hessian_dtype: str) -> int:
+    """The received rows becoming a module's "factors" (Hessian dtype): as they are when the capture
+    dtype is the Hessian's; else converted a side at a time, the wider side (A) first, each received
+    side dropped once converted: c (A + B) + s A, then c B + s (A + B), per token."""
+    c, s = DTYPE_BYTES[capture_dtype], DTYPE_BYTES[hessian_dtype]
+
+    def moment(d: ModuleDims) -> int:
+        wide, narrow = max(d.k_in, d.k_out), min(d.k_in, d.k_out)
+        if c == s:
+            return s * (wide + narrow)
+        return max(c * (wide + narrow) + s * wide, c * narrow + s * (wide + narrow))
+
+    return tokens * max((moment(d) for d in dims), default=0)
+
+
+def exchange_overlap_fits(room: int | None, module_peak: int, ahead: int) -> bool:
+    """Whether the next exchange round may run beside a module's Hessian work: the module's peak and
+    the round's buffers ("exchange_ahead") fit the room beside what is held (None: no limit known)."""
+    return room is None or module_peak + ahead <= room
 
 
 def chunk_tokens(scope_tokens: int, dim: int, itemsize: int, chunk_bytes: int) -> int:
@@ -428,8 +451,9 @@ def estimate(spec: InfluenceTraceSpec, shapes: Shapes | None = None, options: Es
               "hessian": sum(fixed.values()) + sum(resident.values()) + largest.peak_bytes}
     several = spec.resources.gpus * spec.resources.nodes > 1
     exchange = exchange_bytes(dims, w.response_tokens, trace.capture_dtype, opts.device) if several else 0
-    if exchange:  # the factors' exchange between ranks, after capture, before the Hessian stage
-        stages["exchange"] = sum(fixed.values()) + exchange
+    if exchange:  # a round of the factors' exchange between ranks, then its rows staged as the factors
+        staging = received_staging_bytes(dims, w.response_tokens, trace.capture_dtype, trace.hessian_dtype)
+        stages["exchange"] = sum(fixed.values()) + sum(resident.values()) + max(exchange, staging)
     gen = spec.rollouts.generate
     generation = 0
     if gen is not None:  # rank 0 samples the rollouts first, batch by batch, holding only the weights
@@ -437,6 +461,7 @@ def estimate(spec: InfluenceTraceSpec, shapes: Shapes | None = None, options: Es
         stages["generate"] = fixed["weights"] + generation
     context = opts.cuda_context_bytes if opts.device == "cuda" else 0
     gpu_breakdown = {**fixed, "generation_cache": generation, "capture_batch": capture, "exchange": exchange,
+                     "exchange_ahead": exchange,
                      **parts[largest.name], **resident, "cuda_context": context}
     add_validation_stage(spec, shapes, dims, stages, gpu_breakdown, capture, _padded_tokens(local, opts))
     add_update_stage(spec, shapes, stages, gpu_breakdown, capture, _padded_tokens(local, opts))
@@ -453,7 +478,7 @@ def estimate(spec: InfluenceTraceSpec, shapes: Shapes | None = None, options: Es
         shapes=shapes,
         tokens_per_gpu=local.response_tokens,
         gpus=spec.resources.gpus,
-        assumptions=_assumptions(spec, w, opts),
+        assumptions=_assumptions(spec, w, opts, stages["hessian"], exchange),
     )
 
 
@@ -461,7 +486,8 @@ def _module_estimate(d: ModuleDims, parts: dict[str, int]) -> ModuleEstimate:
     return ModuleEstimate(d.name, d.k_in, d.k_out, d.dim, parts.get("hessian", 0), module_peak(parts))
 
 
-def _assumptions(spec: InfluenceTraceSpec, w: Workload, opts: EstimateOptions) -> list[str]:
+def _assumptions(spec: InfluenceTraceSpec, w: Workload, opts: EstimateOptions, hessian: int,
+                 ahead: int) -> list[str]:
     out = [
         f"workload: {w.source}",
         f"capture pass data parallel over {spec.resources.gpus * spec.resources.nodes} processes; "
@@ -473,4 +499,9 @@ def _assumptions(spec: InfluenceTraceSpec, w: Workload, opts: EstimateOptions) -
     if opts.device == "cuda":
         out.append(f"{opts.cuda_context_bytes} bytes of CUDA context per GPU; "
                    f"{opts.process_host_bytes} host bytes per process for Python, torch and CUDA")
+    if ahead:
+        out.append(f"exchange rounds overlap the Hessian work where the GPU has room for the next round's "
+                   f"buffers (exchange_ahead, {ahead} bytes) beside the hessian stage ({hessian + ahead} "
+                   "bytes together); elsewhere each round waits for the module before it (the stages "
+                   "above are without the overlap, which placement does not ask for)")
     return out

@@ -16,6 +16,7 @@ CHUNK_BYTES_ENV = "INFLUENCE_TRACE_CHUNK_BYTES"
 CAPTURE_TOKENS_ENV = "INFLUENCE_TRACE_CAPTURE_TOKENS"
 SHARE_PROMPTS_ENV = "INFLUENCE_TRACE_SHARE_PROMPTS"  # 0: every response runs its prompt again
 CHECKPOINT_LAYERS_ENV = "INFLUENCE_TRACE_CHECKPOINT_LAYERS"  # N: checkpoint N decoder layers in capture
+EXCHANGE_OVERLAP_ENV = "INFLUENCE_TRACE_EXCHANGE_OVERLAP"  # 1/0: always/never; unset: where memory allows
 
 DEFAULT_CHUNK_BYTES = CHUNK_BYTES["cpu"]  # one Hessian chunk buffer (c x D in the Hessian dtype); 1 GiB on
 # the GPU kernel strategy (hessian_plan.CHUNK_BYTES: its chunks hold thousands of tokens)
@@ -36,6 +37,15 @@ def _env_int(name: str) -> int | None:
     return number
 
 
+def _env_switch(name: str) -> bool | None:
+    value = os.environ.get(name, "")
+    if value in ("0", "1"):
+        return value == "1"
+    if value:
+        raise ValueError(f"environment variable {name}: expected 0 or 1, got {value!r}")
+    return None
+
+
 @dataclass(frozen=True)
 class WorkerOptions:
     """How the worker cuts its work; ``gpu_budget_bytes`` makes planned overruns a GPU OOM."""
@@ -47,6 +57,7 @@ class WorkerOptions:
     progress: bool = True
     share_prompts: bool = True  # each prompt runs once per capture batch (trace/shared_prompts.py)
     checkpoint_layers: int | None = None  # decoder layers checkpointed in capture; None: as memory requires
+    exchange_overlap: bool | None = None  # next exchange round beside a module's Hessian; None: if it fits
 
     @classmethod
     def from_env(cls, device: str, progress: bool = True) -> WorkerOptions:
@@ -58,4 +69,5 @@ class WorkerOptions:
             progress=progress,
             share_prompts=os.environ.get(SHARE_PROMPTS_ENV, "1") != "0",
             checkpoint_layers=_env_int(CHECKPOINT_LAYERS_ENV),
+            exchange_overlap=_env_switch(EXCHANGE_OVERLAP_ENV),
         )

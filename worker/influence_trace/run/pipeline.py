@@ -62,7 +62,7 @@ class Session:
 
     @property
     def ranks(self) -> Ranks:
-        return ONE_PROCESS if self.group is None else ProcessRanks(self.group)
+        return ONE_PROCESS if self.group is None else ProcessRanks(self.group, self.options)
 
     def open_waiting(self, spec: InfluenceTraceSpec) -> None:
         """Make ``waiting`` (every rank, in the same order) when rank 0 will work alone for long."""

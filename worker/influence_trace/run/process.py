@@ -40,12 +40,14 @@ def setup_logging(timer: StageTimer, prefix: str = "") -> None:
 def synchronize_cuda() -> None:
     """Wait for queued kernels so stage timings are real; a no-op until CUDA is in use.
 
-    It waits on the current device: ``select_device`` makes that the process's own GPU.
+    It waits on the current device's current stream (``select_device`` makes that device the
+    process's own GPU), not on the whole device: an exchange round posted ahead runs on NCCL's own
+    stream beside the Hessian work, and a stage boundary must not wait for it.
     """
     import torch
 
     if torch.cuda.is_initialized():
-        torch.cuda.synchronize()
+        torch.cuda.current_stream().synchronize()
 
 
 def select_device(device: str) -> None:

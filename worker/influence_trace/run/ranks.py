@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 import signal
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,15 +28,20 @@ import torch.distributed as dist
 
 from influence_trace.api.contract import GPUOutOfMemory
 from influence_trace.api.spec import TraceSettings
+from influence_trace.planning.memory_model import exchange_overlap_fits, module_peak, module_stage_bytes
+from influence_trace.planning.options import WorkerOptions
 from influence_trace.run.distributed import RankGroup
-from influence_trace.run.exchange import exchange_factors
+from influence_trace.run.exchange import Exchange
 from influence_trace.run.partition import Share, assign_modules, contiguous_shares, module_cost
 from influence_trace.trace.capture import Factors
+from influence_trace.trace.capture_planning import capture_room
+from influence_trace.trace.engine import HESSIAN_DTYPES
+from influence_trace.trace.kernels import strategy
 from influence_trace.trace.ledger import MemoryLedger
 from influence_trace.trace.projection import TracedModule
 from influence_trace.trace.ranks import ModuleRows, Summed
 from influence_trace.trace.records import ModuleReport
-from influence_trace.trace.selection import ResponseGroup, Selection
+from influence_trace.trace.selection import ResponseGroup, Selection, selection_workload
 from influence_trace.trace.timing import Timer
 
 FAIL_ENV = "INFLUENCE_TRACE_TEST_FAIL_RANK"  # tests only: "RANK:STAGE[:kill]"
@@ -93,6 +98,7 @@ class ProcessRanks:
     """trace/ranks.py's Ranks over torch.distributed: this rank's share, its modules, the sums."""
 
     group: RankGroup
+    options: WorkerOptions
 
     @property
     def world(self) -> int:
@@ -119,13 +125,29 @@ class ProcessRanks:
     def module_rows(self, captured: Factors, traced: list[TracedModule], selection: Selection,
                     trace: TraceSettings, device: torch.device, ledger: MemoryLedger,
                     timer: Timer) -> Iterator[ModuleRows]:
+        """This rank's modules from the exchange (exchange.py), round by round, the next round beside
+        a module's Hessian work where ``options.exchange_overlap`` says so, or else where it fits."""
         names = [t.name for t in traced]
         assignment = _assignment(traced, selection, trace, self.world)
-        with timer.stage("grad_staging"):
-            rows = exchange_factors(captured, names, assignment, _shares(selection, self.world),
-                                    self.group.rank, device, ledger)
-        for index in assignment[self.group.rank]:
-            yield ModuleRows(index, list(rows.pop(names[index])))
+        owned = assignment[self.group.rank]
+        ahead = self._ahead(traced, owned, selection, trace, device, ledger)
+        exchange = Exchange(captured, names, assignment, _shares(selection, self.world), self.group.rank,
+                            device, HESSIAN_DTYPES[trace.hessian_dtype], ledger, ahead)
+        yield from exchange.rows(timer)
+
+    def _ahead(self, traced: list[TracedModule], owned: list[int], selection: Selection, trace: TraceSettings,
+               device: torch.device, ledger: MemoryLedger) -> bool | Callable[[int], bool]:
+        """The overlap as asked for, or: where the room beside what is held now (the ledger's budget,
+        else the card less the placement headroom, as for the capture) takes this rank's largest module
+        peak (the memory model's, for this selection) with the next round's buffers."""
+        if self.options.exchange_overlap is not None:
+            return self.options.exchange_overlap
+        work = selection_workload(selection)
+        kernels = strategy(device)
+        peak = max((module_peak(module_stage_bytes(traced[i].dims, work, trace, self.options.chunk_bytes,
+                                                   kernels)) for i in owned), default=0)
+        room = capture_room(ledger, device)
+        return lambda nbytes: exchange_overlap_fits(room, peak, nbytes)
 
     def reduce(self, scores: torch.Tensor, hinv_dot: torch.Tensor | None,
                reports: dict[int, ModuleReport], timer: Timer) -> Summed | None:

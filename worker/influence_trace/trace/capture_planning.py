@@ -52,7 +52,8 @@ def plan_items(responses, share: bool) -> list[Item]:
 
 
 def capture_room(ledger: MemoryLedger, device: torch.device) -> int | None:
-    """Bytes a capture may take beside what the ledger holds (the module docstring says which)."""
+    """Bytes a capture may take beside what the ledger holds (the module docstring says which); with
+    several processes the exchange asks it too, whether a round fits beside a module's Hessian work."""
     if ledger.budget_bytes is not None:
         return ledger.budget_bytes - ledger.total
     if device.type == "cuda":  # within the placement's headroom, so a measured peak still fits the pool

@@ -13,6 +13,7 @@ import numpy as np
 
 from influence_trace.api.contract import InvalidInput
 from influence_trace.api.spec import TraceSettings
+from influence_trace.planning.workload import Workload
 from influence_trace.trace.records import Response
 
 ADVANTAGE_EPS = 1e-6
@@ -55,6 +56,21 @@ class Selection:
         """R + 1 token row offsets (int64) in scope order: response i owns rows [off[i], off[i + 1])."""
         counts = [r.num_tokens for r in self.responses]
         return np.concatenate([[0], np.cumsum(counts, dtype=np.int64)]).astype(np.int64)
+
+
+def selection_workload(selection: Selection) -> Workload:
+    """The selection's exact counts, as the memory model takes them (per_prompt's largest scope is the
+    largest group by tokens and, apart, by responses)."""
+    responses = selection.responses
+    return Workload(
+        response_tokens=selection.num_tokens,
+        responses=len(responses),
+        scope_tokens=max((g.num_tokens for g in selection.groups), default=0),
+        scope_responses=max((len(g.responses) for g in selection.groups), default=0),
+        max_sequence_tokens=max((len(r.prompt_ids) + r.num_tokens for r in responses), default=0),
+        prompt_tokens=sum(len(r.prompt_ids) for r in responses),
+        source="the selected responses",
+    )
 
 
 def group_advantages(responses: list[Response]) -> np.ndarray:
