@@ -146,3 +146,12 @@ def test_decide_dispatches_each_outcome_to_its_rule() -> None:
     assert decided(Finished("KernelOOMKilled", 137, reason="OOMKilled"), queued) == (
         "launch", conditions.HOST_MEMORY_RAISED)
     assert decided(Finished("InvalidInput", 65)) == ("fail", conditions.WORKER_FAILED)
+
+
+def test_max_attempts_is_the_specs_else_the_operators_default() -> None:
+    from influence_trace_operator.rules.policies import max_attempts_of
+
+    from tests.operator.operator_builders import trace
+
+    assert max_attempts_of(trace(), 4) == 4
+    assert max_attempts_of(trace(resources={"pools": ["h100", "h200"], "maxAttempts": 2}), 4) == 2

@@ -13,8 +13,8 @@ from influence_trace_operator.adapters import progress_reader
 from influence_trace_operator.adapters.informer import Informer
 from influence_trace_operator.adapters.kube import KubeClient
 from influence_trace_operator.reconciler import record
-from influence_trace_operator.reconciler.passes import Pass, parse_trace
-from influence_trace_operator.rules import classify, conditions, pending
+from influence_trace_operator.reconciler.passes import Pass
+from influence_trace_operator.rules import classify, conditions, pending, policies
 from influence_trace_operator.rules.classify import Finished
 from influence_trace_operator.rules.policies import Decision
 from influence_trace_operator.rules.settings import OperatorSettings
@@ -31,11 +31,6 @@ def read_trace(kube: KubeClient, informer: Informer, namespace: str, name: str,
         if obj is not None:
             informer.refresh_trace(obj)
     return obj
-
-
-def parse(p: Pass) -> InfluenceTrace:
-    """The pass's trace, typed (ManifestError names each bad field)."""
-    return parse_trace(p.obj)
 
 
 def job_of(kube: KubeClient, informer: Informer, p: Pass,
@@ -65,7 +60,7 @@ def observe(kube: KubeClient, informer: Informer, p: Pass, current: AttemptRecor
     pending_s, run_s = pending.timeouts(resource, settings.default_pending_timeout,
                                         settings.default_run_timeout)
     pods = _pods(kube, informer, p, current, job, cached, pending_s)
-    max_attempts = resource.spec.resources.max_attempts or settings.default_max_attempts
+    max_attempts = policies.max_attempts_of(resource, settings.default_max_attempts)
     stop = record.evictions(p, current, pods, max_attempts)
     if stop is not None:
         return stop

@@ -33,7 +33,7 @@ from influence_trace_operator.adapters.informer import Informer
 from influence_trace_operator.adapters.kube import ApiError, KubeClient
 from influence_trace_operator.reconciler import attempt, children, queued, record
 from influence_trace_operator.reconciler.memory import PassMemory
-from influence_trace_operator.reconciler.passes import Pass, Wait, start_pass
+from influence_trace_operator.reconciler.passes import Pass, Wait, parse_trace, start_pass
 from influence_trace_operator.rules import conditions, labels, policies, tenancy
 from influence_trace_operator.rules.children import ChildConflict
 from influence_trace_operator.rules.classify import Finished
@@ -143,7 +143,7 @@ class Reconciler:
     def _step(self, p: Pass) -> None:
         """Validate, then either place attempt 1 or follow the current attempt."""
         try:
-            resource = attempt.parse(p)
+            resource = parse_trace(p.obj)
         except ManifestError as err:
             self._fail(p, Decision("fail", conditions.INVALID_SPEC, str(err)))
             return
@@ -197,7 +197,7 @@ class Reconciler:
         done = self._ended(p, resource, current)
         if done is None:
             return
-        max_attempts = resource.spec.resources.max_attempts or self.settings.default_max_attempts
+        max_attempts = policies.max_attempts_of(resource, self.settings.default_max_attempts)
         decision = policies.decide(p.status, done, allowed, max_attempts, self.settings.host_memory_growth,
                                    lambda: self._what_fits(resource, allowed))
         if decision.action == "launch" and news:  # not again on each pass that waits to relaunch
@@ -211,7 +211,7 @@ class Reconciler:
         if job is None:
             return attempt.without_job(p, current)
         children.check_owner(job, p.ref)
-        max_attempts = resource.spec.resources.max_attempts or self.settings.default_max_attempts
+        max_attempts = policies.max_attempts_of(resource, self.settings.default_max_attempts)
         stop = queued.follow(self.kube, self.table, p, current, job, max_attempts)
         if isinstance(stop, Decision):
             self._fail(p, stop, Finished(outcome="Evicted", reason=conditions.EVICTED_BY_KUEUE,

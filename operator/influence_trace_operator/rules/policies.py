@@ -29,6 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
+from influence_trace.api.spec import InfluenceTrace
 from influence_trace.api.status import AttemptRecord, ResultStatus, TraceStatus
 from influence_trace.api.units import gb
 from influence_trace.planning.placement import Pool, next_pool
@@ -83,6 +84,11 @@ def first_launch(
 def launches_used(status: TraceStatus) -> int:
     """Jobs launched plus pods the Jobs relaunched after evictions (Kueue's evictions included)."""
     return sum(1 + a.evictions + a.kueue_evictions for a in status.attempts)
+
+
+def max_attempts_of(resource: InfluenceTrace, default: int) -> int:
+    """spec.resources.maxAttempts, or the operator's default when the trace leaves it unset."""
+    return resource.spec.resources.max_attempts or default
 
 
 def relaunch_within(status: TraceStatus, max_attempts: int, decision: Decision) -> Decision:
