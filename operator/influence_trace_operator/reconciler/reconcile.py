@@ -93,8 +93,8 @@ class Reconciler:
     def _once(self, namespace: str, name: str, fresh: bool) -> None:
         """Read, step, then write the status (only when it changed), send the events, run what waits."""
         obj = attempt.read_trace(self.kube, self.informer, namespace, name, fresh)
-        p = None if obj is None or obj["metadata"].get("deletionTimestamp") else start_pass(obj)
-        if obj is None or p is None or p.status.terminal:
+        p = start_pass(obj) if obj is not None and not obj["metadata"].get("deletionTimestamp") else None
+        if p is None or p.status.terminal:  # gone, being deleted, or finished: nothing to do
             self.memory.forget(namespace, name)
             return
         before = p.status.wire()
@@ -109,7 +109,7 @@ class Reconciler:
             self._fail(p, Decision("fail", conditions.CHILD_CONFLICT, str(err)))
         self._write(p, before)
         if p.events:
-            self.send(lambda: self._post(obj, p.events))
+            self.send(lambda: self._post(p.obj, p.events))
         for step in p.later:
             step()
 

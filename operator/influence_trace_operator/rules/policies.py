@@ -142,31 +142,20 @@ def _after_host_oom(
         else "out of host memory"
     )
     here = next((p for p in pools if p.name == status.pool), None)
-    if here is not None and host < here.host_memory_bytes:
-        raised = min(math.ceil(host * growth), here.host_memory_bytes)
-        return Decision(
-            "launch",
-            conditions.HOST_MEMORY_RAISED,
-            f"worker {what} on pool {status.pool} with {gb(host)} host memory; "
-            f"relaunching there with {gb(raised)}",
-            placement_on(here, status.attempt + 1, raised),
-        )
-    nxt = larger_host_pool(pools, status.pool or "", host)
-    if nxt is None:
+    room_here = here is not None and host < here.host_memory_bytes
+    target = here if room_here else larger_host_pool(pools, status.pool or "", host)
+    if target is None:
         return Decision(
             "fail",
             conditions.OUT_OF_HOST_MEMORY,
             f"worker {what} on pool {status.pool} with {gb(host)}, all its nodes hold; no allowed "
             "pool has more host memory (lower rollouts.maxPrompts or use a per_prompt scope)",
         )
-    raised = min(math.ceil(host * growth), nxt.host_memory_bytes)
-    return Decision(
-        "launch",
-        conditions.HOST_MEMORY_RAISED,
-        f"worker {what} on pool {status.pool} at its nodes' {gb(host)}; moving to pool {nxt.name} "
-        f"with {gb(raised)}",
-        placement_on(nxt, status.attempt + 1, raised),
-    )
+    raised = min(math.ceil(host * growth), target.host_memory_bytes)
+    step = (f"with {gb(host)} host memory; relaunching there with {gb(raised)}" if room_here else
+            f"at its nodes' {gb(host)}; moving to pool {target.name} with {gb(raised)}")
+    return Decision("launch", conditions.HOST_MEMORY_RAISED, f"worker {what} on pool {status.pool} {step}",
+                    placement_on(target, status.attempt + 1, raised))
 
 
 def after_success(status: TraceStatus, done: Finished) -> Decision:
